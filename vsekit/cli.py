@@ -1,0 +1,142 @@
+"""The ``vsekit`` command: a thin click shell over the Python API.
+
+User errors (:class:`~vsekit.errors.VsekitError`) print one message and exit
+with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vsekit.errors import VsekitError
+
+
+class VsekitGroup(click.Group):
+    """Turns user errors into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VsekitError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@click.group(cls=VsekitGroup)
+@click.version_option(package_name="vsekit")
+@click.option("--debug", is_flag=True, help="Show tracebacks for user errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Visual-semantic embeddings: train, evaluate and use image-caption retrieval models."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key, e.g. train.lr=1e-4.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default: output.dir or runs/NAME).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with seeds seed..seed+N-1; report mean ± std.")
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.pass_context
+def run(ctx: click.Context, spec: Path, overrides: tuple[str, ...], out: Path | None, seeds: int, force: bool,
+        quiet: bool) -> None:
+    """Train and evaluate the model that SPEC describes."""
+    from vsekit import api
+
+    _setup_logging(quiet, ctx.obj["debug"])
+    api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key.")
+def validate(spec: Path, overrides: tuple[str, ...]) -> None:
+    """Check SPEC (keys, types, components, files it names) without running anything."""
+    from vsekit import api
+    from vsekit.errors import SpecError
+
+    s = api.load_spec(spec, overrides)
+    problems = s.data.build().check()
+    if problems:
+        raise SpecError("\n".join(f"{spec}: [data] {p}" for p in problems))
+    senc = s.model.sentence_encoder
+    click.echo(f"{spec}: ok — data {s.data.type}, sentence encoder {senc.type}, image encoder "
+               f"{s.model.image_encoder.type}, dim {s.model.dim}, loss {s.loss.type}, {s.train.max_epochs} epochs")
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("--data", "data_spec", type=click.Path(dir_okay=False, path_type=Path), help="Evaluate on this spec's data instead of the model's own.")
+@click.option("--folds", type=click.IntRange(min=1), default=None, help="Average over N equal folds (COCO 5-fold 1K).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics JSON here.")
+@click.option("-q", "--quiet", is_flag=True)
+def eval_cmd(checkpoint: Path, split: str, data_spec: Path | None, folds: int | None, output: Path | None,
+             quiet: bool) -> None:
+    """Evaluate a run folder or checkpoint on a split: the paper's table, plus JSON."""
+    from vsekit import api
+    from vsekit.evaluate import format_table, reference_lines
+    from vsekit.io import atomic_write_text
+
+    metrics, meta_path = api.eval_checkpoint(checkpoint, split=split, data=data_spec, folds=folds, verbose=not quiet)
+    click.echo(reference_lines(metrics))
+    click.echo(format_table({split: metrics}))
+    target = output or meta_path.parent / f"eval_{split}.json"
+    atomic_write_text(target, json.dumps({"checkpoint": str(meta_path), "split": split, **metrics}, indent=1))
+    click.echo(f"metrics: {target}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List loaded plugins and the components each registers."""
+    from vsekit import registry
+
+    mgr = registry.manager()
+    rows = [
+        {"name": p.name, "module": p.module, "distribution": p.dist, "version": p.version, "components": p.components}
+        for p in mgr.plugins.values()
+    ]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "skipped": mgr.skipped}, indent=1))
+        return
+    for r in rows:
+        click.echo(f"{r['name']} {r['version'] or ''} ({r['module']})")
+        for kind, names in r["components"].items():
+            click.echo(f"  {registry.KINDS[kind][0]}: {', '.join(names)}")
+    for name, why in mgr.skipped.items():
+        click.echo(f"{name}: skipped ({why})")
+
+
+def _add_plugin_commands() -> None:
+    from vsekit import registry
+
+    try:
+        registry.manager().pm.hook.register_commands(cli=cli)
+    except VsekitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+def main() -> None:
+    _add_plugin_commands()
+    cli(obj={})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

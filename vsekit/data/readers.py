@@ -1,0 +1,332 @@
+"""Dataset readers: ``precomp`` (the reference's folder layout) and ``flickr8k`` (raw captions + features).
+
+A reader turns a split name into a :class:`Split`: tokenized captions, one
+feature row per image, and the caption -> image map. Readers refuse
+inconsistent data with a :class:`~vsekit.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+
+from vsekit.data.tokenize import split_tokens, tokenize
+from vsekit.errors import DataError
+from vsekit.spec import EMBEDDED_PREFIX, component_field, path_field, positive
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_ROOT = Path(__file__).resolve().parent.parent / "datasets"
+
+
+def embedded_path(value: str) -> Path:
+    """Resolve ``vsekit:NAME`` to the packaged dataset folder ``vsekit/datasets/NAME``."""
+    if value.startswith(EMBEDDED_PREFIX):
+        name = value[len(EMBEDDED_PREFIX):]
+        path = EMBEDDED_ROOT / name
+        if not path.is_dir():
+            known = sorted(p.name for p in EMBEDDED_ROOT.iterdir() if p.is_dir()) if EMBEDDED_ROOT.is_dir() else []
+            raise DataError(f"no embedded dataset {value!r} — known: {', '.join(EMBEDDED_PREFIX + k for k in known)}")
+        return path
+    return Path(value)
+
+
+@attrs.define
+class Split:
+    """One split: captions (token lists), image features (one row per image), caption -> image map."""
+
+    name: str
+    captions: list[list[str]]
+    images: np.ndarray
+    cap2img: np.ndarray
+    image_ids: list[str] | None = None
+    files: list[Path] = attrs.Factory(list)
+    report: dict[str, Any] = attrs.Factory(dict)
+    source: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        self.images = np.ascontiguousarray(self.images, dtype=np.float32)
+        self.cap2img = np.asarray(self.cap2img, dtype=np.int64)
+        where = self.source or self.name
+        if self.images.ndim != 2 or len(self.images) == 0:
+            raise DataError(f"{where}: expected a non-empty 2-D feature array, got shape {self.images.shape}")
+        if len(self.captions) == 0:
+            raise DataError(f"{where}: no captions")
+        if len(self.cap2img) != len(self.captions):
+            raise DataError(f"{where}: {len(self.captions)} captions but {len(self.cap2img)} caption->image entries")
+        if self.cap2img.min() < 0 or self.cap2img.max() >= len(self.images):
+            raise DataError(f"{where}: a caption points at an image outside 0..{len(self.images) - 1}")
+        bad = ~np.isfinite(self.images).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise DataError(f"{where}: image features have NaN or inf in {len(rows)} row(s), first row {int(rows[0])}")
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
+
+    @property
+    def dim_image(self) -> int:
+        return int(self.images.shape[1])
+
+    def subset(self, n_images: int) -> "Split":
+        """The first ``n_images`` images and their captions."""
+        keep = self.cap2img < n_images
+        return Split(self.name, [c for c, k in zip(self.captions, keep) if k], self.images[:n_images],
+                     self.cap2img[keep], self.image_ids[:n_images] if self.image_ids else None,
+                     list(self.files), dict(self.report), self.source)
+
+
+class DatasetReader:
+    """Base class of dataset readers. Subclasses define a frozen attrs ``Config`` and :meth:`read`."""
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    splits: ClassVar[tuple[str, ...]] = ("train", "dev", "test")
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def read(self, split: str) -> Split:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check(self) -> list[str]:
+        """Problems visible without reading everything (missing files); used by ``vsekit validate``."""
+        return []
+
+    def _unknown_split(self, split: str) -> DataError:
+        return DataError(f"unknown split {split!r} — known: {', '.join(self.splits)}")
+
+
+# --------------------------------------------------------------------------
+# precomp
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = text.splitlines()
+    if not lines:
+        raise DataError(f"{path}: empty file")
+    return lines
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy array: {exc}") from None
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D (rows, dim) feature array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: expected floating-point features, got dtype {arr.dtype}")
+    return arr
+
+
+class PrecompReader(DatasetReader):
+    """The reference layout: ``[NAME_]SPLIT_caps.txt`` + ``[NAME_]SPLIT_ims.npy`` in one folder.
+
+    The feature file holds one row per image (captions 5i..5i+4 belong to
+    image i) or one row per caption (each image row repeated 5 times, as the
+    reference's files are); which one is detected from the counts.
+    """
+
+    @attrs.frozen
+    class Config:
+        dir: str = path_field(validator=attrs.validators.instance_of(str))
+        name: str | None = None
+        caps_per_image: int = attrs.field(default=5, validator=positive())
+
+    def _root(self) -> Path:
+        return embedded_path(self.config.dir)
+
+    def paths(self, split: str) -> tuple[Path, Path]:
+        root = self._root()
+        prefix = f"{self.config.name}_" if self.config.name else ""
+        caps, ims = root / f"{prefix}{split}_caps.txt", root / f"{prefix}{split}_ims.npy"
+        if not self.config.name and not caps.exists():
+            found = sorted(root.glob(f"*_{split}_caps.txt"))
+            if len(found) == 1:
+                stem = found[0].name[: -len("_caps.txt")]
+                caps, ims = root / f"{stem}_caps.txt", root / f"{stem}_ims.npy"
+        return caps, ims
+
+    def check(self) -> list[str]:
+        root = self._root()
+        if not root.is_dir():
+            return [f"{root}: no such folder"]
+        return [f"{p}: no such file" for s in ("train", "dev", "test") for p in self.paths(s) if not p.exists()]
+
+    def read(self, split: str) -> Split:
+        if split not in self.splits:
+            raise self._unknown_split(split)
+        root = self._root()
+        if not root.is_dir():
+            raise DataError(f"{root}: no such dataset folder")
+        caps_path, ims_path = self.paths(split)
+        lines = _read_lines(caps_path)
+        captions = []
+        for i, line in enumerate(lines, 1):
+            tokens = split_tokens(line)
+            if not tokens:
+                raise DataError(f"{caps_path}: line {i} is an empty caption")
+            captions.append(tokens)
+        feats = _load_npy(ims_path)
+        k = self.config.caps_per_image
+        n_caps, n_rows = len(captions), len(feats)
+        if n_rows == n_caps and k > 1:
+            if n_rows % k:
+                raise DataError(f"{ims_path}: {n_rows} rows (one per caption) is not a multiple of {k}")
+            grouped = feats.reshape(n_rows // k, k, -1)
+            if not np.array_equal(grouped, np.repeat(grouped[:, :1], k, axis=1)):
+                raise DataError(
+                    f"{ims_path}: {n_rows} rows for {n_caps} captions, but rows {k}i..{k}i+{k - 1} are not "
+                    f"copies of one image row (expected one row per image, or each image row repeated {k} times)"
+                )
+            images, layout = grouped[:, 0], "row-per-caption"
+        elif n_caps == k * n_rows:
+            images, layout = feats, "row-per-image"
+        else:
+            raise DataError(
+                f"{caps_path} has {n_caps} captions but {ims_path} has {n_rows} feature rows: expected "
+                f"{k} captions per row (one row per image) or 1 (one row per caption)"
+            )
+        cap2img = np.arange(n_caps, dtype=np.int64) // k
+        return Split(split, captions, images, cap2img, files=[caps_path, ims_path],
+                     report={"layout": layout}, source=str(ims_path))
+
+
+# --------------------------------------------------------------------------
+# flickr8k
+
+
+class Flickr8kReader(DatasetReader):
+    """Flickr8K as released: ``captions.txt`` (CSV ``image,caption``) and ``splits/{train,dev,test}.txt``.
+
+    Captions are lowercased and tokenized with ``\\w+|'\\w+|[^\\w\\s]``. Image
+    features come from an image feature extractor (``features``), e.g.
+    ``{type = "precomputed", dir = ".../flickr8k-effnet-lite0"}``. Images
+    without features or with fewer than ``caps_per_image`` captions are
+    reported in the log and the run's provenance, then left out.
+    """
+
+    @attrs.frozen
+    class Config:
+        root: str = path_field(validator=attrs.validators.instance_of(str))
+        features: Any = component_field("image_feature_extractor")
+        captions_file: str = "captions.txt"
+        splits_dir: str = "splits"
+        images_dir: str = "images"
+        caps_per_image: int = attrs.field(default=5, validator=positive())
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._captions: OrderedDict[str, list[str]] | None = None
+        self._extractor = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.config.root)
+
+    def check(self) -> list[str]:
+        problems = []
+        for p in [self.root / self.config.captions_file] + [
+            self.root / self.config.splits_dir / f"{s}.txt" for s in self.splits
+        ]:
+            if not p.exists():
+                problems.append(f"{p}: no such file")
+        if self.config.features is None:
+            problems.append("data.features: missing: name an image feature extractor")
+        else:
+            problems += self.extractor.check()
+        return problems
+
+    @property
+    def extractor(self) -> Any:
+        if self._extractor is None:
+            if self.config.features is None:
+                raise DataError("[data] features: missing: name an image feature extractor, "
+                                "e.g. {type = \"precomputed\", dir = \"...\"}")
+            self._extractor = self.config.features.build()
+        return self._extractor
+
+    def captions_by_image(self) -> OrderedDict[str, list[str]]:
+        if self._captions is None:
+            path = self.root / self.config.captions_file
+            try:
+                fh = open(path, encoding="utf-8", newline="")
+            except FileNotFoundError:
+                raise DataError(f"{path}: no such file") from None
+            by_image: OrderedDict[str, list[str]] = OrderedDict()
+            with fh:
+                try:
+                    reader = csv.reader(fh)
+                    header = next(reader, None)
+                    if header is None:
+                        raise DataError(f"{path}: empty file")
+                    if [h.strip().lower() for h in header[:2]] != ["image", "caption"]:
+                        raise DataError(f"{path}: expected a CSV header 'image,caption', got {','.join(header)!r}")
+                    for lineno, row in enumerate(reader, 2):
+                        if len(row) != 2:
+                            raise DataError(f"{path}: line {lineno}: expected 2 CSV fields, got {len(row)}")
+                        by_image.setdefault(row[0].strip(), []).append(row[1])
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+            if not by_image:
+                raise DataError(f"{path}: no captions")
+            self._captions = by_image
+        return self._captions
+
+    def read(self, split: str) -> Split:
+        if split not in self.splits:
+            raise self._unknown_split(split)
+        split_path = self.root / self.config.splits_dir / f"{split}.txt"
+        names = [n.strip() for n in _read_lines(split_path) if n.strip()]
+        dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+        if dupes:
+            raise DataError(f"{split_path}: duplicate image ids, e.g. {dupes[0]!r}")
+        caps = self.captions_by_image()
+        k = self.config.caps_per_image
+        few = [n for n in names if len(caps.get(n, [])) < k]
+        many = [n for n in names if len(caps.get(n, [])) > k]
+        keep = [n for n in names if n not in set(few)]
+        result = self.extractor.extract([self.root / self.config.images_dir / n for n in keep])
+        missing = [keep[i] for i in np.flatnonzero(~result.ok)]
+        report: dict[str, Any] = {"images_listed": len(names)}
+        if few:
+            report["fewer_than_%d_captions" % k] = few
+            log.warning("%s: %d image(s) with fewer than %d captions left out, e.g. %s", split_path, len(few), k, few[0])
+        if many:
+            report["more_than_%d_captions_truncated" % k] = many
+            log.warning("%s: %d image(s) with more than %d captions: the first %d used", split_path, len(many), k, k)
+        if missing:
+            report["without_features"] = missing
+            log.warning("%s: %d image(s) without features left out, e.g. %s (%s)", split_path, len(missing),
+                        missing[0], result.errors.get(missing[0], "missing"))
+        kept = [n for n, ok in zip(keep, result.ok) if ok]
+        if not kept:
+            raise DataError(f"{split_path}: no image of split {split!r} has both {k} captions and features")
+        captions = []
+        for name in kept:
+            for text in caps[name][:k]:
+                tokens = tokenize(text)
+                captions.append(tokens if tokens else ["<unk>"])
+        cap2img = np.repeat(np.arange(len(kept), dtype=np.int64), k)
+        report["images"] = len(kept)
+        return Split(split, captions, result.features, cap2img, image_ids=kept,
+                     files=[self.root / self.config.captions_file, split_path] + list(result.files),
+                     report=report, source=str(split_path))

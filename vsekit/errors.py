@@ -1,0 +1,32 @@
+"""The user-facing error type.
+
+Anything a person can fix (a bad spec, a missing file, a caption/feature count
+mismatch, an unknown component) is raised as :class:`VsekitError` with a
+message that names the file, the field and what was expected. The CLI prints
+the message alone and exits with status 2; other exceptions are bugs and keep
+their traceback.
+"""
+
+from __future__ import annotations
+
+
+class VsekitError(Exception):
+    """An error caused by input the user can fix. ``str(err)`` is the whole message."""
+
+    exit_code = 2
+
+
+class SpecError(VsekitError):
+    """A spec file (or a ``--set`` override) is not valid."""
+
+
+class DataError(VsekitError):
+    """A data file is missing, empty or inconsistent."""
+
+
+class CheckpointError(VsekitError):
+    """A checkpoint or run folder cannot be read or written."""
+
+
+class RegistryError(VsekitError):
+    """A component name is unknown or registered twice."""

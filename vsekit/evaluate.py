@@ -1,0 +1,135 @@
+"""Encoding and evaluation: ``encode_sentences``, ``encode_images``, ``evalrank`` and the results table."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vsekit.data.batching import collate
+from vsekit.data.readers import Split
+from vsekit.data.tokenize import TOKENIZERS
+from vsekit.data.vocab import encode_all
+from vsekit.model import JointModel
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
+HEADERS = ("aR@1", "aR@5", "aR@10", "aMedr", "sR@1", "sR@5", "sR@10", "sMedr", "rsum")
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@torch.no_grad()
+def encode_sentences(model: JointModel, sentences: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 512,
+                     verbose: bool = False) -> np.ndarray:
+    """Unit-norm embeddings (N, dim) of captions: strings are tokenized, token lists are used as given."""
+    tok = TOKENIZERS.get(model.tokenizer, TOKENIZERS["regex"])
+    captions = [tok(s) if isinstance(s, str) else list(s) for s in sentences]
+    n = len(captions)
+    out = np.zeros((n, model.dim), dtype=np.float32)
+    if n == 0:
+        return out
+    flat, lengths = encode_all(model.vocab, captions, append_eos=model.append_eos, n_words=model.n_words)
+    lengths_safe = np.maximum(lengths, 1)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    order = np.argsort(-lengths_safe, kind="stable")  # similar lengths together: little padding
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
+    for start in tqdm(range(0, n, batch_size), desc="encode captions", disable=not verbose, leave=False):
+        idx = order[start : start + batch_size]
+        batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if needs_texts else None)
+        batch = type(batch)(batch.tokens, batch.lengths.clamp(min=1), batch.texts).to(device)
+        out[idx] = model.encode_text(batch).float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def encode_images(model: JointModel, features: np.ndarray | torch.Tensor, batch_size: int = 2048,
+                  verbose: bool = False) -> np.ndarray:
+    """Unit-norm embeddings (N, dim) of image feature rows (N, dim_image)."""
+    feats = torch.as_tensor(np.asarray(features, dtype=np.float32) if not torch.is_tensor(features) else features)
+    if feats.ndim != 2 or feats.shape[1] != model.dim_image:
+        from vsekit.errors import DataError
+
+        raise DataError(f"image features: expected shape (N, {model.dim_image}), got {tuple(feats.shape)}")
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    out = np.zeros((len(feats), model.dim), dtype=np.float32)
+    for start in tqdm(range(0, len(feats), batch_size), desc="encode images", disable=not verbose, leave=False):
+        chunk = feats[start : start + batch_size].float().to(device)
+        out[start : start + len(chunk)] = model.encode_image(chunk).float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: int | None = None,
+                   verbose: bool = False) -> dict[str, Any]:
+    """Encode a split and compute the metric (``recall`` by default)."""
+    if metric is None:
+        from vsekit.metrics import RecallMetric
+
+        metric = RecallMetric(RecallMetric.Config())
+    if split.dim_image != model.dim_image:
+        from vsekit.errors import DataError
+
+        raise DataError(f"{split.source}: {split.dim_image}-d image features, but the model expects {model.dim_image}-d")
+    ims = encode_images(model, split.images, verbose=verbose)
+    caps = encode_sentences(model, split.captions, verbose=verbose)
+    return metric.compute(ims, caps, split.cap2img, folds=folds)
+
+
+def evalrank(model: JointModel | str, data: Any = None, split: str = "test", folds: int | None = None,
+             verbose: bool = True, print_table: bool = True) -> dict[str, Any]:
+    """Evaluate ``model`` (or a checkpoint path) on ``split`` of ``data`` and print the reference's lines.
+
+    ``data`` is a :class:`Split`, a dataset reader, or a spec file path (its
+    ``[data]`` section is used); by default the data of the model's own spec.
+    """
+    from vsekit import api
+
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = api.load_model(model)
+    split_data = api.resolve_split(model, data, split)
+    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose)
+    if print_table:
+        print(reference_lines(metrics))
+    return metrics
+
+
+def reference_lines(m: dict[str, Any]) -> str:
+    """The reference's two printed lines (R@1, R@5, R@10, medr)."""
+    return (f"Image to text: {m['i2t_r1']:.1f}, {m['i2t_r5']:.1f}, {m['i2t_r10']:.1f}, {m['i2t_medr']:.1f}\n"
+            f"Text to image: {m['t2i_r1']:.1f}, {m['t2i_r5']:.1f}, {m['t2i_r10']:.1f}, {m['t2i_medr']:.1f}")
+
+
+def format_table(rows: dict[str, dict[str, Any]] | dict[str, Any], std: dict[str, Any] | None = None) -> str:
+    """A fixed-width table of the paper's columns; ``rows`` maps a label to metrics (or is one metrics dict)."""
+    if rows and all(isinstance(v, (int, float)) for v in rows.values() if not isinstance(v, list)) and "rsum" in rows:
+        rows = {"": rows}  # type: ignore[dict-item]
+    width = max([len(k) for k in rows] + [5])
+    lines = [" " * width + " | " + " ".join(f"{h:>6}" for h in HEADERS[:4]) + " | " +
+             " ".join(f"{h:>6}" for h in HEADERS[4:8]) + " | " + f"{HEADERS[8]:>6}"]
+    for label, m in rows.items():
+        cells = []
+        for c in COLUMNS:
+            v = m.get(c, float("nan"))
+            cells.append(f"{v:6.1f}")
+        lines.append(f"{label:<{width}} | " + " ".join(cells[:4]) + " | " + " ".join(cells[4:8]) + " | " + cells[8])
+        if std and label in std:
+            s = std[label]
+            sc = [f"±{s.get(c, 0.0):5.1f}" for c in COLUMNS]
+            lines.append(f"{'':<{width}} | " + " ".join(sc[:4]) + " | " + " ".join(sc[4:8]) + " | " + sc[8])
+    return "\n".join(lines)

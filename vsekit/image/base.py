@@ -1,0 +1,72 @@
+"""Interfaces for the image side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+
+@attrs.define
+class Extracted:
+    """Features for a list of images: ``features`` has one row per image with ``ok`` True, in order."""
+
+    features: np.ndarray
+    ok: np.ndarray
+    errors: dict[str, str] = attrs.Factory(dict)
+    files: list[Path] = attrs.Factory(list)
+
+
+class ImageFeatureExtractor:
+    """Turns image files into feature rows (e.g. a CNN's pooled activations).
+
+    Subclasses define a frozen attrs ``Config`` and :meth:`extract`. An image
+    that cannot be processed is reported in ``Extracted.errors`` (by file
+    name) and marked not ``ok``; it never stops the batch.
+    """
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @property
+    def dim(self) -> int | None:
+        """Feature dimension, if known before extracting."""
+        return None
+
+    def extract(self, paths: Sequence[str | Path]) -> Extracted:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check(self) -> list[str]:
+        """Problems visible without extracting anything (missing files)."""
+        return []
+
+
+class ImageEncoder(nn.Module):
+    """Maps image features (B, dim_image) into the joint space (B, dim), unnormalized.
+
+    The joint model L2-normalizes the output at encode time (and during
+    training unless ``normalize_train`` is false on the encoder).
+    """
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    normalize_train: bool = True
+
+    def __init__(self, config: Any, dim_image: int, dim: int) -> None:
+        super().__init__()
+        self.config = config
+        self.dim_image = dim_image
+        self.dim = dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError

@@ -1,0 +1,32 @@
+"""The ``linear`` image encoder: one affine projection of CNN features (the reference's ``ff_image``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from vsekit.image.base import ImageEncoder
+
+
+class LinearImageEncoder(ImageEncoder):
+    """``features @ W + b``; Xavier-uniform init, zero bias."""
+
+    @attrs.frozen
+    class Config:
+        #: L2-normalize the image embedding in the training graph too (the reference did not).
+        normalize_train: bool = True
+
+    def __init__(self, config: Any, dim_image: int, dim: int) -> None:
+        super().__init__(config, dim_image, dim)
+        self.normalize_train = config.normalize_train
+        self.fc = nn.Linear(dim_image, dim)
+        bound = math.sqrt(6.0) / math.sqrt(dim_image + dim)
+        nn.init.uniform_(self.fc.weight, -bound, bound)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)

@@ -1,0 +1,91 @@
+"""The ``precomputed`` image feature extractor: looks image rows up by file name in ``.npy`` files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import attrs
+import numpy as np
+
+from vsekit.data.readers import _load_npy, _read_lines, embedded_path
+from vsekit.errors import DataError
+from vsekit.image.base import Extracted, ImageFeatureExtractor
+from vsekit.spec import path_field
+
+
+class PrecomputedFeatures(ImageFeatureExtractor):
+    """Features computed elsewhere: pairs of ``X_ims.npy`` (one row per image) and ``X_ids.txt``.
+
+    Give ``dir`` (every ``*_ims.npy`` with a matching ``*_ids.txt`` in it is
+    used, as in ``flickr8k-effnet-lite0``), or ``features`` and ``ids``
+    naming one pair. Images are matched by file name.
+    """
+
+    @attrs.frozen
+    class Config:
+        dir: str | None = path_field(None)
+        features: str | None = path_field(None)
+        ids: str | None = path_field(None)
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._table: dict[str, tuple[np.ndarray, int]] | None = None
+        self._files: list[Path] = []
+        self._dim: int | None = None
+
+    def pairs(self) -> list[tuple[Path, Path]]:
+        c = self.config
+        if c.features or c.ids:
+            if not (c.features and c.ids):
+                raise DataError("[data.features] precomputed: give both 'features' and 'ids', or 'dir'")
+            return [(Path(c.features), Path(c.ids))]
+        if not c.dir:
+            raise DataError("[data.features] precomputed: give 'dir', or 'features' and 'ids'")
+        root = embedded_path(c.dir)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such features folder")
+        pairs = [(p, p.with_name(p.name[: -len("_ims.npy")] + "_ids.txt")) for p in sorted(root.glob("*_ims.npy"))]
+        pairs = [(f, i) for f, i in pairs if i.exists()]
+        if not pairs:
+            raise DataError(f"{root}: no '*_ims.npy' file with a matching '*_ids.txt'")
+        return pairs
+
+    def check(self) -> list[str]:
+        try:
+            return [f"{p}: no such file" for pair in self.pairs() for p in pair if not p.exists()]
+        except DataError as exc:
+            return [str(exc)]
+
+    def _load(self) -> dict[str, tuple[np.ndarray, int]]:
+        if self._table is None:
+            table: dict[str, tuple[np.ndarray, int]] = {}
+            for feats_path, ids_path in self.pairs():
+                feats = _load_npy(feats_path)
+                ids = [line.strip() for line in _read_lines(ids_path)]
+                if len(ids) != len(feats):
+                    raise DataError(f"{ids_path} has {len(ids)} ids but {feats_path} has {len(feats)} rows")
+                if self._dim is not None and feats.shape[1] != self._dim:
+                    raise DataError(f"{feats_path}: {feats.shape[1]}-d features, but other files are {self._dim}-d")
+                self._dim = int(feats.shape[1])
+                for row, name in enumerate(ids):
+                    if name in table:
+                        raise DataError(f"{ids_path}: image id {name!r} appears twice")
+                    table[name] = (feats, row)
+                self._files += [feats_path, ids_path]
+            self._table = table
+        return self._table
+
+    @property
+    def dim(self) -> int | None:
+        self._load()
+        return self._dim
+
+    def extract(self, paths: Sequence[str | Path]) -> Extracted:
+        table = self._load()
+        names = [Path(p).name for p in paths]
+        ok = np.array([n in table for n in names], dtype=bool)
+        rows = [table[n] for n in names if n in table]
+        feats = np.stack([f[r] for f, r in rows]).astype(np.float32) if rows else np.zeros((0, self._dim or 0), np.float32)
+        errors = {n: "no precomputed features" for n, good in zip(names, ok) if not good}
+        return Extracted(feats, ok, errors, list(self._files))

@@ -1,0 +1,122 @@
+"""Ranking losses over a batch of matching (image, caption) pairs.
+
+Every loss sees ``im`` (B, d) and ``s`` (B, d) with row i of each forming a
+positive pair, plus ``ids`` (B,), the image index of each pair. Pairs whose
+image is the same as the positive's (another caption of the same image in
+the batch) are not negatives unless ``same_image_negatives = true`` (the
+reference counted them).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsekit.spec import non_negative, positive
+
+
+class Loss(nn.Module):
+    """Base class: ``forward(im, s, ids, step=0, epoch=0.0) -> scalar``. May own parameters (e.g. a temperature)."""
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, im: torch.Tensor, s: torch.Tensor, ids: torch.Tensor,
+                step: int = 0, epoch: float = 0.0) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def negatives_mask(ids: torch.Tensor, same_image_negatives: bool) -> torch.Tensor:
+    """(B, B) bool: True where column j is a negative for row i."""
+    if same_image_negatives:
+        return ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
+    return ids[:, None] != ids[None, :]
+
+
+def hinge_costs(scores: torch.Tensor, margin: float, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hinge costs of every negative: (contrastive captions per image, contrastive images per caption)."""
+    diag = scores.diagonal()
+    cost_s = (margin + scores - diag[:, None]).clamp(min=0) * neg  # row i: image i against caption j
+    cost_im = (margin + scores - diag[None, :]).clamp(min=0) * neg  # column j: caption j against image i
+    return cost_s, cost_im
+
+
+class ContrastiveLoss(Loss):
+    """The reference's pairwise hinge: sum over all in-batch negatives, both directions."""
+
+    @attrs.frozen
+    class Config:
+        margin: float = attrs.field(default=0.2, validator=non_negative())
+        same_image_negatives: bool = False
+
+    def forward(self, im, s, ids, step=0, epoch=0.0):
+        scores = im @ s.t()
+        cost_s, cost_im = hinge_costs(scores, self.config.margin, negatives_mask(ids, self.config.same_image_negatives))
+        return cost_s.sum() + cost_im.sum()
+
+
+class MaxViolationLoss(Loss):
+    """VSE++: only the hardest negative per positive, both directions.
+
+    Hardest negatives from scratch can stall near chance, so the first
+    ``warmup_epochs`` epochs (or ``warmup_steps`` steps, whichever is given)
+    use the summed hinge of :class:`ContrastiveLoss`.
+    """
+
+    @attrs.frozen
+    class Config:
+        margin: float = attrs.field(default=0.2, validator=non_negative())
+        warmup_epochs: float = attrs.field(default=0.0, validator=non_negative())
+        warmup_steps: int = attrs.field(default=0, validator=non_negative())
+        same_image_negatives: bool = False
+
+    def in_warmup(self, step: int, epoch: float) -> bool:
+        return step < self.config.warmup_steps or epoch < self.config.warmup_epochs
+
+    def forward(self, im, s, ids, step=0, epoch=0.0):
+        scores = im @ s.t()
+        cost_s, cost_im = hinge_costs(scores, self.config.margin, negatives_mask(ids, self.config.same_image_negatives))
+        if self.in_warmup(step, epoch):
+            return cost_s.sum() + cost_im.sum()
+        return cost_s.max(dim=1).values.sum() + cost_im.max(dim=0).values.sum()
+
+
+class InfoNCELoss(Loss):
+    """Symmetric cross-entropy over in-batch scores with a learned temperature (CLIP-style)."""
+
+    @attrs.frozen
+    class Config:
+        temperature: float = attrs.field(default=0.07, validator=positive())
+        learn_temperature: bool = True
+        max_scale: float = attrs.field(default=100.0, validator=positive())
+        same_image_negatives: bool = False
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        init = torch.tensor(math.log(1.0 / config.temperature))
+        if config.learn_temperature:
+            self.log_scale = nn.Parameter(init)
+        else:
+            self.register_buffer("log_scale", init)
+
+    def forward(self, im, s, ids, step=0, epoch=0.0):
+        scale = self.log_scale.exp().clamp(max=self.config.max_scale)
+        logits = scale * (im @ s.t())
+        if not self.config.same_image_negatives:
+            other_pos = (ids[:, None] == ids[None, :]) & ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
+            logits = logits.masked_fill(other_pos, float("-inf"))
+        target = torch.arange(len(ids), device=ids.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+positive  # noqa: B018

@@ -1,0 +1,58 @@
+"""The joint model: a sentence encoder and an image encoder meeting in one unit-norm space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsekit.data.batching import TextBatch
+from vsekit.data.vocab import Vocab
+from vsekit.spec import Component
+
+
+class JointModel(nn.Module):
+    """Encodes captions and image features into the same ``dim``-d space.
+
+    ``append_eos`` feeds one ``<eos>`` step after each caption (the
+    reference's encoder did; native vsekit models do not). ``n_words`` maps
+    word indices >= n_words to ``<unk>`` (the reference's vocabulary cutoff).
+    """
+
+    def __init__(self, sentence_encoder: nn.Module, image_encoder: nn.Module, vocab: Vocab,
+                 *, append_eos: bool = False, n_words: int | None = None, tokenizer: str = "regex") -> None:
+        super().__init__()
+        self.sentence_encoder = sentence_encoder
+        self.image_encoder = image_encoder
+        self.vocab = vocab
+        self.append_eos = append_eos
+        self.n_words = n_words
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def build(cls, sentence: Component, image: Component, vocab: Vocab, dim: int, dim_image: int,
+              **kwargs: Any) -> "JointModel":
+        return cls(sentence.build(len(vocab), dim), image.build(dim_image, dim), vocab, **kwargs)
+
+    @property
+    def dim(self) -> int:
+        return self.sentence_encoder.dim
+
+    @property
+    def dim_image(self) -> int:
+        return self.image_encoder.dim_image
+
+    def encode_text(self, batch: TextBatch) -> torch.Tensor:
+        return F.normalize(self.sentence_encoder.encode(batch), dim=-1)
+
+    def encode_image(self, features: torch.Tensor, training: bool = False) -> torch.Tensor:
+        out = self.image_encoder(features)
+        if training and not getattr(self.image_encoder, "normalize_train", True):
+            return out
+        return F.normalize(out, dim=-1)
+
+    def forward(self, batch: TextBatch, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training-graph embeddings: (images, captions)."""
+        return self.encode_image(features, training=True), self.encode_text(batch)

@@ -1,0 +1,532 @@
+"""The run spec: attrs classes, the cattrs converter, TOML loading and overrides.
+
+A spec is a TOML file. Component tables name their ``type``; the remaining
+keys of the table are structured into that component's own frozen attrs
+``Config`` with extra keys forbidden::
+
+    [loss]
+    type = "contrastive"
+    margin = 0.2
+
+The component class is resolved from the registry first, then its config is
+structured: there is no global union over every class. Every problem becomes
+one :class:`~vsekit.errors.SpecError` line: file, TOML path, what was
+expected, what was found.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+
+from vsekit import registry
+from vsekit.errors import RegistryError, SpecError
+
+EMBEDDED_PREFIX = "vsekit:"
+
+# --------------------------------------------------------------------------
+# field helpers for component configs
+
+
+class FieldError(ValueError):
+    """A config value that has the right type but a wrong value."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def _check(pred: Callable[[Any], bool], what: str) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def validator(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is not None and not pred(value):
+            raise FieldError(attribute.name, f"expected {what}, got {value!r}")
+
+    return validator
+
+
+def positive() -> Callable:
+    return _check(lambda v: v > 0, "a number > 0")
+
+
+def non_negative() -> Callable:
+    return _check(lambda v: v >= 0, "a number >= 0")
+
+
+def in_range(lo: float, hi: float) -> Callable:
+    return _check(lambda v: lo <= v <= hi, f"a number in [{lo}, {hi}]")
+
+
+def one_of(*choices: Any) -> Callable:
+    return _check(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def path_field(default: Any = None, **kw: Any) -> Any:
+    """A config field holding a path; relative paths resolve from the spec file's folder."""
+    return attrs.field(default=default, metadata={"vsekit_path": True}, **kw)
+
+
+def component_field(kind: str, default: Any = None) -> Any:
+    """A config field holding a nested component table (e.g. a reader's image feature extractor)."""
+    return attrs.field(default=default, metadata={"vsekit_component": kind})
+
+
+def resolve_path(value: str | None, base: Path) -> str | None:
+    if value is None or value.startswith(EMBEDDED_PREFIX):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def resolve_paths(config: Any, base: Path) -> Any:
+    """Return ``config`` with every :func:`path_field` resolved against ``base``."""
+    changes = {}
+    for field in attrs.fields(type(config)):
+        if field.metadata.get("vsekit_path"):
+            value = getattr(config, field.name)
+            if isinstance(value, str):
+                changes[field.name] = resolve_path(value, base)
+            elif isinstance(value, (list, tuple)):
+                changes[field.name] = type(value)(resolve_path(v, base) for v in value)
+    return attrs.evolve(config, **changes) if changes else config
+
+
+# --------------------------------------------------------------------------
+# the converter: strict primitives, no extra keys
+
+
+def _strict(kind: type, accept: tuple[type, ...], reject: tuple[type, ...] = ()) -> Callable:
+    def hook(value: Any, _t: Any) -> Any:
+        if isinstance(value, reject) or not isinstance(value, accept):
+            raise TypeError(f"expected {kind.__name__}, got {value!r}")
+        return kind(value)
+
+    return hook
+
+
+def make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(int, _strict(int, (int,), (bool,)))
+    conv.register_structure_hook(float, _strict(float, (int, float), (bool,)))
+    conv.register_structure_hook(str, _strict(str, (str,)))
+    conv.register_structure_hook(bool, _strict(bool, (bool,)))
+    return conv
+
+
+converter = make_converter()
+converter.register_unstructure_hook_func(lambda t: t.__name__ == "Component", lambda c: c.to_dict())
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
+
+
+def _messages(exc: BaseException, path: str, cls: type | None) -> list[tuple[str, str]]:
+    """Flatten a cattrs error tree into (toml path, message) pairs."""
+    out: list[tuple[str, str]] = []
+    if isinstance(exc, ClassValidationError):
+        for sub in exc.exceptions:
+            notes = [n for n in getattr(sub, "__notes__", []) if hasattr(n, "name")]
+            sub_cls = exc.cl if attrs.has(exc.cl) else cls
+            if notes:
+                note = notes[0]
+                sub_path = f"{path}.{note.name}" if path else note.name
+                if isinstance(sub, ClassValidationError):
+                    out += _messages(sub, sub_path, sub.cl)
+                else:
+                    out += _messages_leaf(sub, sub_path, note.type)
+            else:
+                out += _messages(sub, path, sub_cls)
+        return out
+    if isinstance(exc, ForbiddenExtraKeysError):
+        known = [f.name for f in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
+        for key in sorted(exc.extra_fields):
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            where = f"{path}.{key}" if path else key
+            out.append((where, f"unknown key — known: {', '.join(known) or '(none)'}{hint}"))
+        return out
+    if isinstance(exc, FieldError):
+        return [(f"{path}.{exc.name}" if path else exc.name, exc.message)]
+    if isinstance(exc, TypeError) and "missing" in str(exc) and "required" in str(exc):
+        return [(path, f"missing required key: {str(exc).split(':', 1)[-1].strip()}")]
+    return [(path, str(exc))]
+
+
+def _messages_leaf(exc: BaseException, path: str, typ: Any) -> list[tuple[str, str]]:
+    if isinstance(exc, FieldError):
+        return [(path, exc.message)]
+    msg = str(exc)
+    if not msg.startswith("expected"):
+        msg = f"expected {_type_name(typ)}: {msg}"
+    return [(path, msg)]
+
+
+def structure(data: Any, cls: type, path: str) -> Any:
+    """Structure ``data`` into ``cls``; raise SpecError listing every problem under ``path``."""
+    try:
+        return converter.structure(data, cls)
+    except (ClassValidationError, ForbiddenExtraKeysError, FieldError) as exc:
+        raise _SpecProblems(_messages(exc, path, cls)) from None
+    except (TypeError, ValueError) as exc:
+        raise _SpecProblems([(path, str(exc))]) from None
+
+
+class _SpecProblems(Exception):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
+# --------------------------------------------------------------------------
+# components
+
+
+@attrs.frozen
+class Component:
+    """A component chosen by ``type`` plus its structured ``config``."""
+
+    kind: str
+    type: str
+    config: Any
+
+    @property
+    def cls(self) -> type:
+        return registry.get(self.kind, self.type)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **converter.unstructure(self.config)}
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        return self.cls(self.config, *args, **kwargs)
+
+
+def build_component(kind: str, table: Any, path: str, base: Path) -> Component:
+    if not isinstance(table, dict):
+        raise _SpecProblems([(path, f"expected a table with a 'type' key, got {table!r}")])
+    table = dict(table)
+    name = table.pop("type", None)
+    if name is None:
+        raise _SpecProblems([(path, "missing key 'type'")])
+    if not isinstance(name, str):
+        raise _SpecProblems([(f"{path}.type", f"expected a string, got {name!r}")])
+    try:
+        cls = registry.get(kind, name)
+    except RegistryError as exc:
+        raise _SpecProblems([(f"{path}.type", str(exc))]) from None
+    config_cls = getattr(cls, "Config", None)
+    if config_cls is None or not attrs.has(config_cls):
+        raise _SpecProblems([(f"{path}.type", f"{name!r} has no attrs Config class")])
+    config = resolve_paths(structure(table, config_cls, path), base)
+    nested = {}
+    for field in attrs.fields(config_cls):
+        sub_kind = field.metadata.get("vsekit_component")
+        value = getattr(config, field.name)
+        if sub_kind and value is not None and not isinstance(value, Component):
+            nested[field.name] = build_component(sub_kind, value, f"{path}.{field.name}", base)
+    if nested:
+        config = attrs.evolve(config, **nested)
+    return Component(kind, name, config)
+
+
+# --------------------------------------------------------------------------
+# the spec sections
+
+
+@attrs.frozen
+class VocabSpec:
+    """Vocabulary built from the training captions only."""
+
+    min_count: int = attrs.field(default=1, validator=positive())
+    max_size: int | None = attrs.field(default=None, validator=positive())
+
+
+@attrs.frozen
+class ModelSpec:
+    dim: int = attrs.field(default=1024, validator=positive())
+    sentence_encoder: Component | None = None
+    image_encoder: Component | None = None
+
+
+@attrs.frozen
+class TrainSpec:
+    max_epochs: int = attrs.field(default=15, validator=positive())
+    batch_size: int = attrs.field(default=128, validator=_check(lambda v: v >= 2, "an integer >= 2"))
+    lr: float = attrs.field(default=2e-4, validator=positive())
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative())
+    grad_clip: float = attrs.field(default=2.0, validator=non_negative())
+    maxlen_w: int = attrs.field(default=100, validator=positive())
+    lr_schedule: str = attrs.field(default="none", validator=one_of("none", "step", "cosine"))
+    lr_step_epochs: int = attrs.field(default=15, validator=positive())
+    lr_gamma: float = attrs.field(default=0.1, validator=in_range(0.0, 1.0))
+    early_stopping: int = attrs.field(default=0, validator=non_negative())
+    disp_freq: int = attrs.field(default=10, validator=positive())
+    valid_freq: int = attrs.field(default=0, validator=non_negative())
+    bucket: bool = True
+    seed: int = 0
+    threads: int = attrs.field(default=0, validator=non_negative())
+    device: str = "cpu"
+    tensorboard: bool = False
+    valid_split: str = "dev"
+
+
+@attrs.frozen
+class EvalSpec:
+    split: str = "test"
+    metric: Component | None = None
+    folds: int | None = attrs.field(default=None, validator=positive())
+
+
+@attrs.frozen
+class OutputSpec:
+    dir: str | None = path_field(None)
+    save_last: bool = True
+
+
+@attrs.frozen
+class Spec:
+    """A whole run: data, model, loss, training, evaluation and output."""
+
+    data: Component
+    model: ModelSpec
+    loss: Component
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    output: OutputSpec = OutputSpec()
+    vocab: VocabSpec = VocabSpec()
+    name: str = "run"
+    imports: tuple[str, ...] = ()
+    source: str | None = None  # the file it came from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain TOML-able data (round-trips through :func:`from_dict`)."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.imports:
+            out["imports"] = list(self.imports)
+        out["data"] = self.data.to_dict()
+        model = {"dim": self.model.dim}
+        if self.model.sentence_encoder is not None:
+            model["sentence_encoder"] = self.model.sentence_encoder.to_dict()
+        if self.model.image_encoder is not None:
+            model["image_encoder"] = self.model.image_encoder.to_dict()
+        out["model"] = model
+        out["loss"] = self.loss.to_dict()
+        out["train"] = converter.unstructure(self.train)
+        ev = {"split": self.eval.split}
+        if self.eval.folds is not None:
+            ev["folds"] = self.eval.folds
+        if self.eval.metric is not None:
+            ev["metric"] = self.eval.metric.to_dict()
+        out["eval"] = ev
+        out["output"] = {k: v for k, v in converter.unstructure(self.output).items() if v is not None}
+        out["vocab"] = {k: v for k, v in converter.unstructure(self.vocab).items() if v is not None}
+        return out
+
+
+_SECTIONS = {"name", "imports", "data", "model", "loss", "train", "eval", "output", "vocab"}
+DEFAULT_SENTENCE_ENCODER = {"type": "gru"}
+DEFAULT_IMAGE_ENCODER = {"type": "linear"}
+DEFAULT_METRIC = {"type": "recall"}
+
+
+def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = None) -> Spec:
+    """Build a :class:`Spec` from parsed TOML; every problem is reported at once."""
+    base = base if base is not None else Path.cwd()
+    problems: list[tuple[str, str]] = []
+
+    def attempt(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except _SpecProblems as exc:
+            problems.extend(exc.problems)
+            return None
+
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: expected a TOML table at the top level")
+    for key in sorted(set(raw) - _SECTIONS):
+        close = difflib.get_close_matches(key, sorted(_SECTIONS), n=1)
+        hint = f", did you mean {close[0]!r}?" if close else ""
+        problems.append((key, f"unknown section — known: {', '.join(sorted(_SECTIONS))}{hint}"))
+
+    name = raw.get("name", Path(source).stem if source != "<spec>" else "run")
+    if not isinstance(name, str) or not name:
+        problems.append(("name", f"expected a non-empty string, got {name!r}"))
+    imports = raw.get("imports", [])
+    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+        problems.append(("imports", f"expected a list of module names, got {imports!r}"))
+        imports = []
+    for module in imports:
+        attempt(lambda m=module: _import_user_module(m, base))
+
+    for section in ("data", "model", "loss"):
+        if section not in raw:
+            problems.append((section, "missing section"))
+    data = attempt(lambda: build_component("dataset_reader", raw["data"], "data", base)) if "data" in raw else None
+    loss = attempt(lambda: build_component("loss", raw["loss"], "loss", base)) if "loss" in raw else None
+
+    model = None
+    if "model" in raw:
+        model_raw = raw["model"]
+        if not isinstance(model_raw, dict):
+            problems.append(("model", f"expected a table, got {model_raw!r}"))
+        else:
+            model_raw = dict(model_raw)
+            senc = attempt(
+                lambda: build_component(
+                    "sentence_encoder", model_raw.pop("sentence_encoder", DEFAULT_SENTENCE_ENCODER),
+                    "model.sentence_encoder", base,
+                )
+            )
+            ienc = attempt(
+                lambda: build_component(
+                    "image_encoder", model_raw.pop("image_encoder", DEFAULT_IMAGE_ENCODER), "model.image_encoder", base
+                )
+            )
+            plain = attempt(lambda: structure(model_raw, ModelSpec, "model"))
+            if plain is not None:
+                model = attrs.evolve(plain, sentence_encoder=senc, image_encoder=ienc)
+                if senc is not None:
+                    for field, msg in senc.cls.check_config(senc.config, dim=plain.dim):
+                        problems.append((f"model.sentence_encoder.{field}", msg))
+
+    train = attempt(lambda: structure(raw.get("train", {}), TrainSpec, "train"))
+    vocab = attempt(lambda: structure(raw.get("vocab", {}), VocabSpec, "vocab"))
+    output = attempt(lambda: structure(raw.get("output", {}), OutputSpec, "output"))
+    if output is not None:
+        output = resolve_paths(output, base)
+    ev = None
+    ev_raw = raw.get("eval", {})
+    if not isinstance(ev_raw, dict):
+        problems.append(("eval", f"expected a table, got {ev_raw!r}"))
+    else:
+        ev_raw = dict(ev_raw)
+        metric = attempt(lambda: build_component("metric", ev_raw.pop("metric", DEFAULT_METRIC), "eval.metric", base))
+        plain_ev = attempt(lambda: structure(ev_raw, EvalSpec, "eval"))
+        if plain_ev is not None:
+            ev = attrs.evolve(plain_ev, metric=metric)
+
+    if problems:
+        raise SpecError("\n".join(f"{source}: [{_section(p)}] {_field(p)}: {m}".replace(" : ", ": ") for p, m in problems))
+    return Spec(
+        data=data, model=model, loss=loss, train=train, eval=ev, output=output, vocab=vocab,
+        name=name, imports=tuple(imports), source=source,
+    )
+
+
+def _section(path: str) -> str:
+    head, _, _ = path.rpartition(".")
+    return head or path
+
+
+def _field(path: str) -> str:
+    head, _, tail = path.rpartition(".")
+    return tail if head else ""
+
+
+def _import_user_module(name: str, base: Path) -> None:
+    import importlib
+    import sys
+
+    if name.endswith(".py"):
+        path = Path(name) if Path(name).is_absolute() else base / name
+        try:
+            registry._load_class(f"{path}:__name__", "imports")
+        except RegistryError as exc:
+            raise _SpecProblems([("imports", str(exc))]) from None
+        return
+    if str(base) not in sys.path:
+        sys.path.insert(0, str(base))
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        raise _SpecProblems([("imports", f"cannot import {name!r}: {exc}")]) from None
+
+
+# --------------------------------------------------------------------------
+# files and overrides
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``train.lr=1e-4`` -> (["train", "lr"], 1e-4); values are TOML literals, else strings."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise SpecError(f"--set {item!r}: {'.'.join(keys[:-1])} is not a table")
+            node = nxt
+        node[keys[-1]] = value
+    return raw
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text: {exc}") from None
+
+
+def load(path: str | Path, overrides: Iterable[str] = ()) -> Spec:
+    """Read, override and structure a spec file."""
+    path = Path(path)
+    raw = apply_overrides(read_toml(path), overrides)
+    return from_dict(raw, source=str(path), base=path.resolve().parent)
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """A small TOML writer for spec dicts (tables, scalars, lists of scalars)."""
+    lines: list[str] = []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        simple = {k: v for k, v in d.items() if not isinstance(v, dict) and v is not None}
+        nested = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        for k, v in simple.items():
+            lines.append(f"{k} = {scalar(v)}")
+        for k, v in nested.items():
+            table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", data)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+Literal  # re-exported for component configs
