@@ -31,7 +31,12 @@ def train(spec: str | Path | spec_mod.Spec | dict, out: str | Path | None = None
 
 
 def load_model(path: str | Path, device: str = "cpu") -> JointModel:
-    """Load a trained model from a run folder or checkpoint (``.json`` / ``.safetensors``)."""
+    """Load a trained model from a run folder or checkpoint (``.json`` / ``.safetensors``),
+    or a reference release model (``PATH.npz`` with its ``.pkl`` sidecars)."""
+    if str(path).endswith(".npz"):
+        from vsekit.legacy import load_legacy
+
+        return load_legacy(path).to(device)
     model, _, _ = checkpoint.load(path, map_location=device)
     return model
 
@@ -42,6 +47,12 @@ def resolve_split(model: JointModel, data: Any, split: str) -> Split:
         return data
     if isinstance(data, DatasetReader):
         return data.read(split)
+    if isinstance(data, str) and not data.endswith(".toml"):
+        from vsekit.presets import resolve_preset
+
+        reader = resolve_preset(data)
+        if reader is not None:
+            return reader.read(split)
     if isinstance(data, (str, Path, spec_mod.Spec)):
         return load_spec(data).data.build().read(split)
     if data is None:

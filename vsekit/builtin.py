@@ -50,3 +50,10 @@ def register_metrics(register):
     from vsekit.metrics import RecallMetric
 
     register("recall", RecallMetric)
+
+
+@hookimpl
+def register_commands(cli):
+    from vsekit import legacy_cli
+
+    legacy_cli.add_commands(cli)

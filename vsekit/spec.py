@@ -330,7 +330,7 @@ class Spec:
         return out
 
 
-_SECTIONS = {"name", "imports", "data", "model", "loss", "train", "eval", "output", "vocab"}
+_SECTIONS = {"name", "imports", "data", "model", "loss", "train", "eval", "output", "vocab", "reference"}
 DEFAULT_SENTENCE_ENCODER = {"type": "gru"}
 DEFAULT_IMAGE_ENCODER = {"type": "linear"}
 DEFAULT_METRIC = {"type": "recall"}
@@ -350,6 +350,10 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
 
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: expected a TOML table at the top level")
+    if "reference" in raw:  # the reference release's option names (margin, dim, lrate, ...)
+        from vsekit.reference_options import translate
+
+        raw = translate(raw, source)
     for key in sorted(set(raw) - _SECTIONS):
         close = difflib.get_close_matches(key, sorted(_SECTIONS), n=1)
         hint = f", did you mean {close[0]!r}?" if close else ""
