@@ -123,6 +123,20 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     atomic_write_text(out / "results.csv", buf.getvalue())
 
 
+def train_step(model: JointModel, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               params: list[torch.nn.Parameter], batch: Any, feats: torch.Tensor, ids: torch.Tensor,
+               grad_clip: float, step: int = 0, epoch: float = 0.0) -> float:
+    """One optimisation step on one batch; returns the loss."""
+    im, s = model(batch, feats)
+    loss = loss_fn(im, s, ids, step=step, epoch=epoch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
 def train(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force: bool = False,
           data: RunData | None = None) -> dict[str, Any]:
     """Train a model as ``spec`` says, select it on the validation split, evaluate it; return the results."""
@@ -203,22 +217,16 @@ def train(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, for
                 group["lr"] = lr
             batch = store.batch(idx, with_texts=needs_texts).to(device)
             ids = cap2img[idx].to(device)
-            feats = images[ids]
-            im, s = model(batch, feats)
-            loss = loss_fn(im, s, ids, step=step, epoch=epoch + i / len(batches))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-            optimizer.step()
+            loss_value = train_step(model, loss_fn, optimizer, params, batch, images[ids], ids, t.grad_clip,
+                                    step=step, epoch=epoch + i / len(batches))
             step += 1
             seen += len(idx)
-            loss_sum += loss.item()
+            loss_sum += loss_value
             if step % t.disp_freq == 0:
                 rate = seen / (time.perf_counter() - t_epoch)
-                mlog.write("train", step, epoch=epoch + (i + 1) / len(batches), loss=float(loss), lr=lr,
+                mlog.write("train", step, epoch=epoch + (i + 1) / len(batches), loss=loss_value, lr=lr,
                            captions_per_s=rate)
-                bar.set_postfix(loss=f"{float(loss):.3f}", caps_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{loss_value:.3f}", caps_s=f"{rate:.0f}")
             if t.valid_freq and step % t.valid_freq == 0:
                 validate(epoch + (i + 1) / len(batches))
                 if t.early_stopping and since_best >= t.early_stopping:
