@@ -1,5 +1,42 @@
-"""CLI commands for the reference release's files (filled in by the fidelity work)."""
+"""CLI commands for the reference release's model files: ``import-legacy`` and ``export-legacy``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
 
 
-def add_commands(cli):  # pragma: no cover - placeholder until import-legacy/export-legacy land
-    return None
+@click.command("import-legacy")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the vsekit checkpoint (best.safetensors + best.json).")
+@click.option("--force", is_flag=True, help="Replace a checkpoint already in the folder.")
+def import_legacy_cmd(path: Path, out_dir: Path, force: bool) -> None:
+    """Convert a reference model PATH.npz (with PATH.npz.pkl and PATH.npz.dictionary.pkl) to a vsekit checkpoint.
+
+    The pickles are read with a restricted unpickler that builds only plain
+    data; a pickle that would run code is refused.
+    """
+    from vsekit.legacy import import_legacy
+
+    meta = import_legacy(path, out_dir, force=force)
+    click.echo(f"imported {path} -> {meta}")
+
+
+@click.command("export-legacy")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="PATH.npz; PATH.npz.pkl and PATH.npz.dictionary.pkl are written beside it.")
+def export_legacy_cmd(model: Path, out_path: Path) -> None:
+    """Write MODEL (a run folder or checkpoint) in the reference release's layout (gru without recurrent biases, or bow)."""
+    from vsekit.legacy import export_legacy, sidecar_paths
+
+    npz = export_legacy(model, out_path)
+    click.echo("wrote " + ", ".join(str(p) for p in sidecar_paths(npz)))
+
+
+def add_commands(cli: click.Group) -> None:
+    """Add the commands to the ``vsekit`` group (called through the ``register_commands`` hook)."""
+    cli.add_command(import_legacy_cmd)
+    cli.add_command(export_legacy_cmd)

@@ -51,17 +51,35 @@ def hinge_costs(scores: torch.Tensor, margin: float, neg: torch.Tensor) -> tuple
     return cost_s, cost_im
 
 
+def sample_negatives(neg: torch.Tensor, ncon: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Keep ``ncon`` of each row's negatives (all of them where a row has fewer), uniformly without replacement."""
+    keys = torch.rand(neg.shape, generator=generator, device=neg.device).masked_fill(~neg, 2.0)
+    idx = keys.topk(min(ncon, neg.shape[1]), dim=1, largest=False).indices
+    return torch.zeros_like(neg).scatter_(1, idx, True) & neg
+
+
 class ContrastiveLoss(Loss):
-    """The reference's pairwise hinge: sum over all in-batch negatives, both directions."""
+    """The reference's pairwise hinge: sum over all in-batch negatives, both directions.
+
+    ``ncon`` (the reference README's "number of contrastive examples", which
+    its code ignored) keeps only that many sampled negatives per positive in
+    each direction; the default ``None`` uses every in-batch negative.
+    """
 
     @attrs.frozen
     class Config:
         margin: float = attrs.field(default=0.2, validator=non_negative())
         same_image_negatives: bool = False
+        ncon: int | None = attrs.field(default=None, validator=positive())
 
     def forward(self, im, s, ids, step=0, epoch=0.0):
         scores = im @ s.t()
-        cost_s, cost_im = hinge_costs(scores, self.config.margin, negatives_mask(ids, self.config.same_image_negatives))
+        neg = negatives_mask(ids, self.config.same_image_negatives)
+        if self.config.ncon is None:
+            cost_s, cost_im = hinge_costs(scores, self.config.margin, neg)
+        else:  # captions sampled per image (rows), images sampled per caption (columns)
+            cost_s = hinge_costs(scores, self.config.margin, sample_negatives(neg, self.config.ncon))[0]
+            cost_im = hinge_costs(scores, self.config.margin, sample_negatives(neg.t(), self.config.ncon).t())[1]
         return cost_s.sum() + cost_im.sum()
 
 
@@ -118,5 +136,3 @@ class InfoNCELoss(Loss):
         target = torch.arange(len(ids), device=ids.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
-
-positive  # noqa: B018

@@ -20,11 +20,16 @@ import copy
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,  # a str subclass carrying .index and .type
+)
 
 from vsekit import registry
 from vsekit.errors import RegistryError, SpecError
@@ -157,12 +162,31 @@ def _messages(exc: BaseException, path: str, cls: type | None) -> list[tuple[str
         return [(f"{path}.{exc.name}" if path else exc.name, exc.message)]
     if isinstance(exc, TypeError) and "missing" in str(exc) and "required" in str(exc):
         return [(path, f"missing required key: {str(exc).split(':', 1)[-1].strip()}")]
-    return [(path, str(exc))]
+    return _attrs_type_error(exc, path) or [(path, str(exc))]
+
+
+def _attrs_type_error(exc: BaseException, path: str) -> list[tuple[str, str]] | None:
+    """attrs' ``instance_of`` TypeError (message, attribute, type, value) as one readable problem."""
+    args = getattr(exc, "args", ())
+    if not (isinstance(exc, TypeError) and len(args) == 4 and isinstance(args[1], attrs.Attribute)):
+        return None
+    attribute, want, got = args[1], args[2], args[3]
+    where = f"{path}.{attribute.name}" if path else attribute.name
+    if got is None:
+        return [(where, "missing required key")]
+    return [(where, f"expected {_type_name(want)}, got {got!r}")]
 
 
 def _messages_leaf(exc: BaseException, path: str, typ: Any) -> list[tuple[str, str]]:
     if isinstance(exc, FieldError):
         return [(path, exc.message)]
+    if isinstance(exc, IterableValidationError):  # one problem per bad list item: field[index]
+        out: list[tuple[str, str]] = []
+        for sub in exc.exceptions:
+            notes = [n for n in getattr(sub, "__notes__", []) if isinstance(n, IterableValidationNote)]
+            out += _messages_leaf(sub, f"{path}[{notes[0].index}]" if notes else path,
+                                  notes[0].type if notes else typ)
+        return out
     msg = str(exc)
     if not msg.startswith("expected"):
         msg = f"expected {_type_name(typ)}: {msg}"
@@ -171,12 +195,44 @@ def _messages_leaf(exc: BaseException, path: str, typ: Any) -> list[tuple[str, s
 
 def structure(data: Any, cls: type, path: str) -> Any:
     """Structure ``data`` into ``cls``; raise SpecError listing every problem under ``path``."""
+    if attrs.has(cls) and not isinstance(data, dict):
+        raise _SpecProblems([(path, f"expected a table, got {data!r}")])
     try:
         return converter.structure(data, cls)
     except (ClassValidationError, ForbiddenExtraKeysError, FieldError) as exc:
-        raise _SpecProblems(_messages(exc, path, cls)) from None
+        problems = _messages(exc, path, cls)
+        subs = exc.exceptions if isinstance(exc, ClassValidationError) else [exc]
+        if any(isinstance(e, FieldError) for e in subs):  # attrs stops at the first failing validator
+            problems = _all_field_errors(data, cls, path) or problems
+        elif isinstance(data, dict):  # bad types or keys stop before the validators: check the other keys too
+            bad = {n.name for e in subs for n in getattr(e, "__notes__", []) if hasattr(n, "name")}
+            for e in subs:
+                bad |= set(getattr(e, "extra_fields", ()))
+            extra = _all_field_errors({k: v for k, v in data.items() if k not in bad}, cls, path, skip=bad)
+            problems += [p for p in extra if p not in problems]
+        raise _SpecProblems(problems) from None
     except (TypeError, ValueError) as exc:
         raise _SpecProblems([(path, str(exc))]) from None
+
+
+def _all_field_errors(data: Any, cls: type, path: str, skip: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Every :class:`FieldError` of ``cls``'s validators on ``data`` (not only the first one)."""
+    try:
+        with attrs.validators.disabled():
+            inst = converter.structure(data, cls)
+    except Exception:
+        return []
+    out = []
+    for field in attrs.fields(cls):
+        if field.validator is None or field.name in skip:
+            continue
+        try:
+            field.validator(inst, field, getattr(inst, field.name))
+        except FieldError as err:
+            out.append((f"{path}.{err.name}" if path else err.name, err.message))
+        except TypeError as err:
+            out += _attrs_type_error(err, path) or []
+    return out
 
 
 class _SpecProblems(Exception):
@@ -218,7 +274,8 @@ def build_component(kind: str, table: Any, path: str, base: Path) -> Component:
     if not isinstance(name, str):
         raise _SpecProblems([(f"{path}.type", f"expected a string, got {name!r}")])
     try:
-        cls = registry.get(kind, name)
+        name = registry.canonical_name(name, base)  # file.py:Class -> absolute, so saved specs still resolve
+        cls = registry.get(kind, name, base)
     except RegistryError as exc:
         raise _SpecProblems([(f"{path}.type", str(exc))]) from None
     config_cls = getattr(cls, "Config", None)
@@ -251,8 +308,22 @@ class VocabSpec:
 @attrs.frozen
 class ModelSpec:
     dim: int = attrs.field(default=1024, validator=positive())
+    #: feed one ``<eos>`` step after every caption, in training and at encode time (the reference did)
+    append_eos: bool = False
     sentence_encoder: Component | None = None
     image_encoder: Component | None = None
+
+
+def _is_device(value: str) -> bool:
+    if value == "auto":
+        return True
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
 
 
 @attrs.frozen
@@ -272,7 +343,8 @@ class TrainSpec:
     bucket: bool = True
     seed: int = 0
     threads: int = attrs.field(default=0, validator=non_negative())
-    device: str = "cpu"
+    device: str = attrs.field(default="cpu",
+                              validator=_check(_is_device, "'auto' or a torch device: 'cpu', 'cuda', 'cuda:1', ..."))
     tensorboard: bool = False
     valid_split: str = "dev"
 
@@ -311,7 +383,9 @@ class Spec:
         if self.imports:
             out["imports"] = list(self.imports)
         out["data"] = self.data.to_dict()
-        model = {"dim": self.model.dim}
+        model: dict[str, Any] = {"dim": self.model.dim}
+        if self.model.append_eos:
+            model["append_eos"] = True
         if self.model.sentence_encoder is not None:
             model["sentence_encoder"] = self.model.sentence_encoder.to_dict()
         if self.model.image_encoder is not None:
@@ -420,7 +494,7 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
         raise SpecError("\n".join(f"{source}: [{_section(p)}] {_field(p)}: {m}".replace(" : ", ": ") for p, m in problems))
     return Spec(
         data=data, model=model, loss=loss, train=train, eval=ev, output=output, vocab=vocab,
-        name=name, imports=tuple(imports), source=source,
+        name=name, imports=tuple(str((base / i).resolve()) if i.endswith(".py") else i for i in imports), source=source,
     )
 
 
@@ -441,9 +515,11 @@ def _import_user_module(name: str, base: Path) -> None:
     if name.endswith(".py"):
         path = Path(name) if Path(name).is_absolute() else base / name
         try:
-            registry._load_class(f"{path}:__name__", "imports")
+            registry.import_file(path, "imports")
         except RegistryError as exc:
             raise _SpecProblems([("imports", str(exc))]) from None
+        except Exception as exc:  # the user's file raised; --debug shows the traceback
+            raise _SpecProblems([("imports", f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}")]) from exc
         return
     if str(base) not in sys.path:
         sys.path.insert(0, str(base))
@@ -451,6 +527,8 @@ def _import_user_module(name: str, base: Path) -> None:
         importlib.import_module(name)
     except ImportError as exc:
         raise _SpecProblems([("imports", f"cannot import {name!r}: {exc}")]) from None
+    except RegistryError as exc:
+        raise _SpecProblems([("imports", f"importing {name!r}: {exc}")]) from None
 
 
 # --------------------------------------------------------------------------
@@ -532,5 +610,3 @@ def dumps_toml(data: dict[str, Any]) -> str:
     table("", data)
     return "\n".join(lines).lstrip("\n") + "\n"
 
-
-Literal  # re-exported for component configs

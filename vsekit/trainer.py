@@ -148,11 +148,11 @@ def train(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, for
     rng = seed_everything(t.seed)
     vocab = Vocab.build(data.train.captions, spec.vocab.min_count, spec.vocab.max_size)
     model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
-                             data.train.dim_image).to(device)
+                             data.train.dim_image, append_eos=spec.model.append_eos).to(device)
     loss_fn = spec.loss.build().to(device)
     metric = spec.eval.metric.build()
 
-    flat, lengths = encode_all(vocab, data.train.captions)
+    flat, lengths = encode_all(vocab, data.train.captions, append_eos=spec.model.append_eos)
     keep = np.flatnonzero(lengths <= t.maxlen_w)
     skipped = int(len(lengths) - len(keep))
     store = CaptionStore(flat, lengths, data.train.captions)

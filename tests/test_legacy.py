@@ -1,0 +1,454 @@
+"""The reference release's model files: restricted unpickling, import, export, and the parameter mapping.
+
+The mapping is checked against a plain numpy transcription of the reference's
+equations (row vectors, weights on the right, k words then one <eos> step,
+L2-normalized), and against numbers computed by hand for a tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import vsekit
+from vsekit import legacy
+from vsekit.errors import CheckpointError, VsekitError
+
+
+# --------------------------------------------------------------------------
+# a plain numpy transcription of the reference's encoders
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def ref_gru_step(P, x, h):
+    d = P["encoder_Ux"].shape[0]
+    W, b, U = P["encoder_W"], P["encoder_b"], P["encoder_U"]
+    r = sigmoid(x @ W[:, :d] + b[:d] + h @ U[:, :d])
+    u = sigmoid(x @ W[:, d:] + b[d:] + h @ U[:, d:])
+    h_tilde = np.tanh(x @ P["encoder_Wx"] + P["encoder_bx"] + r * (h @ P["encoder_Ux"]))
+    return u * h + (1.0 - u) * h_tilde
+
+
+def ref_ids(worddict, n_words, caption):
+    return [worddict[w] if w in worddict and worddict[w] < n_words else 1 for w in caption.split()]
+
+
+def ref_encode_sentence(P, worddict, n_words, caption, encoder):
+    ids = ref_ids(worddict, n_words, caption) + [0]  # k words, then one <eos> step
+    E = P["Wemb"].astype(np.float64)
+    if encoder == "bow":
+        v = E[ids].sum(0)
+    else:
+        v = np.zeros(P["encoder_Ux"].shape[0])
+        for t in ids:
+            v = ref_gru_step({k: a.astype(np.float64) for k, a in P.items()}, E[t], v)
+    return v / np.linalg.norm(v)
+
+
+def ref_encode_image(P, feats):
+    e = feats.astype(np.float64) @ P["ff_image_W"].astype(np.float64) + P["ff_image_b"]
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------
+# reference-layout files
+
+
+WORDS = ["a", "dog", "runs", "on", "the", "beach", "cat", "sleeps", "red", "ball"]
+
+
+def random_params(rng, encoder, n_words, dim_word, dim, dim_image):
+    u = lambda *shape: rng.uniform(-0.6, 0.6, size=shape).astype(np.float32)  # noqa: E731
+    P = {"Wemb": u(n_words, dim_word), "ff_image_W": u(dim_image, dim), "ff_image_b": u(dim)}
+    if encoder == "gru":
+        P.update(encoder_W=u(dim_word, 2 * dim), encoder_b=u(2 * dim), encoder_U=u(dim, 2 * dim),
+                 encoder_Wx=u(dim_word, dim), encoder_bx=u(dim), encoder_Ux=u(dim, dim))
+    return P
+
+
+def write_reference(folder: Path, name: str, params, options, worddict, protocol: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    npz = folder / f"{name}.npz"
+    np.savez(npz, **params)
+    (folder / f"{name}.npz.pkl").write_bytes(pickle.dumps(options, protocol=protocol))
+    (folder / f"{name}.npz.dictionary.pkl").write_bytes(pickle.dumps(worddict, protocol=protocol))
+    return npz
+
+
+def make_reference(tmp_path, encoder="gru", seed=0, dim=6, dim_word=5, dim_image=7, n_words=10, extra_words=2):
+    """Random reference files; the dictionary holds ``extra_words`` words beyond the n_words cutoff."""
+    if encoder == "bow":
+        dim_word = dim
+    rng = np.random.default_rng(seed)
+    worddict = {"<eos>": 0, "UNK": 1}
+    worddict.update({w: i + 2 for i, w in enumerate(WORDS[: n_words - 2 + extra_words])})
+    options = {"dim": dim, "dim_word": dim_word, "dim_image": dim_image, "encoder": encoder, "n_words": n_words,
+               "margin": 0.2, "data": "f8k", "max_epochs": 15, "dispFreq": 10, "decay_c": 0.0, "grad_clip": 2.0,
+               "maxlen_w": 100, "optimizer": "adam", "batch_size": 128, "saveto": "f8k.npz", "validFreq": 100,
+               "lrate": 0.0002, "reload_": False}
+    P = random_params(rng, encoder, n_words, dim_word, dim, dim_image)
+    npz = write_reference(tmp_path / f"ref_{encoder}", "model", P, options, worddict)
+    return npz, P, worddict, options
+
+
+CAPTIONS = ["a dog runs on the beach", "the cat sleeps", "a zebra runs", "dog", "red ball ball", "a a a a a a"]
+
+
+# --------------------------------------------------------------------------
+# restricted unpickling
+
+
+def test_reads_plain_data_in_every_old_protocol(tmp_path):
+    data = {"dim": 1024, "margin": 0.2, "encoder": "gru", "reload_": False, "saveto": None,
+            "shape": (3, [1, 2.5]), "big": 2**40, "neg": -7}
+    for protocol in (0, 1, 2):
+        p = tmp_path / f"p{protocol}.pkl"
+        p.write_bytes(pickle.dumps(data, protocol=protocol))
+        assert legacy.read_pickle(p) == data
+
+
+def test_reads_python2_byte_string_pickles(tmp_path):
+    # What Python 2 writes for {'dim': 2, ..., 'margin': 0.2, 'reload_': False} with protocol 2 (str keys and
+    # values are SHORT_BINSTRING byte strings, with BINPUT memo entries) ...
+    p2 = (b"\x80\x02}q\x00(U\x03dimq\x01K\x02U\x08dim_wordq\x02K\x02U\tdim_imageq\x03K\x03"
+          b"U\x07encoderq\x04U\x03gruq\x05U\x07n_wordsq\x06K\x04U\x06marginq\x07G" + struct.pack(">d", 0.2)
+          + b"U\x07reload_q\x08\x89u.")
+    # ... and for a word dict with protocol 0 (including a UTF-8 word, as Python 2 str bytes)
+    p0 = b"(dp0\nS'<eos>'\np1\nI0\nsS'UNK'\np2\nI1\nsS'caf\\xc3\\xa9'\np3\nI2\nsI01\nI3\ns."
+    (tmp_path / "o.pkl").write_bytes(p2)
+    (tmp_path / "d.pkl").write_bytes(p0)
+    assert legacy.read_pickle(tmp_path / "o.pkl") == {"dim": 2, "dim_word": 2, "dim_image": 3, "encoder": "gru",
+                                                      "n_words": 4, "margin": 0.2, "reload_": False}
+    assert legacy.read_pickle(tmp_path / "d.pkl") == {"<eos>": 0, "UNK": 1, "café": 2, True: 3}
+
+
+class _System:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Eval:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"open({str(self.marker)!r}, 'w').write('x')",))
+
+
+def _malicious(marker: Path) -> dict[str, bytes]:
+    code = f"open({str(marker)!r}, 'w').write('x')".encode()
+    return {
+        "os_system": pickle.dumps(_System(marker), protocol=2),
+        "eval": pickle.dumps(_Eval(marker), protocol=2),
+        "nested": pickle.dumps({"dim": 2, "x": [_System(marker)]}, protocol=2),
+        "protocol4": pickle.dumps(_Eval(marker), protocol=4),
+        # Python 2 style: __builtin__.eval and copy_reg._reconstructor through GLOBAL + REDUCE
+        "py2_builtin": b"c__builtin__\neval\n(S'" + code.replace(b"'", b"\\'") + b"'\ntR.",
+        "py2_copyreg": b"ccopy_reg\n_reconstructor\n(c__builtin__\nobject\nc__builtin__\nobject\nNtR.",
+        "py2_set": b"c__builtin__\nset\n((lp0\nI1\natR.",
+        "inst": b"(S'touch x'\nios\nsystem\n.",
+        "extension": b"\x80\x02\x82\x01.",
+        "persistent": b"\x80\x02U\x01xQ.",
+        "build": b"\x80\x02}}b.",
+        "self_reference": b"\x80\x02]q\x00h\x00a.",  # a list holding itself: data, but not plain
+    }
+
+
+@pytest.mark.parametrize("kind", list(_malicious(Path("m"))))
+def test_refuses_pickles_that_would_run_code(tmp_path, kind):
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"{kind}.pkl"
+    path.write_bytes(_malicious(marker)[kind])
+    with pytest.raises(CheckpointError) as err:
+        legacy.read_pickle(path)
+    assert str(path) in str(err.value) and "refused" in str(err.value)
+    assert not marker.exists()
+
+
+def test_load_legacy_refuses_a_malicious_sidecar(tmp_path):
+    npz, *_ = make_reference(tmp_path)
+    marker = tmp_path / "pwned"
+    opt = npz.with_name(npz.name + ".pkl")
+    opt.write_bytes(pickle.dumps({"dim": 6, "n_words": _System(marker)}, protocol=2))
+    with pytest.raises(CheckpointError, match="refused") as err:
+        vsekit.load_model(npz)
+    assert str(opt) in str(err.value)
+    assert not marker.exists()
+
+
+def test_damaged_pickle_is_a_checkpoint_error(tmp_path):
+    p = tmp_path / "bad.pkl"
+    p.write_bytes(b"\x80\x02}q\x00(U\x03di")
+    with pytest.raises(CheckpointError, match="not a readable pickle"):
+        legacy.read_pickle(p)
+    with pytest.raises(CheckpointError, match="no such file"):
+        legacy.read_pickle(tmp_path / "absent.pkl")
+
+
+# --------------------------------------------------------------------------
+# the mapping, against the numpy transcription
+
+
+@pytest.mark.parametrize("encoder", ["gru", "bow"])
+def test_imported_model_matches_the_reference_equations(tmp_path, encoder):
+    npz, P, worddict, options = make_reference(tmp_path, encoder)
+    model = vsekit.load_model(npz)
+    got = vsekit.encode_sentences(model, CAPTIONS)
+    want = np.stack([ref_encode_sentence(P, worddict, options["n_words"], c, encoder) for c in CAPTIONS])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    feats = np.random.default_rng(1).normal(size=(4, options["dim_image"])).astype(np.float32)
+    np.testing.assert_allclose(vsekit.encode_images(model, feats), ref_encode_image(P, feats), atol=1e-5)
+    assert model.append_eos and model.tokenizer == "split" and model.n_words == options["n_words"]
+
+
+def test_gru_cell_matches_step_by_step(tmp_path):
+    npz, P, worddict, options = make_reference(tmp_path)
+    model = vsekit.load_model(npz)
+    rnn = model.sentence_encoder.rnn
+    P64 = {k: v.astype(np.float64) for k, v in P.items()}
+    ids = ref_ids(worddict, options["n_words"], "a dog runs on the beach") + [0]
+    h = np.zeros(options["dim"])
+    for t in ids:
+        x = P64["Wemb"][t]
+        with torch.no_grad():
+            _, h_torch = rnn(torch.tensor(x, dtype=torch.float32).view(1, 1, -1),
+                             torch.tensor(h, dtype=torch.float32).view(1, 1, -1))
+        h = ref_gru_step(P64, x, h)
+        np.testing.assert_allclose(h_torch.view(-1).numpy(), h, atol=1e-5)
+
+
+def test_swapping_reset_and_update_gates_breaks_the_match(tmp_path):
+    npz, P, worddict, options = make_reference(tmp_path)
+    model = vsekit.load_model(npz)
+    d = options["dim"]
+    rnn = model.sentence_encoder.rnn
+    perm = torch.cat([torch.arange(d, 2 * d), torch.arange(0, d), torch.arange(2 * d, 3 * d)])
+    with torch.no_grad():
+        for p in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0):
+            p.copy_(p[perm])
+    got = vsekit.encode_sentences(model, CAPTIONS)
+    want = np.stack([ref_encode_sentence(P, worddict, options["n_words"], c, "gru") for c in CAPTIONS])
+    assert np.abs(got - want).max() > 1e-2
+
+
+def test_unknown_words_and_the_n_words_cutoff(tmp_path):
+    npz, P, worddict, options = make_reference(tmp_path, n_words=6, extra_words=3)
+    model = vsekit.load_model(npz)
+    beyond = [w for w, i in worddict.items() if i >= options["n_words"]]
+    assert beyond, "the dictionary should hold words past the cutoff"
+    # unknown words and words with index >= n_words both become UNK = 1
+    ids = model.vocab.encode(["a", "zebra", beyond[0], "<eos>"], model.n_words)
+    assert ids == [worddict["a"], 1, 1, 0]
+    e = vsekit.encode_sentences(model, ["a zebra", f"a {beyond[0]}", "a UNK", "a <unk>"])
+    np.testing.assert_allclose(e[1:], np.repeat(e[:1], 3, axis=0), atol=1e-6)
+    np.testing.assert_allclose(e[0], ref_encode_sentence(P, worddict, options["n_words"], "a zebra", "gru"),
+                               atol=1e-5)
+    assert model.sentence_encoder.embed.weight.shape[0] == options["n_words"]
+
+
+def test_dictionary_gaps_become_unreachable_placeholders(tmp_path):
+    npz, P, worddict, options = make_reference(tmp_path, extra_words=0)
+    worddict = {w: i for w, i in worddict.items() if w != "dog"}  # index 3 has no word
+    npz.with_name(npz.name + ".dictionary.pkl").write_bytes(pickle.dumps(worddict, protocol=2))
+    model = vsekit.load_model(npz)
+    assert len(model.vocab) == options["n_words"]
+    assert model.vocab.encode(model.vocab.words[3].split()) == [1, 1]  # the placeholder cannot be typed
+    np.testing.assert_allclose(vsekit.encode_sentences(model, ["dog runs"])[0],
+                               ref_encode_sentence(P, worddict, options["n_words"], "dog runs", "gru"), atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# a tiny case computed by hand (dim 2, dim_word 2, caption "a b")
+
+# Python 2 pickles of the options (protocol 2, byte strings) and of the word dict (protocol 0)
+HAND_OPTIONS = (b"\x80\x02}q\x00(U\x03dimq\x01K\x02U\x08dim_wordq\x02K\x02U\tdim_imageq\x03K\x03"
+                b"U\x07encoderq\x04U\x03gruq\x05U\x07n_wordsq\x06K\x04U\x06marginq\x07G?\xc9\x99\x99\x99\x99\x99\x9a"
+                b"U\x07reload_q\x08\x89u.")
+HAND_DICT = b"(dp0\nS'<eos>'\np1\nI0\nsS'UNK'\np2\nI1\nsS'a'\np3\nI2\nsS'b'\np4\nI3\ns."
+HAND_PARAMS = {
+    "Wemb": [[0.2, -0.1], [0.5, -0.5], [1.0, 0.0], [0.0, 1.0]],  # <eos>, UNK, a, b
+    "encoder_W": [[0.5, 0.0, 0.1, 0.2], [0.0, 0.5, -0.3, 0.1]],  # [W_r | W_u]
+    "encoder_b": [0.1, -0.1, 0.0, 0.2],  # [b_r | b_u]
+    "encoder_U": [[0.3, -0.2, -0.1, 0.2], [0.1, 0.4, 0.3, 0.0]],  # [U_r | U_u]
+    "encoder_Wx": [[1.0, -0.5], [0.5, 1.0]],
+    "encoder_bx": [0.0, 0.1],
+    "encoder_Ux": [[0.2, 0.1], [-0.3, 0.5]],
+    "ff_image_W": [[0.5, -1.0], [2.0, 0.0], [0.0, 1.0]],
+    "ff_image_b": [0.1, 0.3],
+}
+# Worked separately, one scalar at a time (h0 = 0; steps a, b, <eos>):
+#   step a:     r = (0.645656, 0.475021)  u = (0.524979, 0.598688)  h = (0.361773, -0.152478)
+#   step b:     r = (0.548171, 0.566271)  u = (0.405664, 0.592028)  h = (0.450752,  0.232925)
+#   step <eos>: r = (0.588682, 0.463321)  u = (0.518692, 0.579361)  h = (0.311067,  0.124368)
+HAND_SENTENCE = [0.9285374672676967, 0.37123869932981285]
+# image (1, 2, -1): (1, 2, -1) W + b = (4.6, -1.7), normalized
+HAND_IMAGE = [0.9379944988291136, -0.34665014087162893]
+# bow with the same Wemb: a + b + <eos> = (1.2, 0.9), normalized
+HAND_BOW = [0.8, 0.6]
+
+
+def _hand_files(folder: Path, encoder: str) -> Path:
+    folder.mkdir()
+    params = {k: np.array(v, dtype=np.float32) for k, v in HAND_PARAMS.items()}
+    options = HAND_OPTIONS
+    if encoder == "bow":
+        params = {k: v for k, v in params.items() if not k.startswith("encoder_")}
+        options = HAND_OPTIONS.replace(b"U\x03gru", b"U\x03bow")
+    np.savez(folder / "hand.npz", **params)
+    (folder / "hand.npz.pkl").write_bytes(options)
+    (folder / "hand.npz.dictionary.pkl").write_bytes(HAND_DICT)
+    return folder / "hand.npz"
+
+
+def test_hand_computed_gru_and_image(tmp_path):
+    model = vsekit.load_model(_hand_files(tmp_path / "gru", "gru"))
+    np.testing.assert_allclose(vsekit.encode_sentences(model, ["a b"])[0], HAND_SENTENCE, atol=1e-6)
+    np.testing.assert_allclose(vsekit.encode_images(model, np.array([[1.0, 2.0, -1.0]]))[0], HAND_IMAGE, atol=1e-6)
+    # and the numpy transcription agrees with the hand calculation
+    P = {k: np.array(v) for k, v in HAND_PARAMS.items()}
+    np.testing.assert_allclose(ref_encode_sentence(P, {"a": 2, "b": 3}, 4, "a b", "gru"), HAND_SENTENCE, atol=1e-12)
+
+
+def test_hand_computed_bow(tmp_path):
+    model = vsekit.load_model(_hand_files(tmp_path / "bow", "bow"))
+    np.testing.assert_allclose(vsekit.encode_sentences(model, ["a b", "b a"]), [HAND_BOW, HAND_BOW], atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# errors
+
+
+def test_missing_sidecars_parameters_and_shapes(tmp_path):
+    npz, P, worddict, options = make_reference(tmp_path)
+    dict_path = npz.with_name(npz.name + ".dictionary.pkl")
+    dict_path.rename(tmp_path / "moved.pkl")
+    with pytest.raises(CheckpointError, match="dictionary.pkl: no such file"):
+        vsekit.load_model(npz)
+    (tmp_path / "moved.pkl").rename(dict_path)
+
+    bad = dict(P)
+    del bad["encoder_Ux"]
+    np.savez(npz, **bad)
+    with pytest.raises(CheckpointError, match="'encoder_Ux' is missing"):
+        vsekit.load_model(npz)
+
+    bad = dict(P, encoder_W=P["encoder_W"].T.copy())
+    np.savez(npz, **bad)
+    with pytest.raises(CheckpointError, match=r"'encoder_W' has shape \(12, 5\), expected \(5, 12\)"):
+        vsekit.load_model(npz)
+
+    np.savez(npz, **P)
+    npz.with_name(npz.name + ".pkl").write_bytes(pickle.dumps({k: v for k, v in options.items() if k != "n_words"}))
+    with pytest.raises(CheckpointError, match="no 'n_words'"):
+        vsekit.load_model(npz)
+    npz.with_name(npz.name + ".pkl").write_bytes(pickle.dumps(dict(options, encoder="lstm")))
+    with pytest.raises(CheckpointError, match="'gru' or 'bow'"):
+        vsekit.load_model(npz)
+    with pytest.raises(CheckpointError, match="no such file"):
+        vsekit.load_model(tmp_path / "nothing.npz")
+
+
+# --------------------------------------------------------------------------
+# import to a checkpoint, export back
+
+
+def test_import_legacy_writes_a_loadable_checkpoint(tmp_path):
+    npz, P, worddict, options = make_reference(tmp_path)
+    out = tmp_path / "imported"
+    meta = legacy.import_legacy(npz, out)
+    assert meta == out / "best.json"
+    model = vsekit.load_model(out)
+    np.testing.assert_allclose(vsekit.encode_sentences(model, CAPTIONS),
+                               vsekit.encode_sentences(vsekit.load_model(npz), CAPTIONS), atol=0)
+    assert model.append_eos and model.tokenizer == "split" and model.n_words == options["n_words"]
+    assert model.spec["model"]["sentence_encoder"] == {"type": "gru", "dim_word": 5}
+    assert model.spec["reference"] == {"data": "f8k"}
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        legacy.import_legacy(npz, out)
+    legacy.import_legacy(npz, out, force=True)
+
+
+@pytest.mark.parametrize("encoder", ["gru", "bow"])
+def test_export_then_import_gives_identical_embeddings(tmp_path, encoder):
+    npz, P, worddict, options = make_reference(tmp_path, encoder, extra_words=0)
+    model = vsekit.load_model(npz)
+    out = legacy.export_legacy(model, tmp_path / "exported" / "again.npz")
+    assert out.name == "again.npz" and out.with_name("again.npz.pkl").is_file()
+    for p in legacy.sidecar_paths(out)[1:]:
+        assert p.read_bytes()[:2] == b"\x80\x02"  # protocol 2, readable by Python 2
+    opts = legacy.read_pickle(out.with_name("again.npz.pkl"))
+    assert {k: opts[k] for k in ("dim", "dim_word", "dim_image", "encoder", "n_words")} == \
+        {k: options[k] for k in ("dim", "dim_word", "dim_image", "encoder", "n_words")}
+    assert legacy.read_pickle(out.with_name("again.npz.dictionary.pkl")) == worddict
+    with np.load(out) as z:
+        for k, v in P.items():
+            np.testing.assert_array_equal(z[k], v)
+    again = vsekit.load_model(out)
+    np.testing.assert_array_equal(vsekit.encode_sentences(again, CAPTIONS), vsekit.encode_sentences(model, CAPTIONS))
+    feats = np.random.default_rng(2).normal(size=(3, options["dim_image"]))
+    np.testing.assert_array_equal(vsekit.encode_images(again, feats), vsekit.encode_images(model, feats))
+
+
+def _native(encoder="gru", **cfg):
+    from vsekit import spec as spec_mod
+    from vsekit.data.vocab import Vocab
+
+    dim = 4
+    senc = spec_mod.build_component("sentence_encoder", {"type": encoder, **cfg}, "s", Path("."))
+    ienc = spec_mod.build_component("image_encoder", {"type": "linear"}, "i", Path("."))
+    return vsekit.JointModel.build(senc, ienc, Vocab(["<eos>", "<unk>", "dog", "cat"]), dim, 3)
+
+
+def test_export_refuses_what_the_reference_cannot_represent(tmp_path):
+    with pytest.raises(CheckpointError, match="recurrent biases"):
+        legacy.export_legacy(_native("gru", dim_word=3), tmp_path / "a.npz")
+    with pytest.raises(CheckpointError, match="one layer and one direction"):
+        legacy.export_legacy(_native("gru", dim_word=3, bidirectional=True), tmp_path / "b.npz")
+    model = _native("gru", dim_word=3, layers=2)
+    with pytest.raises(CheckpointError, match="one layer"):
+        legacy.export_legacy(model, tmp_path / "c.npz")
+    with pytest.raises(CheckpointError, match="ending in .npz"):
+        legacy.export_legacy(model, tmp_path / "d.zip")
+    assert not list(tmp_path.iterdir())
+    # a native gru with its recurrent biases zeroed exports, and so does any bow model
+    model = _native("gru", dim_word=3)
+    with torch.no_grad():
+        model.sentence_encoder.rnn.bias_hh_l0.zero_()
+    legacy.export_legacy(model, tmp_path / "e.npz")
+    legacy.export_legacy(_native("bow"), tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as z:
+        assert sorted(z.files) == ["Wemb", "ff_image_W", "ff_image_b"]
+
+
+def test_cli_import_and_export(tmp_path):
+    from vsekit.cli import _add_plugin_commands, cli
+
+    _add_plugin_commands()
+    npz, *_ = make_reference(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["import-legacy", str(npz), "-o", str(tmp_path / "m")], obj={})
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["export-legacy", str(tmp_path / "m"), "-o", str(tmp_path / "x" / "m.npz")], obj={})
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "x" / "m.npz.dictionary.pkl").is_file()
+    res = runner.invoke(cli, ["import-legacy", str(tmp_path / "nope.npz"), "-o", str(tmp_path / "n")], obj={})
+    assert res.exit_code == 2
+    assert res.output.strip().startswith("error:") and "nope.npz: no such file" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_user_errors_are_vsekit_errors():
+    assert issubclass(CheckpointError, VsekitError)
