@@ -32,6 +32,10 @@ def _device(model: torch.nn.Module) -> torch.device:
 def encode_sentences(model: JointModel, sentences: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 512,
                      verbose: bool = False) -> np.ndarray:
     """Unit-norm embeddings (N, dim) of captions: strings are tokenized, token lists are used as given."""
+    if isinstance(sentences, str):  # would otherwise be encoded one character per caption
+        from vsekit.errors import DataError
+
+        raise DataError(f"encode_sentences: expected a list of captions, got one string; pass [{sentences!r}]")
     tok = TOKENIZERS.get(model.tokenizer, TOKENIZERS["regex"])
     captions = [tok(s) if isinstance(s, str) else list(s) for s in sentences]
     n = len(captions)
@@ -46,12 +50,25 @@ def encode_sentences(model: JointModel, sentences: Sequence[str] | Sequence[Sequ
     model.eval()
     device = _device(model)
     needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
-    for start in tqdm(range(0, n, batch_size), desc="encode captions", disable=not verbose, leave=False):
-        idx = order[start : start + batch_size]
+    for idx in tqdm(_token_budget_batches(lengths_safe[order], order, batch_size), desc="encode captions",
+                    disable=not verbose, leave=False):
         batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if needs_texts else None)
         batch = type(batch)(batch.tokens, batch.lengths.clamp(min=1), batch.texts).to(device)
         out[idx] = model.encode_text(batch).float().cpu().numpy()
     model.train(was_training)
+    return out
+
+
+def _token_budget_batches(sorted_lengths: np.ndarray, order: np.ndarray, batch_size: int,
+                          tokens_per_caption: int = 64) -> list[np.ndarray]:
+    """Cut ``order`` (longest caption first) into batches of at most ``batch_size`` captions and
+    ``batch_size * tokens_per_caption`` padded tokens, so one very long caption does not pad a whole batch."""
+    budget = batch_size * tokens_per_caption
+    out, start, n = [], 0, len(order)
+    while start < n:
+        size = max(1, min(batch_size, budget // int(sorted_lengths[start])))
+        out.append(order[start : start + size])
+        start += size
     return out
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsekit.spec import non_negative, positive
+from vsekit.spec import non_negative, one_of, positive
 
 
 class Loss(nn.Module):
@@ -88,7 +88,9 @@ class MaxViolationLoss(Loss):
 
     Hardest negatives from scratch can stall near chance, so the first
     ``warmup_epochs`` epochs (or ``warmup_steps`` steps, whichever is given)
-    use the summed hinge of :class:`ContrastiveLoss`.
+    use another loss: the summed hinge of :class:`ContrastiveLoss`
+    (``warmup_loss = "sum"``) or :class:`InfoNCELoss` (``"infonce"``, with
+    its learned temperature starting at ``temperature``).
     """
 
     @attrs.frozen
@@ -96,12 +98,23 @@ class MaxViolationLoss(Loss):
         margin: float = attrs.field(default=0.2, validator=non_negative())
         warmup_epochs: float = attrs.field(default=0.0, validator=non_negative())
         warmup_steps: int = attrs.field(default=0, validator=non_negative())
+        warmup_loss: str = attrs.field(default="sum", validator=one_of("sum", "infonce"))
+        temperature: float = attrs.field(default=0.07, validator=positive())
         same_image_negatives: bool = False
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.warmup = None
+        if config.warmup_loss == "infonce":
+            self.warmup = InfoNCELoss(InfoNCELoss.Config(temperature=config.temperature,
+                                                         same_image_negatives=config.same_image_negatives))
 
     def in_warmup(self, step: int, epoch: float) -> bool:
         return step < self.config.warmup_steps or epoch < self.config.warmup_epochs
 
     def forward(self, im, s, ids, step=0, epoch=0.0):
+        if self.warmup is not None and self.in_warmup(step, epoch):
+            return self.warmup(im, s, ids, step=step, epoch=epoch)
         scores = im @ s.t()
         cost_s, cost_im = hinge_costs(scores, self.config.margin, negatives_mask(ids, self.config.same_image_negatives))
         if self.in_warmup(step, epoch):

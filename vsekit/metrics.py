@@ -8,7 +8,12 @@ import attrs
 import numpy as np
 
 from vsekit.metrics_core import recall
-from vsekit.spec import positive
+from vsekit.spec import FieldError, positive
+
+
+def _valid_ks(_inst: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
+    if not value or len(set(value)) != len(value) or any(k < 1 for k in value):
+        raise FieldError(attribute.name, f"expected a non-empty list of distinct integers >= 1, got {list(value)!r}")
 
 
 class Metric:
@@ -38,7 +43,7 @@ class RecallMetric(Metric):
 
     @attrs.frozen
     class Config:
-        ks: tuple[int, ...] = (1, 5, 10)
+        ks: tuple[int, ...] = attrs.field(default=(1, 5, 10), validator=_valid_ks)
         chunk_size: int = attrs.field(default=1024, validator=positive())
 
     def compute(self, images, captions, cap2img, folds=None):

@@ -340,6 +340,8 @@ class TrainSpec:
     early_stopping: int = attrs.field(default=0, validator=non_negative())
     disp_freq: int = attrs.field(default=10, validator=positive())
     valid_freq: int = attrs.field(default=0, validator=non_negative())
+    #: also save the resumable ``last`` state every this many steps (0: at epoch ends only, which is always done)
+    save_freq: int = attrs.field(default=0, validator=non_negative())
     bucket: bool = True
     seed: int = 0
     threads: int = attrs.field(default=0, validator=non_negative())
@@ -582,6 +584,9 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> Spec:
     return from_dict(raw, source=str(path), base=path.resolve().parent)
 
 
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
 def dumps_toml(data: dict[str, Any]) -> str:
     """A small TOML writer for spec dicts (tables, scalars, lists of scalars)."""
     lines: list[str] = []
@@ -592,7 +597,8 @@ def dumps_toml(data: dict[str, Any]) -> str:
         if isinstance(v, (int, float)):
             return repr(v)
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+                                 for c in v) + '"'
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(scalar(x) for x in v) + "]"
         raise TypeError(f"cannot write {v!r} as TOML")

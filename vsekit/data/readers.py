@@ -112,11 +112,12 @@ class DatasetReader:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first caption
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     lines = text.splitlines()
     if not lines:
         raise DataError(f"{path}: empty file")
@@ -222,6 +223,10 @@ class Flickr8kReader(DatasetReader):
     ``{type = "precomputed", dir = ".../flickr8k-effnet-lite0"}``. Images
     without features or with fewer than ``caps_per_image`` captions are
     reported in the log and the run's provenance, then left out.
+
+    ``cache`` (a folder): features are extracted once per split into
+    ``CACHE/{split}_ims.npy`` + ``{split}_ids.txt`` (the files ``vsekit
+    extract`` writes) and reused; later runs extract only missing images.
     """
 
     @attrs.frozen
@@ -232,6 +237,7 @@ class Flickr8kReader(DatasetReader):
         splits_dir: str = "splits"
         images_dir: str = "images"
         caps_per_image: int = attrs.field(default=5, validator=positive())
+        cache: str | None = path_field(None)
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -268,7 +274,7 @@ class Flickr8kReader(DatasetReader):
         if self._captions is None:
             path = self.root / self.config.captions_file
             try:
-                fh = open(path, encoding="utf-8", newline="")
+                fh = open(path, encoding="utf-8-sig", newline="")
             except FileNotFoundError:
                 raise DataError(f"{path}: no such file") from None
             by_image: OrderedDict[str, list[str]] = OrderedDict()
@@ -304,7 +310,14 @@ class Flickr8kReader(DatasetReader):
         few = [n for n in names if len(caps.get(n, [])) < k]
         many = [n for n in names if len(caps.get(n, [])) > k]
         keep = [n for n in names if n not in set(few)]
-        result = self.extractor.extract([self.root / self.config.images_dir / n for n in keep])
+        image_paths = [self.root / self.config.images_dir / n for n in keep]
+        if self.config.cache:
+            from vsekit.extract import extract_cached
+
+            result = extract_cached(self.extractor, image_paths, Path(self.config.cache) / f"{split}_ims.npy",
+                                    spec=self.config.features.to_dict())
+        else:
+            result = self.extractor.extract(image_paths)
         missing = [keep[i] for i in np.flatnonzero(~result.ok)]
         report: dict[str, Any] = {"images_listed": len(names)}
         if few:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from vsekit.spec import non_negative, positive, in_range
+from vsekit.spec import in_range, positive
 from vsekit.text.base import SentenceEncoder
 
 
@@ -34,7 +34,8 @@ class GRUEncoder(SentenceEncoder):
         self.rnn = nn.GRU(config.dim_word, dim, num_layers=config.layers, batch_first=True,
                           bidirectional=config.bidirectional,
                           dropout=config.dropout if config.layers > 1 else 0.0)
-        self.drop = nn.Dropout(config.word_dropout) if config.word_dropout > 0 else nn.Identity()
+        # word dropout: zero whole word vectors, (B, T, D) read as (N, C, L) with a channel per word
+        self.drop = nn.Dropout1d(config.word_dropout) if config.word_dropout > 0 else nn.Identity()
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.embed(tokens))
@@ -44,5 +45,3 @@ class GRUEncoder(SentenceEncoder):
             return (h[-2] + h[-1]) / 2
         return h[-1]
 
-
-non_negative  # noqa: B018  (re-exported helpers keep imports uniform)

@@ -1,0 +1,118 @@
+"""Shared fixtures for the core test suite: small data folders, spec writers, a trained tiny run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vsekit.data.readers import EMBEDDED_ROOT
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+MINI = EMBEDDED_ROOT / "f8k_mini"
+
+
+def _shared_data_root() -> Path | None:
+    """The real Flickr8K data: $VSEKIT_SHARED_DATA, else ../shared/data next to the repo (as CI has it)."""
+    candidates = [os.environ.get("VSEKIT_SHARED_DATA"), REPO.parent / "shared" / "data", REPO.parent / "shared"]
+    for c in candidates:
+        if c and (Path(c) / "flickr8k" / "captions.txt").is_file():
+            return Path(c)
+    return None
+
+
+SHARED = _shared_data_root()
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Tests share two cores: keep torch from oversubscribing them."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if SHARED is None:
+        pytest.skip("real Flickr8K data not found (set VSEKIT_SHARED_DATA or place it at ../shared/data)")
+    if not (SHARED / "flickr8k-effnet-lite0" / "test_ims.npy").is_file():
+        pytest.skip("flickr8k-effnet-lite0 features not found next to the real Flickr8K data")
+    return SHARED
+
+
+def write_precomp(folder: Path, split: str, captions: list[str], feats: np.ndarray, prefix: str = "") -> Path:
+    """Write ``[prefix]split_caps.txt`` (one caption a line) and ``[prefix]split_ims.npy``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{prefix}{split}_caps.txt").write_text("".join(c + "\n" for c in captions), encoding="utf-8")
+    np.save(folder / f"{prefix}{split}_ims.npy", feats)
+    return folder
+
+
+def mini_slice(dest: Path, n_images: dict[str, int]) -> Path:
+    """Copy the first ``n`` images (and their 5 captions each) of every f8k_mini split into ``dest``."""
+    for split, n in n_images.items():
+        caps = (MINI / f"{split}_caps.txt").read_text(encoding="utf-8").splitlines()[: 5 * n]
+        feats = np.load(MINI / f"{split}_ims.npy")[:n]
+        write_precomp(dest, split, caps, feats)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """A precomp folder: 200 train, 50 dev, 50 test images of f8k_mini (row per image, no prefix)."""
+    return mini_slice(tmp_path_factory.mktemp("small_data"), {"train": 200, "dev": 50, "test": 50})
+
+
+def tiny_spec_text(data_dir: str | Path, **sections: dict) -> str:
+    """A small, fast spec (dim 32, GRU dim_word 16, contrastive, 1 epoch) as TOML; ``sections`` update tables."""
+    tables: dict[str, dict] = {
+        "data": {"type": "precomp", "dir": str(data_dir)},
+        "model": {"dim": 32},
+        "model.sentence_encoder": {"type": "gru", "dim_word": 16},
+        "loss": {"type": "contrastive", "margin": 0.2},
+        "train": {"max_epochs": 1, "batch_size": 64, "lr": 0.002, "seed": 0},
+    }
+    for name, values in sections.items():
+        tables.setdefault(name.replace("__", "."), {}).update(values)
+    from vsekit.spec import dumps_toml
+
+    lines = ['name = "tiny"']
+    for name, values in tables.items():
+        body = dumps_toml(values).strip()
+        lines.append(f"\n[{name}]\n{body}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    """``spec_file(data_dir, name="spec.toml", **sections)`` writes a tiny spec and returns its path."""
+
+    def make(data_dir: str | Path, name: str = "spec.toml", **sections: dict) -> Path:
+        path = tmp_path / name
+        path.write_text(tiny_spec_text(data_dir, **sections), encoding="utf-8")
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_data, tmp_path_factory) -> Path:
+    """One tiny run (1 epoch on ``small_data``) for the checkpoint and CLI tests; do not modify it."""
+    import vsekit
+
+    root = tmp_path_factory.mktemp("trained")
+    spec = root / "spec.toml"
+    spec.write_text(tiny_spec_text(small_data), encoding="utf-8")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = vsekit.train(spec, root / "run", quiet=True)
+    finally:
+        torch.set_num_threads(old)
+    return Path(results["run_dir"])

@@ -1,0 +1,191 @@
+"""The ``vsekit`` command: exit codes, one-line errors, nothing written on refusal, eval output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from vsekit.cli import cli
+
+from conftest import EXAMPLES, REPO, tiny_spec_text
+
+
+def invoke(*args, cwd: Path | None = None):
+    runner = CliRunner()
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(cli, [str(a) for a in args], obj={}, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def assert_user_error(result, *needles):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    err = result.stderr
+    assert "Traceback" not in result.output
+    assert err.count("error: ") == 1 and err.startswith("error: "), err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+def test_validate_quickstart():
+    result = invoke("validate", EXAMPLES / "quickstart.toml")
+    assert result.exit_code == 0, result.output
+    assert "quickstart.toml: ok" in result.stdout
+    assert "sentence encoder gru" in result.stdout and "loss infonce" in result.stdout
+
+
+def test_validate_flickr8k_example():
+    example = EXAMPLES / "flickr8k.toml"
+    if not example.is_file():
+        pytest.skip("examples/flickr8k.toml not present")
+    if not (REPO.parent / "shared" / "data" / "flickr8k" / "captions.txt").is_file():
+        pytest.skip("the example names ../shared/data relative to the repo, which is absent here")
+    result = invoke("validate", example)
+    assert result.exit_code == 0, result.output
+    assert "flickr8k.toml: ok" in result.stdout
+
+
+def test_validate_with_override():
+    result = invoke("validate", EXAMPLES / "quickstart.toml", "--set", "loss.type=contrastive",
+                    "--set", "model.dim=64")
+    assert result.exit_code == 0, result.output
+    assert "loss contrastive" in result.stdout and "dim 64" in result.stdout
+
+
+def test_validate_bad_spec(tmp_path, small_data):
+    path = tmp_path / "bad.toml"
+    path.write_text(tiny_spec_text(small_data, loss={"margin": "big"}))
+    err = assert_user_error(invoke("validate", path), f"{path}: [loss] margin:", "'big'")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_validate_reports_missing_data_files(tmp_path, small_data):
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    (data / "dev_ims.npy").unlink()
+    path = tmp_path / "spec.toml"
+    path.write_text(tiny_spec_text(data))
+    assert_user_error(invoke("validate", path), f"{data / 'dev_ims.npy'}: no such file")
+
+
+def test_validate_unknown_split_names(tmp_path, small_data):
+    path = tmp_path / "spec.toml"
+    path.write_text(tiny_spec_text(small_data, eval={"split": "val"}))
+    err = assert_user_error(invoke("validate", path), f"{path}: [eval] split: unknown split 'val'", "dev")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_run_bad_spec_exits_2_and_writes_nothing(tmp_path, small_data):
+    path = tmp_path / "bad.toml"
+    path.write_text(tiny_spec_text(small_data, train={"max_epochs": "two"}))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    err = assert_user_error(invoke("run", path, cwd=tmp_path), f"{path}: [train] max_epochs:")
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/ folder
+
+
+def test_run_missing_data_file_exits_2_and_writes_nothing(tmp_path, small_data):
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    (data / "test_ims.npy").unlink()
+    path = tmp_path / "spec.toml"
+    path.write_text(tiny_spec_text(data))
+    out = tmp_path / "out"
+    assert_user_error(invoke("run", path, "--out", out, "-q", cwd=tmp_path), f"{data / 'test_ims.npy'}: no such file")
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_run_refuses_existing_folder_without_force(tmp_path, small_data):
+    path = tmp_path / "spec.toml"
+    path.write_text(tiny_spec_text(small_data))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_user_error(invoke("run", path, "--out", out, "-q"), "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+    # --force does not delete a folder that is not a run folder either
+    assert_user_error(invoke("run", path, "--out", out, "-q", "--force"), "not a vsekit run folder")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_bad_set_syntax(tmp_path):
+    assert_user_error(invoke("validate", EXAMPLES / "quickstart.toml", "--set", "train.lr"), "expected KEY=VALUE")
+
+
+def test_debug_shows_traceback(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--debug", "validate", str(tmp_path / "nope.toml")], obj={})
+    from vsekit.errors import SpecError
+
+    assert isinstance(result.exception, SpecError)
+
+
+def test_eval_prints_table_and_writes_json(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    result = invoke("eval", run, "--split", "test", "-q")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Image to text:" in out and "Text to image:" in out
+    assert "aR@1" in out and "sMedr" in out and "rsum" in out
+    target = run / "eval_test.json"
+    assert f"metrics: {target}" in out
+    data = json.loads(target.read_text())
+    assert data["split"] == "test" and data["checkpoint"] == str(run / "best.json")
+    # the run was evaluated on the same test split with the same best checkpoint
+    expected = json.loads((run / "results.json").read_text())["test"]
+    for k in ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum"):
+        assert data[k] == pytest.approx(expected[k]), k
+    assert f"{expected['rsum']:6.1f}" in out
+
+
+def test_eval_output_option_and_other_split(trained_run, tmp_path):
+    target = tmp_path / "m.json"
+    result = invoke("eval", trained_run / "best.json", "--split", "dev", "-o", target, "-q")
+    assert result.exit_code == 0, result.output
+    data = json.loads(target.read_text())
+    assert data["split"] == "dev"
+    valid = json.loads((trained_run / "results.json").read_text())["valid"]
+    assert data["rsum"] == pytest.approx(valid["rsum"])
+    assert not (trained_run / "eval_dev.json").exists()
+
+
+def test_eval_missing_checkpoint(tmp_path):
+    assert_user_error(invoke("eval", tmp_path / "nothing"), "no vsekit checkpoint here")
+
+
+def test_eval_unknown_split(trained_run, tmp_path):
+    assert_user_error(invoke("eval", trained_run, "--split", "val", "-o", tmp_path / "x.json"), "unknown split 'val'")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_plugins_lists_builtins():
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
+    assert "gru" in rows["vsekit"]["components"]["sentence_encoder"]
+    assert "precomp" in rows["vsekit"]["components"]["dataset_reader"]
+
+
+def test_real_process_exit_code_and_stderr(tmp_path):
+    """Through ``python -m vsekit``: exit status 2, one error line, no traceback, no run folder."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[data]\ntype = "precomp"\ndir = "vsekit:f8k_mini"\n[model]\ndim = 0\n[loss]\ntype = "contrastive"\n')
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "vsekit", "run", str(path)], cwd=tmp_path, capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {path}: [model] dim: expected a number > 0, got 0"]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
