@@ -2,16 +2,26 @@
 
 A checkpoint ``NAME`` in a folder is ``NAME.safetensors`` plus ``NAME.json``.
 The JSON records the weights' sha256, which is verified on load.
+
+Saving replaces both files without a moment where they disagree for good:
+the new weights are written (atomically) as ``NAME.safetensors.pending``,
+then the JSON (atomically: the commit point), then the pending file is
+renamed over ``NAME.safetensors``. A process killed between the last two
+steps leaves a JSON whose checksum matches the pending file, and loading
+uses that file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vsekit import __version__
@@ -20,20 +30,31 @@ from vsekit.errors import CheckpointError, SpecError
 from vsekit.io import atomic_write, atomic_write_text, sha256_file
 from vsekit.model import JointModel
 
+log = logging.getLogger(__name__)
+
 FORMAT = "vsekit-checkpoint/1"
+PENDING = ".pending"
 REQUIRED = ("format", "spec", "vocab", "dim", "dim_image", "weights_sha256")
+
+
+def vocab_digest(words: list[str]) -> str:
+    """sha256 of a vocabulary's word list: recorded inside the weights file, checked against the JSON."""
+    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
 
 
 def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any], *, step: int = 0,
          epoch: float = 0.0, metrics: dict[str, Any] | None = None, extra_tensors: dict[str, torch.Tensor] | None = None,
          extra: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/name.safetensors`` then ``folder/name.json`` (each atomically); return the JSON path."""
+    """Write ``folder/name.safetensors`` and ``folder/name.json`` (see the module notes); return the JSON path."""
     folder = Path(folder)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().contiguous().cpu()
     weights = folder / f"{name}.safetensors"
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    header = {"format": FORMAT, "vocab_sha256": vocab_digest(model.vocab.words), "dim": str(model.dim),
+              "dim_image": str(model.dim_image)}
+    pending = weights.with_name(weights.name + PENDING)
+    atomic_write(pending, lambda tmp: save_file(tensors, tmp, metadata=header))
     meta = {
         "format": FORMAT,
         "vsekit_version": __version__,
@@ -48,11 +69,12 @@ def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any],
         "epoch": epoch,
         "metrics": metrics or {},
         "weights": weights.name,
-        "weights_sha256": sha256_file(weights),
+        "weights_sha256": sha256_file(pending),
         **(extra or {}),
     }
     path = folder / f"{name}.json"
     atomic_write_text(path, json.dumps(meta, indent=1))
+    os.replace(pending, weights)
     return path
 
 
@@ -85,27 +107,82 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise CheckpointError(f"{meta_path}: missing key(s) {', '.join(missing)}")
+    for key, ok, what in _TYPES:
+        if key in meta and not ok(meta[key]):
+            raise CheckpointError(f"{meta_path}: {key}: expected {what}, got {_short(meta[key])}")
     return meta_path, meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_TYPES = (
+    ("spec", lambda v: isinstance(v, dict), "a table"),
+    ("vocab", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of words"),
+    ("dim", lambda v: _is_int(v) and v > 0, "an integer > 0"),
+    ("dim_image", lambda v: _is_int(v) and v > 0, "an integer > 0"),
+    ("weights_sha256", lambda v: isinstance(v, str), "a hex string"),
+    ("n_words", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
+    ("append_eos", lambda v: isinstance(v, bool), "true or false"),
+    ("tokenizer", lambda v: isinstance(v, str), "a tokenizer name"),
+)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def weights_path(meta_path: Path, meta: dict[str, Any]) -> Path:
+    name = meta.get("weights", meta_path.stem + ".safetensors")
+    if not isinstance(name, str) or Path(name).name != name:
+        raise CheckpointError(f"{meta_path}: 'weights' must be a file name beside it, got {name!r}")
+    return meta_path.with_name(name)
+
+
+def read_tensors(path: str | Path, map_location: str = "cpu") -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
+    """The checkpoint's JSON and all its tensors, after checking the weights' checksum and header."""
+    meta_path, meta = read_meta(path)
+    weights = weights_path(meta_path, meta)
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file missing (named by {meta_path})")
+    digest = sha256_file(weights)
+    pending = weights.with_name(weights.name + PENDING)
+    if digest != meta["weights_sha256"] and pending.is_file() and sha256_file(pending) == meta["weights_sha256"]:
+        log.info("%s: using %s (the save that wrote %s was stopped before renaming it)", meta_path, pending.name,
+                 meta_path.name)
+        weights, digest = pending, meta["weights_sha256"]
+    if digest != meta["weights_sha256"]:
+        raise CheckpointError(f"{weights}: checksum mismatch (file is corrupt or was changed after {meta_path} was written)")
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            header = fh.metadata() or {}
+        tensors = load_file(weights, device=map_location)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights}: cannot read safetensors: {exc}") from None
+    recorded = header.get("vocab_sha256")
+    if recorded is not None and (not isinstance(meta["vocab"], list) or recorded != vocab_digest(meta["vocab"])):
+        raise CheckpointError(f"{weights}: weights do not fit {meta_path}: they were saved with another vocabulary "
+                              f"than the one it lists (weights and JSON from different checkpoints?)")
+    for key in ("dim", "dim_image"):
+        if key in header and str(meta[key]) != header[key]:
+            raise CheckpointError(f"{weights}: weights do not fit {meta_path}: they are {key} {header[key]}, the JSON "
+                                  f"says {meta[key]!r} (weights and JSON from different checkpoints?)")
+    return meta_path, meta, tensors
 
 
 def load(path: str | Path, map_location: str = "cpu") -> tuple[JointModel, dict[str, Any], dict[str, torch.Tensor]]:
     """Rebuild the model from a checkpoint; returns (model, meta, tensors not belonging to the model)."""
     from vsekit import spec as spec_mod
 
-    meta_path, meta = read_meta(path)
-    weights = meta_path.with_name(meta.get("weights", meta_path.stem + ".safetensors"))
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: weights file missing (named by {meta_path})")
-    digest = sha256_file(weights)
-    if digest != meta["weights_sha256"]:
-        raise CheckpointError(f"{weights}: checksum mismatch (file is corrupt or was changed after {meta_path} was written)")
-    try:
-        tensors = load_file(weights, device=map_location)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: cannot read safetensors: {exc}") from None
+    meta_path, meta, tensors = read_tensors(path, map_location)
+    weights = weights_path(meta_path, meta)
     model_spec = meta["spec"].get("model", {})
     base = meta_path.parent
     try:
+        for module in meta["spec"].get("imports", []):  # user code that registers the model's components
+            spec_mod._import_user_module(module, base)
         senc = spec_mod.build_component("sentence_encoder", model_spec.get("sentence_encoder", {"type": "gru"}),
                                         "model.sentence_encoder", base)
         ienc = spec_mod.build_component("image_encoder", model_spec.get("image_encoder", {"type": "linear"}),

@@ -26,7 +26,7 @@ class VsekitGroup(click.Group):
         except VsekitError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"{getattr(exc, 'prefix', 'error: ')}{exc}", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -51,15 +51,19 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default: output.dir or runs/NAME).")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with seeds seed..seed+N-1; report mean ± std.")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in the folder from its latest saved state.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.pass_context
 def run(ctx: click.Context, spec: Path, overrides: tuple[str, ...], out: Path | None, seeds: int, force: bool,
-        quiet: bool) -> None:
-    """Train and evaluate the model that SPEC describes."""
+        resume: bool, quiet: bool) -> None:
+    """Train and evaluate the model that SPEC describes.
+
+    Ctrl-C saves the training state and exits with status 130; --resume continues from it.
+    """
     from vsekit import api
 
     _setup_logging(quiet, ctx.obj["debug"])
-    api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force)
+    api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)
 
 
 @cli.command()
@@ -71,9 +75,9 @@ def validate(spec: Path, overrides: tuple[str, ...]) -> None:
     from vsekit.errors import SpecError
 
     s = api.load_spec(spec, overrides)
-    problems = s.data.build().check()
+    problems = api.check_spec(s)
     if problems:
-        raise SpecError("\n".join(f"{spec}: [data] {p}" for p in problems))
+        raise SpecError("\n".join(f"{spec}: {p}" for p in problems))
     senc = s.model.sentence_encoder
     click.echo(f"{spec}: ok — data {s.data.type}, sentence encoder {senc.type}, image encoder "
                f"{s.model.image_encoder.type}, dim {s.model.dim}, loss {s.loss.type}, {s.train.max_epochs} epochs")
@@ -104,30 +108,32 @@ def eval_cmd(checkpoint: Path, split: str, data_spec: Path | None, folds: int | 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
-    """List loaded plugins and the components each registers."""
+    """List plugins: versions, hooks and the components each registers; skipped and disabled ones."""
     from vsekit import registry
 
     mgr = registry.manager()
-    rows = [
-        {"name": p.name, "module": p.module, "distribution": p.dist, "version": p.version, "components": p.components}
-        for p in mgr.plugins.values()
-    ]
+    info = mgr.describe()
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "skipped": mgr.skipped}, indent=1))
+        click.echo(json.dumps(info, indent=1))
         return
-    for r in rows:
-        click.echo(f"{r['name']} {r['version'] or ''} ({r['module']})")
-        for kind, names in r["components"].items():
+    for p in info["plugins"]:
+        dist = f" [{p['distribution']}]" if p["distribution"] and p["distribution"] != p["name"] else ""
+        click.echo(f"{p['name']} {p['version'] or ''}{dist} ({p['module']})".replace("  ", " "))
+        for kind, names in p["components"].items():
             click.echo(f"  {registry.KINDS[kind][0]}: {', '.join(names)}")
-    for name, why in mgr.skipped.items():
+        if p["commands"]:
+            click.echo(f"  commands: {', '.join(p['commands'])}")
+    for name, why in info["skipped"].items():
         click.echo(f"{name}: skipped ({why})")
+    for name, why in info["disabled"].items():
+        click.echo(f"{name}: disabled ({why})")
 
 
 def _add_plugin_commands() -> None:
     from vsekit import registry
 
     try:
-        registry.manager().pm.hook.register_commands(cli=cli)
+        registry.manager().add_commands(cli)
     except VsekitError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

