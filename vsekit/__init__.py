@@ -24,10 +24,13 @@ from vsekit.losses import Loss  # noqa: E402
 from vsekit.metrics import Metric  # noqa: E402
 from vsekit.model import JointModel  # noqa: E402
 from vsekit.registry import register  # noqa: E402
+from vsekit.retrieval import CaptionBank, ImageBank, Retriever, arithmetic, build_caption_bank, build_image_bank, load_bank, retrieve  # noqa: E402,E501
 from vsekit.text.base import SentenceEncoder  # noqa: E402
 
 __all__ = [
     "DataError", "DatasetReader", "ImageEncoder", "ImageFeatureExtractor", "JointModel", "Loss", "Metric",
     "SentenceEncoder", "SpecError", "Split", "VsekitError", "__version__", "encode_images", "encode_sentences",
     "eval_checkpoint", "evalrank", "format_table", "hookimpl", "load_model", "load_spec", "register", "train",
+    "CaptionBank", "ImageBank", "Retriever", "arithmetic", "build_caption_bank", "build_image_bank", "load_bank",
+    "retrieve",
 ]

@@ -54,6 +54,8 @@ def register_metrics(register):
 
 @hookimpl
 def register_commands(cli):
-    from vsekit import legacy_cli
+    from vsekit import extract_cli, legacy_cli, retrieval_cli
 
     legacy_cli.add_commands(cli)
+    extract_cli.add_commands(cli)
+    retrieval_cli.add_commands(cli)

