@@ -20,14 +20,19 @@ def load_spec(spec: str | Path | spec_mod.Spec | dict, overrides: Iterable[str] 
 
 
 def train(spec: str | Path | spec_mod.Spec | dict, out: str | Path | None = None, *, overrides: Iterable[str] = (),
-          seeds: int = 1, quiet: bool = False, force: bool = False) -> dict[str, Any]:
-    """Train (and evaluate) as a spec says; ``seeds > 1`` runs repeats and returns mean and std."""
+          seeds: int = 1, quiet: bool = False, force: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Train (and evaluate) as a spec says; ``seeds > 1`` runs repeats and returns mean and std.
+
+    ``resume=True`` continues the run in ``out`` from its latest saved state (the spec must be unchanged).
+    """
     from vsekit import trainer as train_mod
 
     s = load_spec(spec, overrides)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise spec_mod.SpecError(f"seeds: expected an integer >= 1, got {seeds!r}")
     if seeds > 1:
-        return train_mod.train_seeds(s, seeds, out, quiet=quiet, force=force)
-    return train_mod.train(s, out, quiet=quiet, force=force)
+        return train_mod.train_seeds(s, seeds, out, quiet=quiet, force=force, resume=resume)
+    return train_mod.train(s, out, quiet=quiet, force=force, resume=resume)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> JointModel:
@@ -75,9 +80,45 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
             s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent)
         except spec_mod.SpecError:
             raise
-        split_data = s.data.build().read(split)
+        reader = s.data.build()
+        if split not in reader.splits:
+            raise DataError(f"unknown split {split!r} for the data of {meta_path} — known: {', '.join(reader.splits)}")
+        split_data = reader.read(split)
         if folds is None:
             folds = s.eval.folds if split == s.eval.split else None
     else:
         split_data = resolve_split(model, data, split)
     return evaluate_split(model, split_data, folds=folds, verbose=verbose), meta_path
+
+
+def check_spec(s: spec_mod.Spec) -> list[str]:
+    """Problems ``vsekit validate`` reports beyond the spec's own keys and types: files and folders the spec
+    names, split names, the output folder, the device, and options of different components that disagree."""
+    from vsekit import trainer
+
+    problems = []
+    reader = s.data.build()
+    problems += [f"[data] {p}" for p in reader.check()]
+    for where, name in (("[train] valid_split", s.train.valid_split), ("[eval] split", s.eval.split)):
+        if name not in reader.splits:
+            problems.append(f"{where}: unknown split {name!r} — known: {', '.join(reader.splits)}")
+    if s.output.dir is not None and Path(s.output.dir).exists() and not Path(s.output.dir).is_dir():
+        problems.append(f"[output] dir: {s.output.dir} exists and is not a folder")
+    try:
+        trainer.resolve_device(s)
+    except spec_mod.SpecError as exc:
+        problems.append(str(exc).split(": ", 1)[-1])
+    loss = s.loss.config
+    temperature, max_scale = getattr(loss, "temperature", None), getattr(loss, "max_scale", None)
+    if isinstance(temperature, float) and isinstance(max_scale, float) and 1.0 / temperature > max_scale:
+        problems.append(f"[loss] temperature: 1/temperature = {1.0 / temperature:g} is above max_scale = {max_scale:g}, "
+                        f"so the scale starts clamped and cannot learn")
+    warmup = getattr(loss, "warmup_epochs", None)
+    if isinstance(warmup, float) and warmup >= s.train.max_epochs:
+        problems.append(f"[loss] warmup_epochs: {warmup:g} >= [train] max_epochs = {s.train.max_epochs}: "
+                        f"the {s.loss.type} loss would never leave its warm-up")
+    t = s.train
+    if t.lr_schedule == "step" and t.lr_step_epochs >= t.max_epochs:
+        problems.append(f"[train] lr_step_epochs: {t.lr_step_epochs} >= max_epochs = {t.max_epochs}: "
+                        f"the 'step' schedule would never lower the rate")
+    return problems

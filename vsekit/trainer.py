@@ -1,7 +1,16 @@
-"""The training loop: bucketed batches, Adam, clipping, schedules, validation, selection, checkpoints.
+"""The training loop: bucketed batches, Adam, clipping, schedules, validation, selection, checkpoints, resume.
 
-Everything that can fail on user input (spec, data) is checked before the
-run folder is created, so a refused run leaves nothing on disk.
+Everything that can fail on user input (spec, data, a locked or foreign run
+folder, a resume that does not match) is checked before the run folder is
+created or touched, so a refused run leaves nothing on disk.
+
+While a run writes to its folder it holds ``RUN/.lock`` (:mod:`vsekit.lock`).
+The resumable state is the ``last`` checkpoint: model weights, optimizer
+state, loss parameters, RNG states and the epoch's batch order as safetensors
+tensors; step, position, best-so-far and the early-stopping counter as JSON.
+It is written at every epoch end, every ``train.save_freq`` steps, whenever a
+new best model is found (just before ``best``), and on Ctrl-C. On CPU a
+resumed run ends with the same weights and metrics as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -11,9 +20,12 @@ import io
 import json
 import logging
 import math
+import os
 import random
-import shutil
+import signal
+import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +38,30 @@ from vsekit import checkpoint
 from vsekit.data.batching import CaptionStore, bucketed_batches
 from vsekit.data.readers import Split
 from vsekit.data.vocab import Vocab, encode_all
-from vsekit.errors import CheckpointError, DataError
+from vsekit.errors import CheckpointError, DataError, SpecError, VsekitError
 from vsekit.evaluate import COLUMNS, evaluate_split, format_table
-from vsekit.io import atomic_write_text
+from vsekit.io import atomic_write_bytes, atomic_write_text
+from vsekit.lock import LOCK_NAME, RunLock, check_free
 from vsekit.model import JointModel
 from vsekit.provenance import collect
 from vsekit.spec import Spec, dumps_toml
 
 log = logging.getLogger(__name__)
+
+STATE_FORMAT = "vsekit-train-state/1"
+#: spec keys a resumed run may change: they do not change what is computed
+RESUMABLE_CHANGES = ("train.threads", "train.device", "train.tensorboard", "output.dir")
+
+
+class TrainingInterrupted(VsekitError):
+    """Ctrl-C during training: the state was saved; the CLI exits with status 130."""
+
+    exit_code = 130
+    prefix = ""
+
+
+class TrainingDiverged(VsekitError):
+    """The loss became NaN or infinite: the spec's optimisation settings need changing."""
 
 
 @attrs.define
@@ -46,6 +74,10 @@ class RunData:
 def load_data(spec: Spec) -> RunData:
     """Read the train, validation and evaluation splits (errors surface here, before anything is written)."""
     reader = spec.data.build()
+    where = spec.source or "<spec>"
+    for field, name in (("[train] valid_split", spec.train.valid_split), ("[eval] split", spec.eval.split)):
+        if name not in reader.splits:
+            raise SpecError(f"{where}: {field}: unknown split {name!r} — known: {', '.join(reader.splits)}")
     train = reader.read("train")
     valid = reader.read(spec.train.valid_split)
     test = valid if spec.eval.split == spec.train.valid_split else reader.read(spec.eval.split)
@@ -53,48 +85,97 @@ def load_data(spec: Spec) -> RunData:
         if s.dim_image != train.dim_image:
             raise DataError(f"{s.source}: {s.dim_image}-d image features, but the train split has {train.dim_image}-d")
     if spec.eval.folds and test.n_images % spec.eval.folds:
-        raise DataError(f"[eval] folds: {test.n_images} test images do not split into {spec.eval.folds} equal folds")
+        raise SpecError(f"{where}: [eval] folds: {test.n_images} {spec.eval.split!r} images ({test.source}) do not "
+                        f"split into {spec.eval.folds} equal folds")
     return RunData(train, valid, test)
 
 
 def seed_everything(seed: int) -> np.random.Generator:
     random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
 
-def prepare_run_dir(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()):
+def _contents(folder: Path) -> list[Path]:
+    """What a folder holds, the lock file aside ([] when it does not exist)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.name != LOCK_NAME]
+
+
+def check_run_dir(out: Path, force: bool) -> None:
+    """Refuse (before anything is written) a folder that is in use, not empty without ``force``, or not ours."""
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: exists and is not a folder; choose another with --out")
+    check_free(out)
+    if _contents(out):
         if not force:
             raise CheckpointError(f"{out}: run folder exists and is not empty; pass --force to replace it, "
-                                  f"or choose another with --out")
+                                  f"--resume to continue it, or choose another with --out")
         if not (out / "spec.toml").exists():
             raise CheckpointError(f"{out}: not a vsekit run folder (no spec.toml); refusing to delete it")
-        shutil.rmtree(out)
+
+
+def clear_run_dir(out: Path) -> None:
+    """Empty a run folder we hold the lock of (the lock file stays)."""
+    import shutil
+
+    for p in _contents(out):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Check ``out`` (see :func:`check_run_dir`), then create it or empty it."""
+    check_run_dir(out, force)
+    if _contents(out):
+        clear_run_dir(out)
     out.mkdir(parents=True, exist_ok=True)
 
 
 class MetricsLog:
-    """Appends JSON lines to ``metrics.jsonl`` (and to TensorBoard when asked and installed)."""
+    """Appends JSON lines to ``metrics.jsonl`` (and to TensorBoard when asked and installed).
 
-    def __init__(self, path: Path, tensorboard: bool) -> None:
-        self.fh = open(path, "a", encoding="utf-8")
+    The file is an append log; a resumed run first cuts it back (atomically)
+    to the byte offset its state recorded, so it holds exactly the lines of
+    the steps the state has seen.
+    """
+
+    def __init__(self, path: Path, tensorboard: bool, truncate_at: int | None = None,
+                 purge_step: int | None = None) -> None:
+        self.path = path
+        if truncate_at is not None:
+            data = path.read_bytes() if path.exists() else b""
+            if len(data) < truncate_at:
+                log.warning("%s: %d bytes, shorter than the %d the saved state recorded; lines were lost",
+                            path, len(data), truncate_at)
+            atomic_write_bytes(path, data[:truncate_at])
+        self.fh = open(path, "ab")
         self.tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+                self.tb = SummaryWriter(str(path.parent / "tensorboard"), purge_step=purge_step)
             except ImportError:
                 log.warning("tensorboard requested but not installed (pip install tensorboard); metrics go to JSONL only")
 
     def write(self, event: str, step: int, **values: Any) -> None:
-        self.fh.write(json.dumps({"event": event, "step": step, **values}) + "\n")
+        self.fh.write((json.dumps({"event": event, "step": step, **values}) + "\n").encode("utf-8"))
         self.fh.flush()
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.tb.add_scalar(f"{event}/{k}", v, step)
+
+    def offset(self) -> int:
+        """Bytes written so far, on disk (fsync'd) before a state that records them is saved."""
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        return self.fh.tell()
 
     def close(self) -> None:
         self.fh.close()
@@ -137,163 +218,617 @@ def train_step(model: JointModel, loss_fn: torch.nn.Module, optimizer: torch.opt
     return loss.item()
 
 
+# --------------------------------------------------------------------------
+# the resumable state
+
+
+@attrs.define
+class Progress:
+    """Where the loop is, and what it has decided so far (saved with every state)."""
+
+    step: int = 0
+    epoch: int = 0  # the epoch in progress (0-based)
+    pos: int = 0  # batches of that epoch done
+    batches: list[np.ndarray] | None = None  # the epoch's batch order; None until drawn
+    seen: int = 0
+    loss_sum: float = 0.0
+    epoch_seconds: float = 0.0
+    train_seconds: float = 0.0
+    best: dict[str, Any] = attrs.Factory(lambda: {"rsum": -math.inf, "step": 0, "epoch": 0})
+    since_best: int = 0
+    stop: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        best = dict(self.best)
+        if best["rsum"] == -math.inf:
+            best["rsum"] = None
+        return {"step": self.step, "epoch": self.epoch, "pos": self.pos, "seen": self.seen,
+                "loss_sum": self.loss_sum, "epoch_seconds": self.epoch_seconds, "train_seconds": self.train_seconds,
+                "best": best, "since_best": self.since_best, "stop": self.stop}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], batches: list[np.ndarray] | None) -> "Progress":
+        best = dict(d["best"])
+        if best.get("rsum") is None:
+            best["rsum"] = -math.inf
+        return cls(step=int(d["step"]), epoch=int(d["epoch"]), pos=int(d["pos"]), batches=batches,
+                   seen=int(d["seen"]), loss_sum=float(d["loss_sum"]), epoch_seconds=float(d["epoch_seconds"]),
+                   train_seconds=float(d["train_seconds"]), best=best, since_best=int(d["since_best"]),
+                   stop=bool(d["stop"]))
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                          info: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for idx, values in info.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in info["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _rng_state(rng: np.random.Generator, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    np_global = np.random.get_state()
+    py = random.getstate()
+    return tensors, {
+        "numpy": rng.bit_generator.state,
+        "numpy_global": [np_global[0], np_global[1].tolist(), *np_global[2:]],
+        "python": [py[0], list(py[1]), py[2]],
+    }
+
+
+def _load_rng_state(rng: np.random.Generator, device: torch.device, tensors: dict[str, torch.Tensor],
+                    info: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"].cpu())
+    if device.type == "cuda":
+        cuda = [tensors[k].cpu() for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    rng.bit_generator.state = info["numpy"]
+    g = info["numpy_global"]
+    np.random.set_state((g[0], np.asarray(g[1], dtype=np.uint32), *g[2:]))
+    py = info["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every spec value that differs (as written to ``spec.toml``)."""
+    a = _flatten(tomllib.loads(dumps_toml(old)))
+    b = _flatten(tomllib.loads(dumps_toml(new)))
+    missing = object()
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in RESUMABLE_CHANGES or a.get(key, missing) == b.get(key, missing):
+            continue
+        before = "(unset)" if key not in a else json.dumps(a[key])
+        after = "(unset)" if key not in b else json.dumps(b[key])
+        out.append(f"{key}: {before} -> {after}")
+    return out
+
+
+@attrs.define
+class ResumePoint:
+    """What ``--resume`` found in a run folder."""
+
+    kind: str  # "finished" (results.json), "state" (a saved state), "restart" (stopped before its first save)
+    meta: dict[str, Any] | None = None
+    tensors: dict[str, torch.Tensor] | None = None
+    results: dict[str, Any] | None = None
+
+
+def find_resume_point(out: Path, spec_dict: dict[str, Any]) -> ResumePoint:
+    """Check that ``out`` is a run folder of this very spec and read its latest state (changes nothing)."""
+    if not out.is_dir():
+        raise CheckpointError(f"{out}: nothing to resume (no such run folder); run without --resume to start")
+    spec_path = out / "spec.toml"
+    if not spec_path.is_file():
+        raise CheckpointError(f"{out}: nothing to resume: not a vsekit run folder (no spec.toml)")
+    try:
+        saved = tomllib.loads(spec_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{spec_path}: cannot read the run's spec: {exc}") from None
+    changes = spec_changes(saved, spec_dict)
+    if changes:
+        shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+        raise CheckpointError(f"{out}: cannot resume: the spec differs from the one this run started with "
+                              f"({spec_path}): {shown}. Restore it, or start over with --force")
+    results_path = out / "results.json"
+    if results_path.is_file():
+        try:
+            return ResumePoint("finished", results=json.loads(results_path.read_text(encoding="utf-8")))
+        except (ValueError, UnicodeDecodeError):
+            pass  # a results file we cannot read: resume from the state and write it again
+    if not (out / "last.json").is_file():
+        return ResumePoint("restart")
+    meta_path, meta, tensors = checkpoint.read_tensors(out / "last.json")
+    state = meta.get("resume")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{meta_path}: holds no resumable training state (expected {STATE_FORMAT!r}); "
+                              f"start over with --force")
+    missing = [k for k in ("progress", "optimizer", "rng", "metrics_offset") if k not in state]
+    if missing or "rng.torch" not in tensors:
+        raise CheckpointError(f"{meta_path}: training state incomplete (missing {', '.join(missing) or 'rng.torch'})")
+    return ResumePoint("state", meta=meta, tensors=tensors)
+
+
+class _InterruptFlag:
+    """While active, Ctrl-C (SIGINT) only sets ``hit``: the loop saves its state and stops between steps.
+
+    A second Ctrl-C raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self, quiet: bool) -> None:
+        self.hit = False
+        self.quiet = quiet
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+        msg = "interrupt: saving the training state after this step (Ctrl-C again to stop at once)"
+        if self.quiet:
+            log.warning(msg)
+        else:
+            tqdm.write(msg)
+
+    def __enter__(self) -> "_InterruptFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
+# --------------------------------------------------------------------------
+# train
+
+
+def resolve_device(spec: Spec) -> torch.device:
+    """``train.device`` as a torch device; a device this machine lacks is a spec error, not a crash later."""
+    name = spec.train.device
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (device.index is not None and device.index >= n):
+            have = f"{n} CUDA device(s)" if n else "no CUDA device"
+            raise SpecError(f"{spec.source or '<spec>'}: [train] device: {name!r} requested, but this machine has "
+                            f"{have}; use 'auto' or 'cpu'")
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise SpecError(f"{spec.source or '<spec>'}: [train] device: {name!r} is not available on this machine; "
+                            f"use 'auto' or 'cpu'")
+    return device
+
+
+def run_dir(spec: Spec, out: str | Path | None) -> Path:
+    return Path(out) if out is not None else Path(spec.output.dir or Path("runs") / spec.name)
+
+
 def train(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force: bool = False,
-          data: RunData | None = None) -> dict[str, Any]:
-    """Train a model as ``spec`` says, select it on the validation split, evaluate it; return the results."""
+          resume: bool = False, data: RunData | None = None) -> dict[str, Any]:
+    """Train a model as ``spec`` says, select it on the validation split, evaluate it; return the results.
+
+    ``resume=True`` continues the run in ``out`` from its latest saved state
+    (a finished run returns its results); the spec must be the one it started with.
+    """
+    if resume and force:
+        raise CheckpointError("--resume continues a run and --force starts it over: choose one")
     t = spec.train
+    out = run_dir(spec, out)
+    spec_dict = spec.to_dict()
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: exists and is not a folder; choose another with --out")
+    check_free(out)
+    point = find_resume_point(out, spec_dict) if resume else None
+    if point is not None and point.kind == "finished":
+        results = point.results
+        if not quiet:
+            print(f"{out}: already finished; results: {out / 'results.json'}")
+        return results
+    if point is not None and point.kind == "restart":
+        log.warning("%s: the run stopped before its first saved state; starting it over", out)
+        force, point = True, None
+    if point is None:
+        check_run_dir(out, force)
+
+    device = resolve_device(spec)
+    data = data or load_data(spec)
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = torch.device(t.device if t.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    data = data or load_data(spec)
     rng = seed_everything(t.seed)
     vocab = Vocab.build(data.train.captions, spec.vocab.min_count, spec.vocab.max_size)
+    flat, lengths = encode_all(vocab, data.train.captions, append_eos=spec.model.append_eos)
+    keep = np.flatnonzero(lengths <= t.maxlen_w)
+    skipped = int(len(lengths) - len(keep))
+    if len(keep) < 2:
+        raise DataError(f"{data.train.source}: {len(keep)} of {len(lengths)} training caption(s) are at most "
+                        f"[train] maxlen_w = {t.maxlen_w} tokens long; nothing to train on")
+    files = [f for s in (data.train, data.valid, data.test) for f in s.files]
+    prov = collect(files, spec.source)
+    if point is not None:
+        _check_same_data(out, point, vocab, prov)
+
     model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                              data.train.dim_image, append_eos=spec.model.append_eos).to(device)
     loss_fn = spec.loss.build().to(device)
     metric = spec.eval.metric.build()
-
-    flat, lengths = encode_all(vocab, data.train.captions, append_eos=spec.model.append_eos)
-    keep = np.flatnonzero(lengths <= t.maxlen_w)
-    skipped = int(len(lengths) - len(keep))
     store = CaptionStore(flat, lengths, data.train.captions)
     needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
     images = torch.from_numpy(data.train.images).to(device)
     cap2img = torch.from_numpy(data.train.cap2img)
-
-    out = Path(out) if out is not None else Path(spec.output.dir or Path("runs") / spec.name)
-    prepare_run_dir(out, force)
-    spec_dict = spec.to_dict()
-    atomic_write_text(out / "spec.toml", dumps_toml(spec_dict))
-    files = [f for s in (data.train, data.valid, data.test) for f in s.files]
-    prov = collect(files, spec.source)
-    prov["data_report"] = {s.name: s.report for s in (data.train, data.valid, data.test)}
-    prov["skipped_over_maxlen_w"] = skipped
-    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1))
-    vocab.save(out / "vocab.json")
-    if skipped:
-        log.info("skipped %d training caption(s) longer than maxlen_w=%d", skipped, t.maxlen_w)
-
     params = list(model.parameters()) + list(loss_fn.parameters())
     optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     batches_per_epoch = len(bucketed_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket))
     total_steps = batches_per_epoch * t.max_epochs
-    mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard)
-    mlog.write("start", 0, train_captions=int(len(keep)), skipped_over_maxlen_w=skipped, vocab=len(vocab),
-               train_images=data.train.n_images, batches_per_epoch=batches_per_epoch, threads=torch.get_num_threads())
 
-    best = {"rsum": -math.inf, "step": 0, "epoch": 0}
-    since_best = 0
-    step = 0
-    stop = False
+    prog = Progress()
+    if point is not None:  # everything is checked: restore the state before writing anything
+        prog = _restore(out / "last.json", point, model, loss_fn, optimizer, rng, device)
 
-    def validate(epoch_f: float) -> None:
-        nonlocal since_best
-        model.eval()
-        m = evaluate_split(model, data.valid, metric)
-        model.train()
-        key = metric.selection_key
-        mlog.write("valid", step, epoch=epoch_f, **{k: v for k, v in m.items() if k != "folds"})
-        if m[key] > best["rsum"]:
-            best.update(rsum=m[key], step=step, epoch=epoch_f, metrics=m)
-            since_best = 0
-            checkpoint.save(out, "best", model, spec_dict, step=step, epoch=epoch_f, metrics=m)
+    with RunLock(out):
+        if point is None:
+            if _contents(out):
+                clear_run_dir(out)
+            atomic_write_text(out / "spec.toml", dumps_toml(spec_dict))
+            prov["data_report"] = {s.name: s.report for s in (data.train, data.valid, data.test)}
+            prov["skipped_over_maxlen_w"] = skipped
+            atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1))
+            vocab.save(out / "vocab.json")
+            if skipped:
+                log.info("skipped %d training caption(s) longer than maxlen_w=%d", skipped, t.maxlen_w)
+            mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard, truncate_at=0)
+            mlog.write("start", 0, train_captions=int(len(keep)), skipped_over_maxlen_w=skipped, vocab=len(vocab),
+                       train_images=data.train.n_images, batches_per_epoch=batches_per_epoch,
+                       threads=torch.get_num_threads())
         else:
-            since_best += 1
-        if not quiet:
-            tqdm.write(f"[valid] step {step} epoch {epoch_f:.2f}: {key} {m[key]:.1f} (best {best['rsum']:.1f})")
+            state = point.meta["resume"]
+            mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard, truncate_at=int(state["metrics_offset"]),
+                              purge_step=prog.step)
+            _record_resume(out, prog)
+            mlog.write("resume", prog.step, epoch=prog.epoch + (prog.pos / len(prog.batches) if prog.batches else 0))
+            _repair_best(out, point, prog, model, spec_dict)
+            if not quiet:
+                tqdm.write(f"resuming {out} at step {prog.step} (epoch {prog.epoch + 1}, batch {prog.pos})")
+        try:
+            loop = _Loop(spec, out, spec_dict, model, loss_fn, optimizer, params, metric, data, rng, device, mlog,
+                         prog, quiet)
+            loop.run(keep, lengths, store, needs_texts, images, cap2img, total_steps)
+            results = _finish(spec, out, loop, model, metric, data, keep, skipped, mlog, quiet)
+        finally:
+            mlog.close()
+    return results
 
-    model.train()
-    t_start = time.perf_counter()
-    for epoch in range(t.max_epochs):
-        lr = lr_at(spec, step, epoch, total_steps)
-        batches = bucketed_batches(lengths[keep], t.batch_size, rng, t.bucket)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.max_epochs}", disable=quiet, leave=False, unit="batch")
-        seen, t_epoch, loss_sum = 0, time.perf_counter(), 0.0
-        for i, rel in enumerate(bar):
-            idx = keep[rel]
-            if t.lr_schedule == "cosine":
-                lr = lr_at(spec, step, epoch, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = store.batch(idx, with_texts=needs_texts).to(device)
-            ids = cap2img[idx].to(device)
-            loss_value = train_step(model, loss_fn, optimizer, params, batch, images[ids], ids, t.grad_clip,
-                                    step=step, epoch=epoch + i / len(batches))
-            step += 1
-            seen += len(idx)
-            loss_sum += loss_value
-            if step % t.disp_freq == 0:
-                rate = seen / (time.perf_counter() - t_epoch)
-                mlog.write("train", step, epoch=epoch + (i + 1) / len(batches), loss=loss_value, lr=lr,
-                           captions_per_s=rate)
-                bar.set_postfix(loss=f"{loss_value:.3f}", caps_s=f"{rate:.0f}")
-            if t.valid_freq and step % t.valid_freq == 0:
-                validate(epoch + (i + 1) / len(batches))
-                if t.early_stopping and since_best >= t.early_stopping:
-                    stop = True
-                    break
-        bar.close()
-        elapsed = time.perf_counter() - t_epoch
-        mlog.write("epoch", step, epoch=epoch + 1, mean_loss=loss_sum / max(len(batches), 1),
-                   captions_per_s=seen / elapsed, seconds=elapsed)
-        if not stop and not (t.valid_freq and step % t.valid_freq == 0):
-            validate(float(epoch + 1))
-        if not quiet:
-            tqdm.write(f"epoch {epoch + 1}: mean loss {loss_sum / max(len(batches), 1):.4f}, "
-                       f"{seen / elapsed:.0f} captions/s")
-        if stop or (t.early_stopping and since_best >= t.early_stopping):
-            log.info("early stopping: no %s improvement in %d validations", metric.selection_key, t.early_stopping)
-            break
-    train_seconds = time.perf_counter() - t_start
-    if spec.output.save_last:
-        checkpoint.save(out, "last", model, spec_dict, step=step, epoch=float(epoch + 1))
 
+def _check_same_data(out: Path, point: ResumePoint, vocab: Vocab, prov: dict[str, Any]) -> None:
+    if point.meta["vocab"] != vocab.words:
+        raise CheckpointError(f"{out}: cannot resume: the training captions changed since the run started "
+                              f"(the vocabulary differs from {out / 'last.json'}); start over with --force")
+    try:
+        before = json.loads((out / "provenance.json").read_text(encoding="utf-8")).get("data_files", {})
+    except (OSError, ValueError):
+        return
+    for f, digest in prov["data_files"].items():
+        if f in before and before[f] != digest:
+            raise CheckpointError(f"{out}: cannot resume: {f} changed since the run started (sha256 differs); "
+                                  f"start over with --force")
+
+
+def _restore(where: Path, point: ResumePoint, model: JointModel, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             rng: np.random.Generator, device: torch.device) -> Progress:
+    meta, tensors = point.meta, point.tensors
+    state = meta["resume"]
+    try:
+        own = {k: v for k, v in tensors.items() if k.startswith(("sentence_encoder.", "image_encoder."))}
+        model.load_state_dict(own, strict=True)
+        loss_fn.load_state_dict({k[len("loss."):]: v for k, v in tensors.items() if k.startswith("loss.")},
+                                strict=True)
+        _load_optimizer_state(optimizer, tensors, state["optimizer"])
+        _load_rng_state(rng, device, tensors, state["rng"])
+        batches = None
+        if "progress.batch_order" in tensors:
+            order = tensors["progress.batch_order"].numpy().astype(np.int64)
+            sizes = tensors["progress.batch_sizes"].numpy().astype(np.int64)
+            batches = list(np.split(order, np.cumsum(sizes)[:-1]))
+        return Progress.from_json(state["progress"], batches)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{where}: the saved training state does not fit this run: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _record_resume(out: Path, prog: Progress) -> None:
+    """Note the resume in provenance.json (when, from which step)."""
+    path = out / "provenance.json"
+    try:
+        prov = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    from datetime import datetime, timezone
+
+    prov.setdefault("resumed", []).append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                           "step": prog.step})
+    atomic_write_text(path, json.dumps(prov, indent=1))
+
+
+def _repair_best(out: Path, point: ResumePoint, prog: Progress, model: JointModel, spec_dict: dict[str, Any]) -> None:
+    """A run stopped between saving its state and its new best: write that best again (same weights)."""
+    if "metrics" not in prog.best:
+        return
+    try:
+        _, meta = checkpoint.read_meta(out / "best.json")
+        on_disk = meta.get("step")
+    except CheckpointError:
+        on_disk = None
+    if on_disk == prog.best["step"]:
+        return
+    if prog.best["step"] == prog.step:
+        checkpoint.save(out, "best", model, spec_dict, step=prog.step, epoch=prog.best["epoch"],
+                        metrics=prog.best["metrics"])
+    else:
+        log.warning("%s: best.json (step %s) does not match the saved state's best (step %s)", out, on_disk,
+                    prog.best["step"])
+
+
+class _Loop:
+    """The training loop over :class:`Progress`; :meth:`save_state` writes the resumable ``last``."""
+
+    def __init__(self, spec: Spec, out: Path, spec_dict: dict[str, Any], model: JointModel, loss_fn: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, params: list, metric: Any, data: RunData, rng: np.random.Generator,
+                 device: torch.device, mlog: MetricsLog, prog: Progress, quiet: bool) -> None:
+        self.spec, self.out, self.spec_dict = spec, out, spec_dict
+        self.model, self.loss_fn, self.optimizer, self.params = model, loss_fn, optimizer, params
+        self.metric, self.data, self.rng, self.device, self.mlog = metric, data, rng, device, mlog
+        self.prog, self.quiet = prog, quiet
+        self.saved_step: int | None = prog.step if prog.step else None
+        self.t_start = time.perf_counter()
+        self.t_epoch = time.perf_counter() - prog.epoch_seconds
+
+    def seconds(self) -> float:
+        return self.prog.train_seconds + (time.perf_counter() - self.t_start)
+
+    def save_state(self) -> None:
+        """Write ``last``: weights, optimizer, loss, RNG, batch order (tensors) + progress (JSON)."""
+        p = self.prog
+        tensors: dict[str, torch.Tensor] = {f"loss.{k}": v for k, v in self.loss_fn.state_dict().items()}
+        opt_tensors, opt_info = _optimizer_state(self.optimizer)
+        rng_tensors, rng_info = _rng_state(self.rng, self.device)
+        tensors.update(opt_tensors)
+        tensors.update(rng_tensors)
+        if p.batches is not None:
+            tensors["progress.batch_order"] = torch.from_numpy(np.concatenate(p.batches).astype(np.int64))
+            tensors["progress.batch_sizes"] = torch.tensor([len(b) for b in p.batches], dtype=torch.int64)
+        snapshot = attrs.evolve(p, epoch_seconds=time.perf_counter() - self.t_epoch, train_seconds=self.seconds())
+        state = {"format": STATE_FORMAT, "progress": snapshot.to_json(), "optimizer": opt_info, "rng": rng_info,
+                 "metrics_offset": self.mlog.offset()}
+        epoch = p.epoch + (p.pos / len(p.batches) if p.batches else 0.0)
+        checkpoint.save(self.out, "last", self.model, self.spec_dict, step=p.step, epoch=float(epoch),
+                        extra_tensors=tensors, extra={"resume": state})
+        self.saved_step = p.step
+
+    def save_best(self) -> None:
+        b = self.prog.best
+        checkpoint.save(self.out, "best", self.model, self.spec_dict, step=b["step"], epoch=b["epoch"],
+                        metrics=b["metrics"])
+
+    def validate(self, epoch_f: float) -> bool:
+        """Evaluate on the validation split; True when it is a new best (the caller saves state, then best)."""
+        p = self.prog
+        self.model.eval()
+        m = evaluate_split(self.model, self.data.valid, self.metric)
+        self.model.train()
+        key = self.metric.selection_key
+        self.mlog.write("valid", p.step, epoch=epoch_f, **{k: v for k, v in m.items() if k != "folds"})
+        improved = m[key] > p.best["rsum"]
+        if improved:
+            p.best = {"rsum": m[key], "step": p.step, "epoch": epoch_f, "metrics": m}
+            p.since_best = 0
+        else:
+            p.since_best += 1
+        if not self.quiet:
+            tqdm.write(f"[valid] step {p.step} epoch {epoch_f:.2f}: {key} {m[key]:.1f} (best {p.best['rsum']:.1f})")
+        return improved
+
+    def interrupted(self) -> TrainingInterrupted:
+        return TrainingInterrupted(f"interrupted: training state saved at step {self.prog.step} in "
+                                   f"{self.out / 'last.json'}; run the same command with --resume to continue")
+
+    def run(self, keep: np.ndarray, lengths: np.ndarray, store: CaptionStore, needs_texts: bool,
+            images: torch.Tensor, cap2img: torch.Tensor, total_steps: int) -> None:
+        spec, t, p = self.spec, self.spec.train, self.prog
+        early = t.early_stopping
+        self.model.train()
+        with _InterruptFlag(self.quiet) as flag:
+            while p.epoch < t.max_epochs and not p.stop:
+                epoch = p.epoch
+                if p.batches is None:
+                    p.batches = bucketed_batches(lengths[keep], t.batch_size, self.rng, t.bucket)
+                    p.pos, p.seen, p.loss_sum = 0, 0, 0.0
+                    self.t_epoch = time.perf_counter()
+                batches = p.batches
+                n = len(batches)
+                bar = tqdm(total=n, initial=p.pos, desc=f"epoch {epoch + 1}/{t.max_epochs}", disable=self.quiet,
+                           leave=False, unit="batch")
+                while p.pos < n:
+                    i = p.pos
+                    idx = keep[batches[i]]
+                    lr = lr_at(spec, p.step, epoch, total_steps)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    batch = store.batch(idx, with_texts=needs_texts).to(self.device)
+                    ids = cap2img[idx].to(self.device)
+                    loss_value = train_step(self.model, self.loss_fn, self.optimizer, self.params, batch, images[ids],
+                                            ids, t.grad_clip, step=p.step, epoch=epoch + i / n)
+                    if not math.isfinite(loss_value):
+                        bar.close()
+                        saved = f"step {self.saved_step}" if self.saved_step else "no step yet"
+                        raise TrainingDiverged(
+                            f"{self.spec.source or '<spec>'}: [train] lr: the training loss became {loss_value} at step "
+                            f"{p.step + 1} (epoch {epoch + 1}); lower train.lr or set train.grad_clip (the run folder "
+                            f"{self.out} holds the state of {saved})")
+                    p.step += 1
+                    p.pos += 1
+                    p.seen += len(idx)
+                    p.loss_sum += loss_value
+                    bar.update(1)
+                    if p.step % t.disp_freq == 0:
+                        rate = p.seen / max(time.perf_counter() - self.t_epoch, 1e-9)
+                        self.mlog.write("train", p.step, epoch=epoch + p.pos / n, loss=loss_value, lr=lr,
+                                        captions_per_s=rate)
+                        bar.set_postfix(loss=f"{loss_value:.3f}", caps_s=f"{rate:.0f}")
+                    if t.valid_freq and p.step % t.valid_freq == 0:
+                        if self.validate(epoch + p.pos / n):
+                            self.save_state()
+                            self.save_best()
+                        if early and p.since_best >= early:
+                            p.stop = True
+                            break
+                    if t.save_freq and p.step % t.save_freq == 0 and self.saved_step != p.step:
+                        self.save_state()
+                    if flag.hit:
+                        if self.saved_step != p.step:
+                            self.save_state()
+                        bar.close()
+                        raise self.interrupted()
+                bar.close()
+                elapsed = time.perf_counter() - self.t_epoch
+                self.mlog.write("epoch", p.step, epoch=epoch + 1, mean_loss=p.loss_sum / max(n, 1),
+                                captions_per_s=p.seen / max(elapsed, 1e-9), seconds=elapsed)
+                improved = False
+                if not p.stop and not (t.valid_freq and p.step % t.valid_freq == 0):
+                    improved = self.validate(float(epoch + 1))
+                if not self.quiet:
+                    tqdm.write(f"epoch {epoch + 1}: mean loss {p.loss_sum / max(n, 1):.4f}, "
+                               f"{p.seen / max(elapsed, 1e-9):.0f} captions/s")
+                if p.stop or (early and p.since_best >= early):
+                    log.info("early stopping: no %s improvement in %d validations", self.metric.selection_key, early)
+                    p.stop = True
+                p.epoch += 1
+                p.batches = None
+                p.pos, p.seen, p.loss_sum = 0, 0, 0.0
+                self.t_epoch = time.perf_counter()
+                self.save_state()
+                if improved:
+                    self.save_best()
+                if flag.hit:
+                    raise self.interrupted()
+        if self.saved_step != p.step:
+            self.save_state()
+
+
+def _finish(spec: Spec, out: Path, loop: _Loop, model: JointModel, metric: Any, data: RunData, keep: np.ndarray,
+            skipped: int, mlog: MetricsLog, quiet: bool) -> dict[str, Any]:
+    t, p = spec.train, loop.prog
+    train_seconds = loop.seconds()
     best_model, _, _ = checkpoint.load(out / "best.json")
-    best_model.to(device)
+    best_model.to(loop.device)
     test_metrics = evaluate_split(best_model, data.test, metric, folds=spec.eval.folds)
-    mlog.write("test", step, split=spec.eval.split, **{k: v for k, v in test_metrics.items() if k != "folds"})
-    mlog.close()
+    mlog.write("test", p.step, split=spec.eval.split, **{k: v for k, v in test_metrics.items() if k != "folds"})
     results = {
         "name": spec.name,
         "seed": t.seed,
-        "best_step": best["step"],
-        "best_epoch": best["epoch"],
-        "steps": step,
+        "best_step": p.best["step"],
+        "best_epoch": p.best["epoch"],
+        "steps": p.step,
         "train_seconds": train_seconds,
         "train_captions": int(len(keep)),
         "skipped_over_maxlen_w": skipped,
-        "valid": {"split": t.valid_split, **best.get("metrics", {})},
+        "valid": {"split": t.valid_split, **p.best.get("metrics", {})},
         "test": {"split": spec.eval.split, **test_metrics},
         "run_dir": str(out),
     }
     write_results(out, results)
+    if not spec.output.save_last:  # the state was only kept for resuming
+        for name in ("last.json", "last.safetensors"):
+            (out / name).unlink(missing_ok=True)
     if not quiet:
-        print(format_table({f"{spec.eval.split} (best {t.valid_split} rsum at epoch {best['epoch']:.2f})": test_metrics}))
+        print(format_table({f"{spec.eval.split} (best {t.valid_split} rsum at epoch {p.best['epoch']:.2f})": test_metrics}))
         print(f"results: {out / 'results.json'}")
     return results
 
 
 def train_seeds(spec: Spec, n: int, out: str | Path | None = None, *, quiet: bool = False,
-                force: bool = False) -> dict[str, Any]:
-    """Run ``n`` repeats with seeds ``train.seed + k`` into ``out/seedK``; report mean and std of every column."""
-    out = Path(out) if out is not None else Path(spec.output.dir or Path("runs") / spec.name)
+                force: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Run ``n`` repeats with seeds ``train.seed + k`` into ``out/seedK``; report mean and std of every column.
+
+    With ``resume``, finished seeds are read back, an interrupted one continues, the rest start.
+    """
+    if resume and force:
+        raise CheckpointError("--resume continues a run and --force starts it over: choose one")
+    out = run_dir(spec, out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: exists and is not a folder; choose another with --out")
+    check_free(out)
+    if resume and not out.is_dir():
+        raise CheckpointError(f"{out}: nothing to resume (no such folder); run without --resume to start")
+    if not resume and _contents(out) and not force:
+        raise CheckpointError(f"{out}: run folder exists and is not empty; pass --force to replace it, "
+                              f"--resume to continue it, or choose another with --out")
     data = load_data(spec)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise CheckpointError(f"{out}: run folder exists and is not empty; pass --force to replace it")
+    seeded = [attrs.evolve(spec, train=attrs.evolve(spec.train, seed=spec.train.seed + k)) for k in range(n)]
+    for s in seeded:  # refuse a folder in use or not ours before the first seed starts
+        sub = out / f"seed{s.train.seed}"
+        if resume and (sub / "spec.toml").exists():
+            find_resume_point(sub, s.to_dict())
+        else:
+            check_run_dir(sub, force or resume)
     runs = []
-    for k in range(n):
-        seed = spec.train.seed + k
-        s = attrs.evolve(spec, train=attrs.evolve(spec.train, seed=seed))
-        runs.append(train(s, out / f"seed{seed}", quiet=quiet, force=force, data=data))
+    with RunLock(out):
+        for s in seeded:
+            sub = out / f"seed{s.train.seed}"
+            again = resume and (sub / "spec.toml").exists()
+            runs.append(train(s, sub, quiet=quiet, force=(force or resume) and not again, resume=again, data=data))
+        return summarize_runs(runs, out, quiet=quiet)
+
+
+def summarize_runs(runs: list[dict[str, Any]], out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
+    """Mean and sample std of every test column over repeated runs; written to ``out/summary.json``."""
     tests = [r["test"] for r in runs]
+    n = len(runs)
     keys = [k for k in tests[0] if isinstance(tests[0][k], (int, float)) and k != "split"]
     mean = {k: float(np.mean([m[k] for m in tests])) for k in keys}
     std = {k: float(np.std([m[k] for m in tests], ddof=1)) if n > 1 else 0.0 for k in keys}
-    summary = {"name": spec.name, "seeds": [r["seed"] for r in runs], "split": spec.eval.split,
+    summary = {"name": runs[0]["name"], "seeds": [r["seed"] for r in runs], "split": tests[0].get("split"),
                "mean": mean, "std": std, "runs": [{"seed": r["seed"], "test": r["test"], "valid": r["valid"],
+                                                    "best_epoch": r["best_epoch"], "train_seconds": r["train_seconds"],
                                                     "run_dir": r["run_dir"]} for r in runs]}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=1))
     if not quiet:
         print(format_table({f"mean of {n} seeds": mean}, std={f"mean of {n} seeds": std}))
-        print(f"summary: {out / 'summary.json'}")
+        print(f"summary: {Path(out) / 'summary.json'}")
     return summary
