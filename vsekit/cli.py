@@ -63,7 +63,14 @@ def run(ctx: click.Context, spec: Path, overrides: tuple[str, ...], out: Path | 
     from vsekit import api
 
     _setup_logging(quiet, ctx.obj["debug"])
-    api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)
+    results = api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)
+    if quiet:  # -q silences progress, not the result
+        from vsekit.evaluate import format_table
+
+        if "mean" in results:
+            click.echo(format_table({"mean": results["mean"]}, std={"mean": results["std"]}))
+        else:
+            click.echo(format_table({results["test"].get("split", "test"): results["test"]}))
 
 
 @cli.command()
