@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ class VsekitGroup(click.Group):
         except VsekitError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"{getattr(exc, 'prefix', 'error: ')}{exc}", err=True)
+            if not getattr(exc, "silent", False):  # a rank of a torchrun job whose error rank 0 reports
+                click.echo(f"{getattr(exc, 'prefix', 'error: ')}{exc}", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -64,7 +66,7 @@ def run(ctx: click.Context, spec: Path, overrides: tuple[str, ...], out: Path | 
 
     _setup_logging(quiet, ctx.obj["debug"])
     results = api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)
-    if quiet:  # -q silences progress, not the result
+    if quiet and os.environ.get("RANK", "0") == "0":  # -q silences progress, not the result (rank 0 of torchrun)
         from vsekit.evaluate import format_table
 
         if "mean" in results:

@@ -347,6 +347,7 @@ class TrainSpec:
     threads: int = attrs.field(default=0, validator=non_negative())
     device: str = attrs.field(default="cpu",
                               validator=_check(_is_device, "'auto' or a torch device: 'cpu', 'cuda', 'cuda:1', ..."))
+    precision: str = attrs.field(default="fp32", validator=one_of("fp32", "bf16", "fp16"))
     tensorboard: bool = False
     valid_split: str = "dev"
 

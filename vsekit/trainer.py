@@ -15,6 +15,7 @@ resumed run ends with the same weights and metrics as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vsekit import checkpoint
+from vsekit import checkpoint, distributed
 from vsekit.data.batching import CaptionStore, bucketed_batches
 from vsekit.data.readers import Split
 from vsekit.data.vocab import Vocab, encode_all
@@ -204,17 +205,50 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     atomic_write_text(out / "results.csv", buf.getvalue())
 
 
+def make_optimizer(params: list[torch.nn.Parameter], spec: Spec) -> torch.optim.Optimizer:
+    """Adam as ``[train]`` says; the fused kernel (one pass over all tensors) where every parameter allows it."""
+    t = spec.train
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) and \
+        len({p.device for p in params}) == 1
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
+
+
+def autocast_for(spec: Spec, device: torch.device) -> contextlib.AbstractContextManager:
+    """The ``train.precision`` autocast context of the forward pass (a no-op for fp32)."""
+    p = spec.train.precision
+    if p == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+
 def train_step(model: JointModel, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
                params: list[torch.nn.Parameter], batch: Any, feats: torch.Tensor, ids: torch.Tensor,
-               grad_clip: float, step: int = 0, epoch: float = 0.0) -> float:
-    """One optimisation step on one batch; returns the loss."""
-    im, s = model(batch, feats)
-    loss = loss_fn(im, s, ids, step=step, epoch=epoch)
+               grad_clip: float, step: int = 0, epoch: float = 0.0, *, forward: torch.nn.Module | None = None,
+               sizes: list[int] | None = None, scaler: Any = None) -> float:
+    """One optimisation step on one batch; returns the loss.
+
+    ``forward`` replaces ``loss_fn(*model(batch, feats), ids)`` — the trainer passes a
+    :class:`~vsekit.distributed.GlobalBatchLoss` (DDP-wrapped in a multi-process run);
+    ``sizes`` are the ranks' shares of the global batch; ``scaler`` a CUDA fp16 grad scaler.
+    """
+    if forward is None:
+        im, s = model(batch, feats)
+        loss = loss_fn(im, s, ids, step=step, epoch=epoch)
+    else:
+        loss = forward(batch, feats, ids, sizes or [len(ids)], step=step, epoch=epoch)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     return loss.item()
 
 
@@ -418,7 +452,8 @@ class _InterruptFlag:
 
 
 def resolve_device(spec: Spec) -> torch.device:
-    """``train.device`` as a torch device; a device this machine lacks is a spec error, not a crash later."""
+    """``train.device`` as a torch device; a device this machine lacks (or ``precision`` it cannot run) is a
+    spec error, not a crash later."""
     name = spec.train.device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -434,6 +469,9 @@ def resolve_device(spec: Spec) -> torch.device:
         if backend is None or not getattr(backend, "is_available", lambda: False)():
             raise SpecError(f"{spec.source or '<spec>'}: [train] device: {name!r} is not available on this machine; "
                             f"use 'auto' or 'cpu'")
+    if spec.train.precision == "fp16" and device.type != "cuda":
+        raise SpecError(f"{spec.source or '<spec>'}: [train] precision: 'fp16' needs a CUDA device (train.device "
+                        f"{name!r} is {device.type} here); use 'bf16' or 'fp32'")
     return device
 
 
@@ -447,93 +485,174 @@ def train(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, for
 
     ``resume=True`` continues the run in ``out`` from its latest saved state
     (a finished run returns its results); the spec must be the one it started with.
+    Started by ``torchrun``, it is one rank of a multi-process run (:mod:`vsekit.distributed`).
     """
     if resume and force:
         raise CheckpointError("--resume continues a run and --force starts it over: choose one")
     t = spec.train
     out = run_dir(spec, out)
     spec_dict = spec.to_dict()
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"{out}: exists and is not a folder; choose another with --out")
-    check_free(out)
-    point = find_resume_point(out, spec_dict) if resume else None
-    if point is not None and point.kind == "finished":
-        results = point.results
-        if not quiet:
-            print(f"{out}: already finished; results: {out / 'results.json'}")
-        return results
-    if point is not None and point.kind == "restart":
-        log.warning("%s: the run stopped before its first saved state; starting it over", out)
-        force, point = True, None
-    if point is None:
-        check_run_dir(out, force)
-
-    device = resolve_device(spec)
-    data = data or load_data(spec)
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    rng = seed_everything(t.seed)
-    vocab = Vocab.build(data.train.captions, spec.vocab.min_count, spec.vocab.max_size)
-    flat, lengths = encode_all(vocab, data.train.captions, append_eos=spec.model.append_eos)
-    keep = np.flatnonzero(lengths <= t.maxlen_w)
-    skipped = int(len(lengths) - len(keep))
-    if len(keep) < 2:
-        raise DataError(f"{data.train.source}: {len(keep)} of {len(lengths)} training caption(s) are at most "
-                        f"[train] maxlen_w = {t.maxlen_w} tokens long; nothing to train on")
-    files = [f for s in (data.train, data.valid, data.test) for f in s.files]
-    prov = collect(files, spec.source)
-    if point is not None:
-        _check_same_data(out, point, vocab, prov)
-
-    model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
-                             data.train.dim_image, append_eos=spec.model.append_eos).to(device)
-    loss_fn = spec.loss.build().to(device)
-    metric = spec.eval.metric.build()
-    store = CaptionStore(flat, lengths, data.train.captions)
-    needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
-    images = torch.from_numpy(data.train.images).to(device)
-    cap2img = torch.from_numpy(data.train.cap2img)
-    params = list(model.parameters()) + list(loss_fn.parameters())
-    optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    batches_per_epoch = len(bucketed_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket))
-    total_steps = batches_per_epoch * t.max_epochs
-
-    prog = Progress()
-    if point is not None:  # everything is checked: restore the state before writing anything
-        prog = _restore(out / "last.json", point, model, loss_fn, optimizer, rng, device)
-
-    with RunLock(out):
-        if point is None:
-            if _contents(out):
-                clear_run_dir(out)
-            atomic_write_text(out / "spec.toml", dumps_toml(spec_dict))
-            prov["data_report"] = {s.name: s.report for s in (data.train, data.valid, data.test)}
-            prov["skipped_over_maxlen_w"] = skipped
-            atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1))
-            vocab.save(out / "vocab.json")
-            if skipped:
-                log.info("skipped %d training caption(s) longer than maxlen_w=%d", skipped, t.maxlen_w)
-            mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard, truncate_at=0)
-            mlog.write("start", 0, train_captions=int(len(keep)), skipped_over_maxlen_w=skipped, vocab=len(vocab),
-                       train_images=data.train.n_images, batches_per_epoch=batches_per_epoch,
-                       threads=torch.get_num_threads())
-        else:
-            state = point.meta["resume"]
-            mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard, truncate_at=int(state["metrics_offset"]),
-                              purge_step=prog.step)
-            _record_resume(out, prog)
-            mlog.write("resume", prog.step, epoch=prog.epoch + (prog.pos / len(prog.batches) if prog.batches else 0))
-            _repair_best(out, point, prog, model, spec_dict)
+    d, device = distributed.setup(resolve_device(spec), spec.source or "<spec>")
+    quiet = quiet or not d.is_main
+    failure: VsekitError | None = None
+    try:  # every check, on every rank, before rank 0 writes anything
+        if out.exists() and not out.is_dir():
+            raise CheckpointError(f"{out}: exists and is not a folder; choose another with --out")
+        check_free(out)
+        point = find_resume_point(out, spec_dict) if resume else None
+        if point is not None and point.kind == "finished":
             if not quiet:
-                tqdm.write(f"resuming {out} at step {prog.step} (epoch {prog.epoch + 1}, batch {prog.pos})")
+                print(f"{out}: already finished; results: {out / 'results.json'}")
+            return point.results
+        if point is not None and point.kind == "restart":
+            if d.is_main:
+                log.warning("%s: the run stopped before its first saved state; starting it over", out)
+            force, point = True, None
+        if point is None:
+            check_run_dir(out, force)
+        data = data or load_data(spec)
+        setup = _Setup.build(spec, data, device, d)
+        if point is not None:
+            _check_same_data(out, point, setup.vocab, setup.prov)
+            # everything is checked: restore the state before writing anything
+            prog = _restore(out / "last.json", point, setup.model, setup.loss_fn, setup.optimizer, setup.rng, device)
+        else:
+            prog = Progress()
+    except VsekitError as exc:
+        failure = exc
+    d.raise_if_any(failure)
+
+    with d.main_only(RunLock(out)):
+        mlog = _open_log(spec, out, spec_dict, point, prog, setup, data, d, quiet)
         try:
-            loop = _Loop(spec, out, spec_dict, model, loss_fn, optimizer, params, metric, data, rng, device, mlog,
-                         prog, quiet)
-            loop.run(keep, lengths, store, needs_texts, images, cap2img, total_steps)
-            results = _finish(spec, out, loop, model, metric, data, keep, skipped, mlog, quiet)
+            forward: torch.nn.Module = distributed.GlobalBatchLoss(
+                setup.model, setup.loss_fn, d, None if t.precision == "fp32" else autocast_for(spec, device))
+            if d.enabled:
+                forward = torch.nn.parallel.DistributedDataParallel(
+                    forward, device_ids=[device.index] if device.type == "cuda" else None)
+            loop = _Loop(spec, out, spec_dict, setup, forward, data, device, mlog, prog, quiet, d)
+            loop.run(setup.total_steps)
+            results = _finish(spec, out, loop, setup.model, setup.metric, data, setup.keep, setup.skipped, mlog,
+                              quiet) if d.is_main else None
         finally:
             mlog.close()
-    return results
+    return d.broadcast(results)
+
+
+@attrs.define
+class _Setup:
+    """What a run trains with, built (and checked) before anything is written."""
+
+    rng: np.random.Generator
+    vocab: Vocab
+    lengths: np.ndarray
+    keep: np.ndarray
+    skipped: int
+    prov: dict[str, Any]
+    model: JointModel
+    loss_fn: torch.nn.Module
+    metric: Any
+    store: CaptionStore
+    needs_texts: bool
+    images: torch.Tensor
+    cap2img: torch.Tensor
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    batches_per_epoch: int
+    total_steps: int
+
+    @classmethod
+    def build(cls, spec: Spec, data: RunData, device: torch.device, d: distributed.Dist) -> "_Setup":
+        t = spec.train
+        if d.enabled and t.batch_size < 2 * d.world_size:
+            raise SpecError(f"{spec.source or '<spec>'}: [train] batch_size: {t.batch_size} is the global batch of "
+                            f"{d.world_size} processes; it must be at least {2 * d.world_size}")
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        rng = seed_everything(t.seed)
+        vocab = Vocab.build(data.train.captions, spec.vocab.min_count, spec.vocab.max_size)
+        flat, lengths = encode_all(vocab, data.train.captions, append_eos=spec.model.append_eos)
+        keep = np.flatnonzero(lengths <= t.maxlen_w)
+        skipped = int(len(lengths) - len(keep))
+        if len(keep) < 2:
+            raise DataError(f"{data.train.source}: {len(keep)} of {len(lengths)} training caption(s) are at most "
+                            f"[train] maxlen_w = {t.maxlen_w} tokens long; nothing to train on")
+        files = [f for s in (data.train, data.valid, data.test) for f in s.files]
+        prov = collect(files, spec.source)
+        model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
+                                 data.train.dim_image, append_eos=spec.model.append_eos).to(device)
+        loss_fn = spec.loss.build().to(device)
+        images = torch.from_numpy(data.train.images)
+        images = images.to(device, non_blocking=True) if device.type == "cpu" else images.pin_memory().to(device)
+        params = list(model.parameters()) + list(loss_fn.parameters())
+        scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
+        batches_per_epoch = len(epoch_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket, d))
+        return cls(rng=rng, vocab=vocab, lengths=lengths, keep=keep, skipped=skipped, prov=prov, model=model,
+                   loss_fn=loss_fn, metric=spec.eval.metric.build(),
+                   store=CaptionStore(flat, lengths, data.train.captions),
+                   needs_texts=getattr(model.sentence_encoder, "needs_texts", False), images=images,
+                   cap2img=torch.from_numpy(data.train.cap2img), params=params,
+                   optimizer=make_optimizer(params, spec), scaler=scaler, batches_per_epoch=batches_per_epoch,
+                   total_steps=batches_per_epoch * t.max_epochs)
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool,
+                  d: distributed.Dist) -> list[np.ndarray]:
+    """One epoch's global batches; a multi-process run drops a last batch too small to give every rank a caption."""
+    batches = bucketed_batches(lengths, batch_size, rng, bucket)
+    if d.enabled:
+        batches = [b for b in batches if len(b) >= d.world_size]
+    return batches
+
+
+class _NoLog:
+    """The metrics log of ranks other than 0: they write nothing."""
+
+    def write(self, event: str, step: int, **values: Any) -> None:
+        pass
+
+    def offset(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _open_log(spec: Spec, out: Path, spec_dict: dict[str, Any], point: ResumePoint | None, prog: Progress,
+              setup: _Setup, data: RunData, d: distributed.Dist, quiet: bool) -> MetricsLog | _NoLog:
+    """Rank 0: write the run folder's opening files (a new run) or note the resume; open ``metrics.jsonl``."""
+    if not d.is_main:
+        return _NoLog()
+    t = spec.train
+    if point is None:
+        if _contents(out):
+            clear_run_dir(out)
+        atomic_write_text(out / "spec.toml", dumps_toml(spec_dict))
+        prov = dict(setup.prov)
+        prov["data_report"] = {s.name: s.report for s in (data.train, data.valid, data.test)}
+        prov["skipped_over_maxlen_w"] = setup.skipped
+        if d.enabled:
+            prov["distributed"] = {"world_size": d.world_size, "backend": torch.distributed.get_backend()}
+        atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1))
+        setup.vocab.save(out / "vocab.json")
+        if setup.skipped:
+            log.info("skipped %d training caption(s) longer than maxlen_w=%d", setup.skipped, t.maxlen_w)
+        mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard, truncate_at=0)
+        mlog.write("start", 0, train_captions=int(len(setup.keep)), skipped_over_maxlen_w=setup.skipped,
+                   vocab=len(setup.vocab), train_images=data.train.n_images,
+                   batches_per_epoch=setup.batches_per_epoch, threads=torch.get_num_threads(),
+                   world_size=d.world_size, precision=t.precision)
+        return mlog
+    state = point.meta["resume"]
+    mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard, truncate_at=int(state["metrics_offset"]),
+                      purge_step=prog.step)
+    _record_resume(out, prog)
+    mlog.write("resume", prog.step, epoch=prog.epoch + (prog.pos / len(prog.batches) if prog.batches else 0))
+    _repair_best(out, point, prog, setup.model, spec_dict)
+    if not quiet:
+        tqdm.write(f"resuming {out} at step {prog.step} (epoch {prog.epoch + 1}, batch {prog.pos})")
+    return mlog
 
 
 def _check_same_data(out: Path, point: ResumePoint, vocab: Vocab, prov: dict[str, Any]) -> None:
@@ -606,15 +725,15 @@ def _repair_best(out: Path, point: ResumePoint, prog: Progress, model: JointMode
 
 
 class _Loop:
-    """The training loop over :class:`Progress`; :meth:`save_state` writes the resumable ``last``."""
+    """The training loop over :class:`Progress`; :meth:`save_state` writes the resumable ``last`` (rank 0)."""
 
-    def __init__(self, spec: Spec, out: Path, spec_dict: dict[str, Any], model: JointModel, loss_fn: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, params: list, metric: Any, data: RunData, rng: np.random.Generator,
-                 device: torch.device, mlog: MetricsLog, prog: Progress, quiet: bool) -> None:
-        self.spec, self.out, self.spec_dict = spec, out, spec_dict
-        self.model, self.loss_fn, self.optimizer, self.params = model, loss_fn, optimizer, params
-        self.metric, self.data, self.rng, self.device, self.mlog = metric, data, rng, device, mlog
-        self.prog, self.quiet = prog, quiet
+    def __init__(self, spec: Spec, out: Path, spec_dict: dict[str, Any], setup: _Setup, forward: torch.nn.Module,
+                 data: RunData, device: torch.device, mlog: MetricsLog | _NoLog, prog: Progress, quiet: bool,
+                 d: distributed.Dist) -> None:
+        self.spec, self.out, self.spec_dict, self.setup, self.forward = spec, out, spec_dict, setup, forward
+        self.model, self.loss_fn, self.optimizer = setup.model, setup.loss_fn, setup.optimizer
+        self.metric, self.rng = setup.metric, setup.rng
+        self.data, self.device, self.mlog, self.prog, self.quiet, self.d = data, device, mlog, prog, quiet, d
         self.saved_step: int | None = prog.step if prog.step else None
         self.t_start = time.perf_counter()
         self.t_epoch = time.perf_counter() - prog.epoch_seconds
@@ -623,8 +742,11 @@ class _Loop:
         return self.prog.train_seconds + (time.perf_counter() - self.t_start)
 
     def save_state(self) -> None:
-        """Write ``last``: weights, optimizer, loss, RNG, batch order (tensors) + progress (JSON)."""
+        """Write ``last``: weights, optimizer, loss, RNG, batch order (tensors) + progress (JSON); rank 0 only."""
         p = self.prog
+        if not self.d.is_main:
+            self.saved_step = p.step
+            return
         tensors: dict[str, torch.Tensor] = {f"loss.{k}": v for k, v in self.loss_fn.state_dict().items()}
         opt_tensors, opt_info = _optimizer_state(self.optimizer)
         rng_tensors, rng_info = _rng_state(self.rng, self.device)
@@ -643,6 +765,8 @@ class _Loop:
 
     def save_best(self) -> None:
         b = self.prog.best
+        if not self.d.is_main:
+            return
         checkpoint.save(self.out, "best", self.model, self.spec_dict, step=b["step"], epoch=b["epoch"],
                         metrics=b["metrics"])
 
@@ -668,16 +792,17 @@ class _Loop:
         return TrainingInterrupted(f"interrupted: training state saved at step {self.prog.step} in "
                                    f"{self.out / 'last.json'}; run the same command with --resume to continue")
 
-    def run(self, keep: np.ndarray, lengths: np.ndarray, store: CaptionStore, needs_texts: bool,
-            images: torch.Tensor, cap2img: torch.Tensor, total_steps: int) -> None:
-        spec, t, p = self.spec, self.spec.train, self.prog
+    def run(self, total_steps: int) -> None:
+        spec, t, p, su, d = self.spec, self.spec.train, self.prog, self.setup, self.d
+        keep, lengths, store, images, cap2img = su.keep, su.lengths, su.store, su.images, su.cap2img
         early = t.early_stopping
+        pin = self.device.type == "cuda"
         self.model.train()
         with _InterruptFlag(self.quiet) as flag:
             while p.epoch < t.max_epochs and not p.stop:
                 epoch = p.epoch
                 if p.batches is None:
-                    p.batches = bucketed_batches(lengths[keep], t.batch_size, self.rng, t.bucket)
+                    p.batches = epoch_batches(lengths[keep], t.batch_size, self.rng, t.bucket, d)
                     p.pos, p.seen, p.loss_sum = 0, 0, 0.0
                     self.t_epoch = time.perf_counter()
                 batches = p.batches
@@ -686,14 +811,20 @@ class _Loop:
                            leave=False, unit="batch")
                 while p.pos < n:
                     i = p.pos
-                    idx = keep[batches[i]]
+                    idx, sizes = d.split(keep[batches[i]])
                     lr = lr_at(spec, p.step, epoch, total_steps)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                    batch = store.batch(idx, with_texts=needs_texts).to(self.device)
-                    ids = cap2img[idx].to(self.device)
-                    loss_value = train_step(self.model, self.loss_fn, self.optimizer, self.params, batch, images[ids],
-                                            ids, t.grad_clip, step=p.step, epoch=epoch + i / n)
+                    batch = store.batch(idx, with_texts=su.needs_texts)
+                    ids = cap2img[idx]
+                    if pin:
+                        batch, ids = batch.pin_memory(), ids.pin_memory()
+                    batch = batch.to(self.device)
+                    ids = ids.to(self.device, non_blocking=True)
+                    loss_value = train_step(self.model, self.loss_fn, self.optimizer, su.params, batch, images[ids],
+                                            ids, t.grad_clip, step=p.step, epoch=epoch + i / n,
+                                            forward=self.forward, sizes=sizes, scaler=su.scaler)
+                    idx = keep[batches[i]]  # the global batch, for the counts below
                     if not math.isfinite(loss_value):
                         bar.close()
                         saved = f"step {self.saved_step}" if self.saved_step else "no step yet"
@@ -720,7 +851,7 @@ class _Loop:
                             break
                     if t.save_freq and p.step % t.save_freq == 0 and self.saved_step != p.step:
                         self.save_state()
-                    if flag.hit:
+                    if d.any(flag.hit):
                         if self.saved_step != p.step:
                             self.save_state()
                         bar.close()
@@ -745,7 +876,7 @@ class _Loop:
                 self.save_state()
                 if improved:
                     self.save_best()
-                if flag.hit:
+                if d.any(flag.hit):
                     raise self.interrupted()
         if self.saved_step != p.step:
             self.save_state()

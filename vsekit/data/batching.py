@@ -22,7 +22,12 @@ class TextBatch:
     texts: Sequence[Sequence[str]] | None = None
 
     def to(self, device: torch.device | str) -> "TextBatch":
+        """On ``device``; the copy of ``tokens`` does not block (pin the batch first for a truly async CUDA copy)."""
         return TextBatch(self.tokens.to(device, non_blocking=True), self.lengths.to(device), self.texts)
+
+    def pin_memory(self) -> "TextBatch":
+        """A copy in page-locked memory, for asynchronous host-to-GPU copies."""
+        return TextBatch(self.tokens.pin_memory(), self.lengths, self.texts)
 
 
 class CaptionStore:
