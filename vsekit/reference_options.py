@@ -43,7 +43,7 @@ Rules:
 | `saveto` | (none) | `output.dir` | a trailing `.npz` is dropped: `runs/f8k.npz` -> `runs/f8k/` |
 | `validFreq` | 100 | `train.valid_freq` | updates |
 | `lrate` | 0.0002 | `train.lr` | |
-| `reload_` | false | (none) | `true` is refused: resume is not supported by the reference preset |
+| `reload_` | false | `vsekit run SPEC --resume` | `true` is refused: a run continues with `--resume`, not a spec option |
 
 Known differences that remain: vsekit builds the vocabulary from the train
 captions only (the reference used train + dev), and its training feeds no
@@ -83,7 +83,7 @@ OPTIONS: dict[str, tuple[str, Callable[[Any], bool] | None, str, Any]] = {
     "validFreq": (_INT, lambda v: v >= 0, "an integer >= 0", 100),
     "lrate": (_FLOAT, lambda v: v > 0, "a number > 0", 0.0002),
     "reload_": (_BOOL, lambda v: v is False,
-                "reload_ = true: resume is not supported by the reference preset (start a fresh run)", False),
+                "reload_ = true: continue a run with `vsekit run SPEC --out RUN --resume` instead", False),
 }
 
 #: option -> the vsekit key it sets (dotted), for options that set one directly
