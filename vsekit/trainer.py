@@ -939,12 +939,13 @@ def train_seeds(spec: Spec, n: int, out: str | Path | None = None, *, quiet: boo
         else:
             check_run_dir(sub, force or resume)
     runs = []
-    with RunLock(out):
+    d, _ = distributed.setup(resolve_device(spec), spec.source or "<spec>")
+    with d.main_only(RunLock(out)):
         for s in seeded:
             sub = out / f"seed{s.train.seed}"
             again = resume and (sub / "spec.toml").exists()
             runs.append(train(s, sub, quiet=quiet, force=(force or resume) and not again, resume=again, data=data))
-        return summarize_runs(runs, out, quiet=quiet)
+        return d.broadcast(summarize_runs(runs, out, quiet=quiet) if d.is_main else None)
 
 
 def summarize_runs(runs: list[dict[str, Any]], out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
