@@ -84,10 +84,18 @@ def encode_images(model: JointModel, features: np.ndarray | torch.Tensor, batch_
     was_training = model.training
     model.eval()
     device = _device(model)
-    out = np.zeros((len(feats), model.dim), dtype=np.float32)
-    for start in tqdm(range(0, len(feats), batch_size), desc="encode images", disable=not verbose, leave=False):
+    starts = range(0, len(feats), batch_size)
+    out = np.zeros((len(feats), model.dim), dtype=np.float32) if len(starts) != 1 else None
+    for start in tqdm(starts, desc="encode images", disable=not verbose, leave=False):
         chunk = feats[start : start + batch_size].float().to(device)
-        out[start : start + len(chunk)] = model.encode_image(chunk).float().cpu().numpy()
+        emb = model.encode_image(chunk).float().cpu()
+        if out is None and emb.is_contiguous() and \
+                emb.untyped_storage().data_ptr() != feats.untyped_storage().data_ptr():
+            out = emb.numpy()  # one chunk: its embeddings are the result, no copy
+        else:
+            if out is None:
+                out = np.empty((len(feats), model.dim), dtype=np.float32)
+            out[start : start + len(emb)] = emb.numpy()
     model.train(was_training)
     return out
 
