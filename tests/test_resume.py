@@ -237,6 +237,23 @@ def test_resume_refuses_a_changed_spec_but_allows_threads(reference, tmp_path):
     assert tree(run) == before
 
 
+def test_a_run_started_before_new_spec_keys_existed_still_resumes(reference, tmp_path):
+    """spec.toml of an older vsekit lacks keys added since (here train.precision, the GRU's impl):
+    they take their defaults, which is what the run computed with, so resume is allowed."""
+    spec, ref = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    text = (run / "spec.toml").read_text()
+    old = "\n".join(line for line in text.splitlines() if not line.startswith(("precision =", "impl =")))
+    assert old != text
+    (run / "spec.toml").write_text(old + "\n")
+    before = tree(run)
+    vsekit.train(spec, run, resume=True, quiet=True)  # finished: returns its results, changes nothing
+    assert tree(run) == before
+    with pytest.raises(CheckpointError, match=r"train\.max_epochs: 2 -> 4"):  # a real change is still refused
+        vsekit.train(spec, run, resume=True, quiet=True, overrides=["train.max_epochs=4"])
+
+
 def test_resume_of_a_run_stopped_before_its_first_save_starts_over(reference, tmp_path):
     spec, ref = reference
     run = tmp_path / "run"

@@ -370,6 +370,16 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def _with_defaults(saved: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A saved spec as this version writes it: keys added since the run started take their defaults."""
+    from vsekit import spec as spec_mod
+
+    try:
+        return spec_mod.from_dict(saved, source=str(path), base=path.parent).to_dict()
+    except VsekitError:  # e.g. a component that is no longer installed: compare as written
+        return saved
+
+
 @attrs.define
 class ResumePoint:
     """What ``--resume`` found in a run folder."""
@@ -391,7 +401,7 @@ def find_resume_point(out: Path, spec_dict: dict[str, Any]) -> ResumePoint:
         saved = tomllib.loads(spec_path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{spec_path}: cannot read the run's spec: {exc}") from None
-    changes = spec_changes(saved, spec_dict)
+    changes = spec_changes(_with_defaults(saved, spec_path), spec_dict)
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise CheckpointError(f"{out}: cannot resume: the spec differs from the one this run started with "
