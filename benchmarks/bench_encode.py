@@ -16,7 +16,12 @@ captions still running; for images the projection of each chunk. As
 ``torch.addmm`` on preallocated tensors; ``vsekit / bound`` is the fraction
 of the GEMM speed reached. Times are medians of ``--repeats`` after one warm-up,
 in wall seconds and in process CPU seconds (at one thread on a shared
-machine, the CPU time is close to a quiet machine's wall time).
+machine, the CPU time is close to a quiet machine's wall time). The cases run
+in turn, one call of each per round, so load changes slow them alike.
+
+The GRU encoder's fused layer (the default on CPU) skips the recurrent
+product of each caption's first step (the state before it is 0), which the
+bound counts: ~1/12 of the recurrent GEMM work at these lengths.
 """
 
 from __future__ import annotations
@@ -43,16 +48,19 @@ from vsekit.model import JointModel  # noqa: E402
 from vsekit.spec import build_component  # noqa: E402
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
-    """Wall and process-CPU seconds of ``repeats`` calls, after one warm-up call."""
-    fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
+def timed(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and process-CPU seconds of ``repeats`` calls of each function, after one warm-up call of each;
+    round-robin (one call of each in turn), so a change of machine load affects all alike."""
+    for fn in fns.values():
         fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return wall, cpu
+    out: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            out[name][0].append(time.perf_counter() - t0)
+            out[name][1].append(time.process_time() - c0)
+    return out
 
 
 class ForwardBound:
@@ -151,8 +159,9 @@ def main() -> None:
             "bound_images": (bound.images, len(images)),
         }
         row: dict[str, Any] = {}
-        for name, (fn, n) in cases.items():
-            secs, cpu = timed(fn, args.repeats)
+        times = timed({name: fn for name, (fn, _) in cases.items()}, args.repeats)
+        for name, (_, n) in cases.items():
+            secs, cpu = times[name]
             med, cmed = statistics.median(secs), statistics.median(cpu)
             row[name] = {"seconds": summary(secs), "cpu_seconds": summary(cpu), "items_per_s": n / med,
                          "items_per_cpu_s": n / cmed}

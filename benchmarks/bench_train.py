@@ -3,8 +3,8 @@ the matmul bound, all in one run.
 
     python benchmarks/bench_train.py [--threads 1 2] [--encoders gru bow] [--steps 40] [--repeats 5]
                                      [--variants vsekit baseline bound] [--out benchmarks/results/train.json]
-    python benchmarks/bench_train.py --variants vsekit fused_adam bf16 proto_gru --encoders gru   # optional speed-ups
-    python benchmarks/bench_train.py --profile 20 --threads 1 --encoders gru --variants vsekit proto_gru
+    python benchmarks/bench_train.py --variants vsekit gru_packed plain_adam bf16 --encoders gru   # options
+    python benchmarks/bench_train.py --profile 20 --threads 1 --encoders gru --variants vsekit gru_packed
                                      [--out benchmarks/results/train_profile.json]   # torch.profiler, per case
 
 Reference sizes: dim 1024, dim_word 300 (bow: dim_word = dim), batch 128, the
@@ -14,10 +14,13 @@ with torch, OMP and MKL limited to the case's thread count.
 
 Variants (``--variants``; all step through ``vsekit.trainer.train_step``):
 
-* ``vsekit``: what ``vsekit.train`` does: length-bucketed batches, packed
-  sequences, Adam (torch defaults), global-norm clipping at 2.
+* ``vsekit``: what ``vsekit.train`` does: length-bucketed batches, the GRU
+  encoder's default ``impl`` ("auto": the fused GRU layer on CPU), the
+  trainer's optimizer (``vsekit.trainer.make_optimizer``: fused Adam),
+  global-norm clipping at 2.
 * ``baseline`` (pinned): no bucketing, every batch padded to ``maxlen_w``,
-  the GRU run over every padded step (the state read at each caption's length).
+  ``nn.GRU`` run over every padded step (the state read at each caption's
+  length), Adam with torch's defaults (for-loop).
 * ``bound``: the matmul bound. On exactly the batches the ``vsekit`` case
   times, only the GEMMs of the step, as ``torch.mm``/``addmm`` on preallocated
   tensors: the word projection x@W_ih over all real tokens (forward; backward
@@ -29,16 +32,16 @@ Variants (``--variants``; all step through ``vsekit.trainer.train_step``):
   ``vsekit / bound`` is the fraction of the GEMM speed the trainer reaches.
   ``bound_packed_dW`` is a tighter variant: dW_ih and dW_hh as one GEMM each
   over all steps (legal, as they do not feed the recurrence).
-* optional speed-ups, to measure before adopting (join several with "+",
-  e.g. ``proto_gru+fused_adam``): ``foreach_adam``, ``fused_adam``
-  (Adam(foreach=True) / Adam(fused=True)), ``bf16``
-  (``torch.autocast("cpu", torch.bfloat16)`` around the step), ``compile``
-  (``torch.compile`` of the image encoder and the loss; the packed GRU is
-  left eager), ``padded_gru`` (bucketed batches, but ``nn.GRU`` on the padded
-  batch instead of a packed sequence, the state read at each caption's
-  length), ``proto_gru`` (the hand-written GRU layer of ``_gru_proto.py``);
-  and the probes ``no_clip`` (grad_clip 0: what clipping costs) and
-  ``data_only`` (only the batch gather: what the data path costs).
+* options, changing one part of ``vsekit`` (join several with "+", e.g.
+  ``gru_packed+plain_adam``, the step as it was before the fused GRU and
+  fused Adam): ``gru_packed``, ``gru_padded``, ``gru_fused`` (the GRU
+  encoder's ``impl``), ``plain_adam``, ``foreach_adam``, ``fused_adam``
+  (Adam() / Adam(foreach=True) / Adam(fused=True) instead of the trainer's),
+  ``bf16`` (``torch.autocast("cpu", torch.bfloat16)`` around the step; the
+  GRU then runs ``impl = "padded"``), ``compile`` (``torch.compile`` of the
+  image encoder and the loss); and the probes ``no_clip`` (grad_clip 0: what
+  clipping costs) and ``data_only`` (only the batch gather: what the data
+  path costs).
 
 Each case: 3 warm-up steps, then ``--repeats`` windows of ``--steps``
 consecutive batches (``--baseline-steps`` for the slow baseline); a window's
@@ -51,7 +54,7 @@ With ``--interleave`` all cases run in one process, one step of each in turn,
 so a busy machine slows them alike (comparisons stay fair; RSS is shared):
 
     python benchmarks/bench_train.py --interleave --threads 1 --encoders gru \
-        --variants vsekit proto_gru+fused_adam bf16 bound --steps 10 --repeats 3
+        --variants vsekit gru_packed+plain_adam bf16 bound --steps 10 --repeats 3
 """
 
 from __future__ import annotations
@@ -74,9 +77,10 @@ from _common import F8K_FEATURES, REPO, machine, summary, write  # noqa: E402
 
 WARMUP = 3
 MARK = "@@bench_train@@ "
-#: a training case is one of these or several joined by "+" (e.g. "proto_gru+fused_adam")
-FEATURES = ("vsekit", "baseline", "foreach_adam", "fused_adam", "bf16", "compile", "padded_gru", "proto_gru",
-            "no_clip", "data_only")
+#: a training case is one of these or several joined by "+" (e.g. "gru_packed+plain_adam")
+GRU_IMPLS = {"gru_packed": "packed", "gru_padded": "padded", "gru_fused": "fused"}
+ADAMS = {"plain_adam": {}, "foreach_adam": {"foreach": True}, "fused_adam": {"fused": True}}
+FEATURES = ("vsekit", "baseline", *ADAMS, "bf16", "compile", *GRU_IMPLS, "no_clip", "data_only")
 BOUNDS = ("bound", "bound_packed_dW")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -118,7 +122,7 @@ def windows(args: argparse.Namespace, n_batches: int, steps: int) -> list[list[i
     return out
 
 
-def build_model(args: argparse.Namespace, encoder: str, d: dict[str, Any]) -> Any:
+def build_model(args: argparse.Namespace, encoder: str, d: dict[str, Any], impl: str | None = None) -> Any:
     import torch
 
     from vsekit.model import JointModel
@@ -126,7 +130,8 @@ def build_model(args: argparse.Namespace, encoder: str, d: dict[str, Any]) -> An
 
     torch.manual_seed(0)
     dim_word = args.dim_word if encoder == "gru" else args.dim
-    senc = build_component("sentence_encoder", {"type": encoder, "dim_word": dim_word}, "bench", args.data)
+    table = {"type": encoder, "dim_word": dim_word, **({"impl": impl} if impl else {})}
+    senc = build_component("sentence_encoder", table, "bench", args.data)
     ienc = build_component("image_encoder", {"type": "linear"}, "bench", args.data)
     return JointModel.build(senc, ienc, d["vocab"], args.dim, d["split"].dim_image)
 
@@ -150,9 +155,22 @@ def check_variant(variant: str) -> set[str]:
     if bad:
         raise SystemExit(f"unknown variant part(s) {', '.join(sorted(bad))}: choose from {', '.join(FEATURES + BOUNDS)}"
                          f" (join training parts with '+')")
-    if "proto_gru" in feats and "bf16" in feats:
-        raise SystemExit("proto_gru does not run under bf16 autocast (its buffers are float32)")
+    if len(feats & set(GRU_IMPLS)) > 1 or len(feats & set(ADAMS)) > 1:
+        raise SystemExit(f"{variant}: choose one GRU impl and one Adam")
     return feats
+
+
+def make_optimizer(params: list, lr: float) -> Any:
+    """The optimizer ``vsekit.train`` builds (``vsekit.trainer.make_optimizer``) at this learning rate."""
+    import types
+
+    import torch
+
+    try:
+        from vsekit.trainer import make_optimizer as trainer_optimizer
+    except ImportError:  # a trainer without it: Adam with torch's defaults
+        return torch.optim.Adam(params, lr=lr)
+    return trainer_optimizer(params, types.SimpleNamespace(train=types.SimpleNamespace(lr=lr, weight_decay=0.0)))
 
 
 def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Callable[[int], None], dict, list]:
@@ -168,21 +186,18 @@ def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Ca
     baseline = "baseline" in feats_on
     d = load(args, bucket=not baseline)
     d["rss_after_data_mb"] = max_rss_mb()
-    model = build_model(args, encoder, d)
+    impl = next((GRU_IMPLS[f] for f in feats_on if f in GRU_IMPLS), None) if encoder == "gru" else None
+    model = build_model(args, encoder, d, impl)
     enc = model.sentence_encoder
-    if encoder == "gru" and (baseline or "padded_gru" in feats_on):
+    if encoder == "gru" and baseline:
         enc.encode = _padded_gru_encode(enc)  # type: ignore[method-assign]
-    if encoder == "gru" and "proto_gru" in feats_on:
-        from _gru_proto import proto_encode
-
-        enc.encode = proto_encode(enc)  # type: ignore[method-assign]
     loss_fn = ContrastiveLoss(ContrastiveLoss.Config(margin=0.2))
     if "compile" in feats_on:
         model.image_encoder = torch.compile(model.image_encoder, dynamic=False)
         loss_fn = torch.compile(loss_fn, dynamic=False)
     params = list(model.parameters())
-    adam_kw = {"foreach": True} if "foreach_adam" in feats_on else {"fused": True} if "fused_adam" in feats_on else {}
-    opt = torch.optim.Adam(params, lr=2e-4, **adam_kw)
+    adam = next((f for f in feats_on if f in ADAMS), "plain_adam" if baseline else None)
+    opt = torch.optim.Adam(params, lr=2e-4, **ADAMS[adam]) if adam else make_optimizer(params, 2e-4)
     grad_clip = 0.0 if "no_clip" in feats_on else 2.0
     ctx: Callable[[], Any] = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if "bf16" in feats_on \
         else contextlib.nullcontext
