@@ -55,6 +55,22 @@ def test_exact_index_equals_numpy_brute_force(data):
     assert one_s.shape == (10,) and np.array_equal(one_i, ids[0])
 
 
+def test_flat_batch_search_equals_per_query_search_and_restores_the_blas_threshold(data):
+    import faiss
+
+    import vsekit_faiss.index as vfi
+
+    bank, queries = data
+    index = build_index(bank, "flat")
+    before = faiss.cvar.distance_compute_blas_threshold
+    batch_s, batch_i = index.search(queries[:50], 10)  # >= FLAT_BLAS_MIN_QUERIES: the BLAS path
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    one = [index.search(q, 10) for q in queries[:50]]  # one at a time: faiss's per-query scan
+    np.testing.assert_allclose(batch_s, np.stack([s for s, _ in one]), atol=1e-5)
+    assert (batch_i == np.stack([i for _, i in one])).mean() > 0.999  # up to float ties
+    assert len(queries[:50]) >= vfi.FLAT_BLAS_MIN_QUERIES > 1
+
+
 @pytest.mark.parametrize("kind,params", [("ivf", {"nprobe": 8}), ("hnsw", {"ef_search": 64})])
 def test_approximate_recall_at_10_is_high_on_clustered_data(data, kind, params):
     bank, queries = data
