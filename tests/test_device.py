@@ -48,11 +48,15 @@ def test_bf16_autocast_trains_on_cpu_close_to_fp32(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_fp16_and_cuda_are_refused_on_a_cpu_machine_with_one_line_each(tmp_path):
     spec = spec_file(tmp_path)
-    for setting, expected in (("train.precision='fp16'", "[train] precision: 'fp16' needs a CUDA device"),
+    for setting, expected in (("train.precision='fp16'", "[train] precision: 'fp16' needs a CUDA device "
+                                                          "(train.device is 'cpu')"),
+                              ("train.precision='fp16' train.device='auto'",
+                               "[train] precision: 'fp16' needs a CUDA device (train.device is 'auto', cpu on this "
+                               "machine)"),
                               ("train.device='cuda'", "[train] device: 'cuda' requested, but this machine has "
                                                       "no CUDA device")):
-        result = CliRunner().invoke(cli, ["run", str(spec), "--set", setting, "--out", str(tmp_path / "run")],
-                                    obj={})
+        sets = [arg for item in setting.split() for arg in ("--set", item)]
+        result = CliRunner().invoke(cli, ["run", str(spec), *sets, "--out", str(tmp_path / "run")], obj={})
         assert result.exit_code == 2, result.output
         assert expected in result.output and "Traceback" not in result.output
         assert not (tmp_path / "run").exists()

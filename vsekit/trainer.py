@@ -465,10 +465,10 @@ def resolve_device(spec: Spec) -> torch.device:
     """``train.device`` as a torch device; a device this machine lacks (or ``precision`` it cannot run) is a
     spec error, not a crash later."""
     name = spec.train.device
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
+        pass  # whatever is here
+    elif device.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0 or (device.index is not None and device.index >= n):
             have = f"{n} CUDA device(s)" if n else "no CUDA device"
@@ -480,8 +480,9 @@ def resolve_device(spec: Spec) -> torch.device:
             raise SpecError(f"{spec.source or '<spec>'}: [train] device: {name!r} is not available on this machine; "
                             f"use 'auto' or 'cpu'")
     if spec.train.precision == "fp16" and device.type != "cuda":
-        raise SpecError(f"{spec.source or '<spec>'}: [train] precision: 'fp16' needs a CUDA device (train.device "
-                        f"{name!r} is {device.type} here); use 'bf16' or 'fp32'")
+        where = f"train.device is {name!r}" + ("" if name == device.type else f", {device.type} on this machine")
+        raise SpecError(f"{spec.source or '<spec>'}: [train] precision: 'fp16' needs a CUDA device ({where}); "
+                        f"use 'bf16' or 'fp32'")
     return device
 
 
