@@ -37,8 +37,9 @@ Variants (``--variants``; all step through ``vsekit.trainer.train_step``):
   fused Adam): ``gru_packed``, ``gru_padded``, ``gru_fused`` (the GRU
   encoder's ``impl``), ``plain_adam``, ``foreach_adam``, ``fused_adam``
   (Adam() / Adam(foreach=True) / Adam(fused=True) instead of the trainer's),
-  ``bf16`` (``torch.autocast("cpu", torch.bfloat16)`` around the step; the
-  GRU then runs ``impl = "padded"``), ``compile`` (``torch.compile`` of the
+  ``bf16`` (what ``train.precision = "bf16"`` runs: ``torch.autocast("cpu",
+  torch.bfloat16)`` around the encoders' forward, the loss in fp32; the GRU
+  then runs ``impl = "padded"``), ``compile`` (``torch.compile`` of the
   image encoder and the loss); and the probes ``no_clip`` (grad_clip 0: what
   clipping costs) and ``data_only`` (only the batch gather: what the data
   path costs).
@@ -199,8 +200,11 @@ def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Ca
     adam = next((f for f in feats_on if f in ADAMS), "plain_adam" if baseline else None)
     opt = torch.optim.Adam(params, lr=2e-4, **ADAMS[adam]) if adam else make_optimizer(params, 2e-4)
     grad_clip = 0.0 if "no_clip" in feats_on else 2.0
-    ctx: Callable[[], Any] = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if "bf16" in feats_on \
-        else contextlib.nullcontext
+    forward = None
+    if "bf16" in feats_on:  # as the trainer runs train.precision = "bf16": autocast around the encoders only
+        from vsekit.distributed import Dist, GlobalBatchLoss
+
+        forward = GlobalBatchLoss(model, loss_fn, Dist(), torch.autocast("cpu", dtype=torch.bfloat16))
     store, batches, images, cap2img = d["store"], d["batches"], d["images"], d["cap2img"]
     model.train()
     losses: list[float] = []
@@ -218,8 +222,8 @@ def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Ca
             feats = images[ids]
         if "data_only" in feats_on:
             return
-        with ctx(), _label("phase: train_step"):
-            losses.append(train_step(model, loss_fn, opt, params, batch, feats, ids, grad_clip))
+        with _label("phase: train_step"):
+            losses.append(train_step(model, loss_fn, opt, params, batch, feats, ids, grad_clip, forward=forward))
 
     return one, d, losses
 
