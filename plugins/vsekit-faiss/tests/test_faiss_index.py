@@ -71,7 +71,8 @@ def test_flat_batch_search_equals_per_query_search_and_restores_the_blas_thresho
     assert len(queries[:50]) >= vfi.FLAT_BLAS_MIN_QUERIES > 1
 
 
-@pytest.mark.parametrize("kind,params", [("ivf", {"nprobe": 8}), ("hnsw", {"ef_search": 64})])
+@pytest.mark.parametrize("kind,params", [("ivf", {"nprobe": 8}), ("hnsw", {"ef_search": 64}),
+                                         ("hnsw_sq8", {"ef_search": 64, "k_factor": 4})])
 def test_approximate_recall_at_10_is_high_on_clustered_data(data, kind, params):
     bank, queries = data
     index = build_index(bank, kind, **params)
@@ -99,7 +100,7 @@ def test_torch_and_float16_input(data):
     assert index.search(torch.from_numpy(queries[:3]), 5)[1].shape == (3, 5)
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "hnsw_sq8"])
 def test_save_load_round_trip(tmp_path, data, kind):
     bank, queries = data
     index = build_index(bank, kind)
@@ -120,6 +121,31 @@ def test_search_params_survive_save_load(tmp_path, data):
     assert load(save(index, tmp_path / "h.faiss")).index.hnsw.efSearch == 100
     index = build_index(bank, "ivf", nlist=32, nprobe=7)
     assert load(save(index, tmp_path / "i.faiss")).index.nprobe == 7
+    index = build_index(bank, "hnsw_sq8", ef_search=90, k_factor=6)
+    again = load(save(index, tmp_path / "q.faiss"))
+    assert again._graph().hnsw.efSearch == 90 and again.index.k_factor == 6
+    assert again.params["ef_search"] == 90 and again.params["k_factor"] == 6
+
+
+def test_hnsw_sq8_scores_are_exact_and_recall_grows_with_ef_search(data):
+    bank, queries = data
+    index = build_index(bank, "hnsw_sq8", m=16, ef_construction=40, train_size=2000)
+    assert index.params["train_size"] == 2000 and len(index) == len(bank)
+    _, truth = brute_topk(bank, queries, 10)
+    recalls = []
+    for ef in (8, 32, 128):
+        index.set_search_params(ef_search=ef, k_factor=4)
+        scores, ids = index.search(queries, 10)
+        recalls.append(recall_at_k(ids, truth))
+        # re-ranked against the float32 rows: the scores are the exact inner products of the rows returned
+        np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, bank[ids]), atol=1e-5)
+    assert recalls[0] <= recalls[1] + 0.01 <= recalls[2] + 0.02 and recalls[2] >= 0.95
+    one_s, one_i = index.search(queries[0], 10)
+    assert one_s.shape == (10,) and np.array_equal(one_i, index.search(queries[:1], 10)[1][0])
+    with pytest.raises(VsekitError, match="k_factor must be >= 1"):
+        index.set_search_params(k_factor=0.5)
+    with pytest.raises(VsekitError, match="k_factor applies to hnsw_sq8"):
+        build_index(bank[:100], "hnsw").set_search_params(k_factor=2)
 
 
 def test_bank_index_beside_the_bank_and_hits(tmp_path, data):
@@ -167,6 +193,14 @@ def test_clear_errors(tmp_path, data):
         build_index(bank[:100], "hnws")
     with pytest.raises(VsekitError, match="unknown parameter.*nprobe"):
         build_index(bank[:100], "hnsw", nprobe=3)
+    with pytest.raises(VsekitError, match=r"hnsw_sq8 index: unknown parameter\(s\) nprobe; hnsw_sq8 takes m, "):
+        build_index(bank[:100], "hnsw_sq8", nprobe=3)
+    with pytest.raises(VsekitError, match="unknown parameter.*k_factor"):
+        build_index(bank[:100], "hnsw", k_factor=3)
+    with pytest.raises(VsekitError, match="k_factor must be >= 1"):
+        build_index(bank[:100], "hnsw_sq8", k_factor=0)
+    with pytest.raises(VsekitError, match="did you mean 'hnsw_sq8'"):
+        build_index(bank[:100], "hnsw_sq")
     with pytest.raises(DataError, match="nlist"):
         build_index(bank[:100], "ivf", nlist=1000)
     with pytest.raises(VsekitError, match="k must be"):
@@ -222,3 +256,25 @@ def test_cli_build_search_info(tmp_path, data):
     res = runner.invoke(cli, ["index", "search", str(tmp_path / "caps"), "--kind", "hnsw", "--vector",
                               str(tmp_path / "q.npy")])
     assert res.exit_code == 2 and "no such index" in res.output
+
+
+
+def test_cli_hnsw_sq8_build_and_search_with_k_factor(tmp_path, data):
+    emb, queries = data
+    bank = CaptionBank(emb, [f"caption {i}" for i in range(len(emb))])
+    bank.save(tmp_path / "caps")
+    np.save(tmp_path / "q.npy", queries[:4])
+    runner = CliRunner()
+    res = runner.invoke(cli, ["index", "build", str(tmp_path / "caps"), "--kind", "hnsw_sq8", "--m", "16",
+                              "--ef-construction", "40", "--k-factor", "3"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "caps.hnsw_sq8.faiss").is_file()
+    res = runner.invoke(cli, ["index", "search", str(tmp_path / "caps"), "--kind", "hnsw_sq8", "--vector",
+                              str(tmp_path / "q.npy"), "--row", "1", "-k", "3", "--ef-search", "128",
+                              "--k-factor", "8", "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    assert got["params"]["k_factor"] == 8 and got["params"]["ef_search"] == 128
+    assert [r["index"] for r in got["results"]] == [h.index for h in bank.search(queries[1], 3)]
+    res = runner.invoke(cli, ["index", "build", str(tmp_path / "caps"), "--kind", "hnsw", "--k-factor", "3"])
+    assert res.exit_code == 2 and "--k-factor" in res.output

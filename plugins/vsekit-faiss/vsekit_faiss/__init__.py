@@ -4,7 +4,7 @@
 
     from vsekit_faiss import build_index, search, save, load, BankIndex
 
-    index = build_index(embeddings, kind="ivf", nprobe=32)   # "flat" (exact) | "ivf" | "hnsw"
+    index = build_index(embeddings, kind="ivf", nprobe=32)   # "flat" (exact) | "ivf" | "hnsw" | "hnsw_sq8"
     scores, rows = search(index, queries, k=10)
     save(index, "captions.ivf.faiss"); index = load("captions.ivf.faiss")
 

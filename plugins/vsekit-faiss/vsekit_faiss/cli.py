@@ -8,29 +8,31 @@ from pathlib import Path
 
 import click
 
-KIND = click.Choice(["flat", "ivf", "hnsw"])
+KIND = click.Choice(["flat", "ivf", "hnsw", "hnsw_sq8"])
 
 
 @click.group("index")
 def index_group() -> None:
-    """faiss indexes (exact flat, approximate ivf / hnsw) of embedding banks, saved beside the bank."""
+    """faiss indexes (exact flat, approximate ivf / hnsw / hnsw_sq8) of embedding banks, saved beside the bank."""
 
 
 @index_group.command("build")
 @click.argument("bank_path", metavar="BANK", type=click.Path(path_type=Path))
-@click.option("--kind", type=KIND, default="ivf", show_default=True, help="flat: exact; ivf, hnsw: approximate.")
+@click.option("--kind", type=KIND, default="ivf", show_default=True, help="flat: exact; ivf, hnsw, hnsw_sq8 (8-bit graph, exact re-rank): approximate.")
 @click.option("--nlist", type=click.IntRange(min=1), help="ivf: number of cells (default about sqrt(N)).")
 @click.option("--nprobe", type=click.IntRange(min=1), help="ivf: cells scanned per query (default 16).")
-@click.option("--train-size", type=click.IntRange(min=1), help="ivf: rows the k-means sees (default 64 per cell).")
+@click.option("--train-size", type=click.IntRange(min=1), help="ivf: rows the k-means sees (default 64 per cell); "
+              "hnsw_sq8: rows the quantizer is fit on (default 65536).")
 @click.option("--m", "m", type=click.IntRange(min=2), help="hnsw: links per node (default 32).")
 @click.option("--ef-construction", type=click.IntRange(min=1), help="hnsw: build-time beam (default 80).")
 @click.option("--ef-search", type=click.IntRange(min=1), help="hnsw: query-time beam (default 64).")
+@click.option("--k-factor", type=click.FloatRange(min=1), help="hnsw_sq8: candidates re-ranked exactly, x k (default 4).")
 @click.option("--threads", type=click.IntRange(min=1), help="faiss threads (default: all cores).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Index file (default: BANK.KIND.faiss beside the bank).")
 def build_cmd(bank_path: Path, kind: str, nlist: int | None, nprobe: int | None, train_size: int | None,
-              m: int | None, ef_construction: int | None, ef_search: int | None, threads: int | None,
-              output: Path | None) -> None:
+              m: int | None, ef_construction: int | None, ef_search: int | None, k_factor: float | None,
+              threads: int | None, output: Path | None) -> None:
     """Index the bank BANK (NAME, NAME.json or NAME.safetensors).
 
     \b
@@ -43,9 +45,11 @@ def build_cmd(bank_path: Path, kind: str, nlist: int | None, nprobe: int | None,
     _threads(threads)
     bank = retrieval.load_bank(bank_path)
     params = {"flat": {}, "ivf": {"nlist": nlist, "nprobe": nprobe, "train_size": train_size},
-              "hnsw": {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}}[kind]
+              "hnsw": {"m": m, "ef_construction": ef_construction, "ef_search": ef_search},
+              "hnsw_sq8": {"m": m, "ef_construction": ef_construction, "ef_search": ef_search, "k_factor": k_factor,
+                           "train_size": train_size}}[kind]
     _refuse_foreign(kind, params, nlist=nlist, nprobe=nprobe, train_size=train_size, m=m,
-                    ef_construction=ef_construction, ef_search=ef_search)
+                    ef_construction=ef_construction, ef_search=ef_search, k_factor=k_factor)
     bi = BankIndex.build(bank, kind, **params)
     path = bi.save(output)
     size = path.stat().st_size / 2**20
@@ -66,10 +70,11 @@ def build_cmd(bank_path: Path, kind: str, nlist: int | None, nprobe: int | None,
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--nprobe", type=click.IntRange(min=1), help="ivf: cells to scan (overrides the saved value).")
 @click.option("--ef-search", type=click.IntRange(min=1), help="hnsw: beam width (overrides the saved value).")
+@click.option("--k-factor", type=click.FloatRange(min=1), help="hnsw_sq8: candidates re-ranked, x k (overrides).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search_cmd(bank_path: Path, model: str | None, kind: str, index_path: Path | None, text: str | None,
                image: Path | None, vector_file: Path | None, row: int, k: int, nprobe: int | None,
-               ef_search: int | None, as_json: bool) -> None:
+               ef_search: int | None, k_factor: float | None, as_json: bool) -> None:
     """Top-k rows of BANK for a query, through its saved index.
 
     \b
@@ -88,7 +93,7 @@ def search_cmd(bank_path: Path, model: str | None, kind: str, index_path: Path |
                           + (f" (got {' and '.join(given)})" if given else ""))
     bank = retrieval.load_bank(bank_path)
     bi = BankIndex.load(bank, kind, index_path)
-    bi.index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+    bi.index.set_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
     if vector_file is not None:
         vecs = np.load(vector_file, allow_pickle=False)
         if vecs.ndim != 2 or row >= len(vecs):

@@ -1,6 +1,6 @@
 """faiss inner-product indexes over unit-norm embeddings, and their files beside a vsekit bank.
 
-Three kinds, all scoring by inner product (= cosine, the rows being unit-norm):
+Four kinds, all scoring by inner product (= cosine, the rows being unit-norm):
 
 * ``flat``: exact (``IndexFlatIP``), a brute-force scan; the reference answer.
 * ``ivf``: IVF-Flat. Spherical k-means cuts the bank into ``nlist`` cells; a
@@ -10,6 +10,16 @@ Three kinds, all scoring by inner product (= cosine, the rows being unit-norm):
 * ``hnsw``: a navigable small-world graph (``IndexHNSWFlat``). Parameters:
   ``m`` (links per node, default 32), ``ef_construction`` (default 80),
   ``ef_search`` (default 64).
+* ``hnsw_sq8``: the same graph over 8-bit scalar-quantized rows
+  (``IndexHNSWSQ``, QT_8bit: a quarter of the bytes read per visited node),
+  wrapped in ``IndexRefineFlat``: the ``k_factor * k`` best candidates of the
+  graph are re-ranked exactly against a float32 copy of the rows, so scores
+  are exact. Parameters: those of ``hnsw``, ``k_factor`` (default 4) and
+  ``train_size`` (rows the quantizer's per-dimension ranges are fit on,
+  default min(N, 65536)), ``seed`` (of that sample, default 0).
+  Same recall as ``hnsw`` at the same ``ef_search``, +0.5 GB, and on the
+  benchmark's CPU no faster (scoring a code costs more than reading a float
+  row there): see ``benchmarks/README.md`` before choosing it.
 
 Approximate indexes trade recall for speed: measure recall@k against
 ``flat`` on your data before relying on them (``benchmarks/bench_faiss.py``).
@@ -37,15 +47,17 @@ import numpy as np
 from vsekit.errors import DataError, VsekitError
 from vsekit.io import atomic_write, atomic_write_text, sha256_file
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "hnsw", "hnsw_sq8")
 FORMAT = "vsekit-faiss-index/1"
 NORM_TOLERANCE = 1e-2  # float16 banks are unit-norm to ~1e-3
 PARAMS = {
     "flat": {},
     "ivf": {"nlist": None, "nprobe": 16, "train_size": None, "seed": 0},
     "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 64},
+    "hnsw_sq8": {"m": 32, "ef_construction": 80, "ef_search": 64, "k_factor": 4, "train_size": None, "seed": 0},
 }
-SEARCH_PARAMS = {"ivf": ("nprobe",), "hnsw": ("ef_search",), "flat": ()}
+SEARCH_PARAMS = {"ivf": ("nprobe",), "hnsw": ("ef_search",), "hnsw_sq8": ("ef_search", "k_factor"), "flat": ()}
+SQ8_TRAIN_SIZE = 65536
 # flat batches of at least this many queries are scored with one BLAS GEMM per block of rows; faiss 1.15's
 # own threshold (``distance_compute_blas_threshold``, 128000 queries) keeps batches on the per-query scan,
 # 4-20x slower at 100 queries on a 100K-500K x 1024 bank. At 2-3 queries the two are about even.
@@ -143,7 +155,8 @@ class FaissIndex:
         shown = ", ".join(f"{k}={v}" for k, v in self.params.items() if v is not None)
         return f"FaissIndex({self.kind}, {len(self)} x {self.dim}{', ' + shown if shown else ''})"
 
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None,
+                          k_factor: float | None = None) -> None:
         """Change the speed/recall trade-off of an approximate index without rebuilding it."""
         if nprobe is not None:
             if self.kind != "ivf":
@@ -153,12 +166,25 @@ class FaissIndex:
             self.index.nprobe = int(min(nprobe, self.index.nlist))
             self.params["nprobe"] = int(nprobe)
         if ef_search is not None:
-            if self.kind != "hnsw":
-                raise VsekitError(f"ef_search applies to hnsw indexes, not {self.kind}")
+            if self.kind not in ("hnsw", "hnsw_sq8"):
+                raise VsekitError(f"ef_search applies to hnsw and hnsw_sq8 indexes, not {self.kind}")
             if ef_search < 1:
                 raise VsekitError(f"ef_search must be >= 1, got {ef_search}")
-            self.index.hnsw.efSearch = int(ef_search)
+            self._graph().hnsw.efSearch = int(ef_search)
             self.params["ef_search"] = int(ef_search)
+        if k_factor is not None:
+            if self.kind != "hnsw_sq8":
+                raise VsekitError(f"k_factor applies to hnsw_sq8 indexes, not {self.kind}")
+            if not k_factor >= 1:
+                raise VsekitError(f"k_factor must be >= 1, got {k_factor}")
+            self.index.k_factor = float(k_factor)
+            self.params["k_factor"] = k_factor
+
+    def _graph(self) -> Any:
+        """The faiss HNSW index (for hnsw_sq8: the graph under the exact re-ranking)."""
+        if self.kind == "hnsw_sq8":
+            return _faiss().downcast_index(self.index.base_index)
+        return self.index
 
     def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Scores and row indices of the ``k`` best rows, best first.
@@ -216,7 +242,7 @@ def build_index(embeddings: Any, kind: str = "flat", *, check_norm: bool = True,
                 **params: Any) -> FaissIndex:
     """Index the unit-norm rows of ``embeddings`` (N, dim) (numpy or torch, float16/32) for inner-product search.
 
-    ``kind`` is ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"``; ``params`` are the
+    ``kind`` is ``"flat"`` (exact), ``"ivf"``, ``"hnsw"`` or ``"hnsw_sq8"``; ``params`` are the
     kind's parameters (see the module docstring). Rows must be unit-norm
     (within 1e-2) unless ``check_norm=False``.
     """
@@ -252,9 +278,26 @@ def build_index(embeddings: Any, kind: str = "flat", *, check_norm: bool = True,
     else:
         m = int(p["m"])
         if m < 2:
-            raise VsekitError(f"hnsw index: m must be >= 2, got {m}")
-        index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = int(p["ef_construction"])
+            raise VsekitError(f"{kind} index: m must be >= 2, got {m}")
+        if int(p["ef_construction"]) < 1:
+            raise VsekitError(f"{kind} index: ef_construction must be >= 1, got {p['ef_construction']}")
+        if kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = int(p["ef_construction"])
+        else:
+            if not float(p["k_factor"]) >= 1:
+                raise VsekitError(f"hnsw_sq8 index: k_factor must be >= 1, got {p['k_factor']}")
+            train_size = int(p["train_size"] or min(n, SQ8_TRAIN_SIZE))
+            if not 1 <= train_size:
+                raise DataError(f"hnsw_sq8 index: train_size must be >= 1, got {train_size}")
+            train_size = min(train_size, n)
+            graph = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = int(p["ef_construction"])
+            index = faiss.IndexRefineFlat(graph)  # keeps a reference to graph (faiss's Python wrapper)
+            rows = emb if train_size >= n else \
+                emb[np.sort(np.random.default_rng(int(p["seed"])).choice(n, train_size, replace=False))]
+            index.train(rows)  # the quantizer's per-dimension ranges
+            p.update(train_size=train_size)
         index.add(emb)
     seconds = time.perf_counter() - t0
     out = FaissIndex(index, kind, p, {"build_seconds": seconds})
