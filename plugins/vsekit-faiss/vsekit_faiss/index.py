@@ -404,12 +404,8 @@ class BankIndex:
         return [self._hits(s, i) for s, i in zip(scores, ids)]
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Any]:
-        from vsekit.retrieval import Hit
-
-        texts, bank_ids = self.bank.texts, self.bank.ids
-        keep = ids >= 0
-        return [Hit(rank, float(s), int(i), bank_ids[i], texts[i] if texts is not None else None)
-                for rank, (s, i) in enumerate(zip(scores[keep], ids[keep]), 1)]
+        keep = ids >= 0  # faiss pads with -1 when fewer than k rows were reached
+        return self.bank._hits(scores[keep].tolist(), ids[keep].tolist())
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the index beside the bank (``NAME.KIND.faiss``), or at ``path``."""
