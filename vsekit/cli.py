@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,10 +62,11 @@ def run(ctx: click.Context, spec: Path, overrides: tuple[str, ...], out: Path | 
     Ctrl-C saves the training state and exits with status 130; --resume continues from it.
     """
     from vsekit import api
+    from vsekit.distributed import from_env
 
     _setup_logging(quiet, ctx.obj["debug"])
     results = api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)
-    if quiet and os.environ.get("RANK", "0") == "0":  # -q silences progress, not the result (rank 0 of torchrun)
+    if quiet and from_env().is_main:  # -q silences progress, not the result (printed by rank 0 under torchrun)
         from vsekit.evaluate import format_table
 
         if "mean" in results:

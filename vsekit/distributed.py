@@ -204,14 +204,7 @@ class _GatherRows(torch.autograd.Function):
 
 def gather_rows(x: torch.Tensor, sizes: Sequence[int], rank: int) -> torch.Tensor:
     """The rows of every rank, in rank order (rank r contributes ``sizes[r]`` rows); differentiable."""
-    if x.requires_grad:
-        return _GatherRows.apply(x, list(sizes), rank)
-    with torch.no_grad():
-        return _GatherRows.forward(_Ctx(), x, list(sizes), rank)
-
-
-class _Ctx:
-    """A stand-in autograd context for gathering tensors that need no gradient (e.g. image ids)."""
+    return _GatherRows.apply(x, list(sizes), rank)
 
 
 class GlobalBatchLoss(torch.nn.Module):

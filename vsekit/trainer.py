@@ -15,7 +15,6 @@ resumed run ends with the same weights and metrics as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -213,11 +212,11 @@ def make_optimizer(params: list[torch.nn.Parameter], spec: Spec) -> torch.optim.
     return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
 
 
-def autocast_for(spec: Spec, device: torch.device) -> contextlib.AbstractContextManager:
-    """The ``train.precision`` autocast context of the forward pass (a no-op for fp32)."""
+def autocast_for(spec: Spec, device: torch.device) -> torch.autocast | None:
+    """The ``train.precision`` autocast context of the forward pass (None for fp32)."""
     p = spec.train.precision
     if p == "fp32":
-        return contextlib.nullcontext()
+        return None
     return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 
@@ -466,15 +465,13 @@ def resolve_device(spec: Spec) -> torch.device:
     spec error, not a crash later."""
     name = spec.train.device
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if name == "auto":
-        pass  # whatever is here
-    elif device.type == "cuda":
+    if name != "auto" and device.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0 or (device.index is not None and device.index >= n):
             have = f"{n} CUDA device(s)" if n else "no CUDA device"
             raise SpecError(f"{spec.source or '<spec>'}: [train] device: {name!r} requested, but this machine has "
                             f"{have}; use 'auto' or 'cpu'")
-    elif device.type != "cpu":
+    elif name != "auto" and device.type != "cpu":
         backend = getattr(torch.backends, device.type, None)
         if backend is None or not getattr(backend, "is_available", lambda: False)():
             raise SpecError(f"{spec.source or '<spec>'}: [train] device: {name!r} is not available on this machine; "
@@ -537,7 +534,7 @@ def train(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, for
         mlog = _open_log(spec, out, spec_dict, point, prog, setup, data, d, quiet)
         try:
             forward: torch.nn.Module = distributed.GlobalBatchLoss(
-                setup.model, setup.loss_fn, d, None if t.precision == "fp32" else autocast_for(spec, device))
+                setup.model, setup.loss_fn, d, autocast_for(spec, device))
             if d.enabled:
                 forward = torch.nn.parallel.DistributedDataParallel(
                     forward, device_ids=[device.index] if device.type == "cuda" else None)
@@ -594,8 +591,7 @@ class _Setup:
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                                  data.train.dim_image, append_eos=spec.model.append_eos).to(device)
         loss_fn = spec.loss.build().to(device)
-        images = torch.from_numpy(data.train.images)
-        images = images.to(device, non_blocking=True) if device.type == "cpu" else images.pin_memory().to(device)
+        images = torch.from_numpy(data.train.images).to(device)  # copied once: the batches' features index it there
         params = list(model.parameters()) + list(loss_fn.parameters())
         scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         batches_per_epoch = len(epoch_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket, d))
@@ -822,7 +818,8 @@ class _Loop:
                            leave=False, unit="batch")
                 while p.pos < n:
                     i = p.pos
-                    idx, sizes = d.split(keep[batches[i]])
+                    global_idx = keep[batches[i]]
+                    idx, sizes = d.split(global_idx)  # this rank's share
                     lr = lr_at(spec, p.step, epoch, total_steps)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
@@ -835,7 +832,6 @@ class _Loop:
                     loss_value = train_step(self.model, self.loss_fn, self.optimizer, su.params, batch, images[ids],
                                             ids, t.grad_clip, step=p.step, epoch=epoch + i / n,
                                             forward=self.forward, sizes=sizes, scaler=su.scaler)
-                    idx = keep[batches[i]]  # the global batch, for the counts below
                     if not math.isfinite(loss_value):
                         bar.close()
                         saved = f"step {self.saved_step}" if self.saved_step else "no step yet"
@@ -845,7 +841,7 @@ class _Loop:
                             f"{self.out} holds the state of {saved})")
                     p.step += 1
                     p.pos += 1
-                    p.seen += len(idx)
+                    p.seen += len(global_idx)
                     p.loss_sum += loss_value
                     bar.update(1)
                     if p.step % t.disp_freq == 0:
