@@ -33,6 +33,7 @@ from cattrs.errors import (
 
 from vsekit import registry
 from vsekit.errors import RegistryError, SpecError
+from vsekit.metrics_core import TIE_RULES
 
 EMBEDDED_PREFIX = "vsekit:"
 
@@ -357,6 +358,9 @@ class EvalSpec:
     split: str = "test"
     metric: Component | None = None
     folds: int | None = attrs.field(default=None, validator=positive())
+    #: how the final table ranks ties: "pessimistic" (a tie counts against the query) or "reference" (the
+    #: reference's stable argsort order); dev-rsum model selection always uses "pessimistic"
+    ties: str = attrs.field(default="pessimistic", validator=one_of(*TIE_RULES))
 
 
 @attrs.frozen
@@ -399,6 +403,8 @@ class Spec:
         ev = {"split": self.eval.split}
         if self.eval.folds is not None:
             ev["folds"] = self.eval.folds
+        if self.eval.ties != "pessimistic":  # unset keys keep specs of earlier versions equal for --resume
+            ev["ties"] = self.eval.ties
         if self.eval.metric is not None:
             ev["metric"] = self.eval.metric.to_dict()
         out["eval"] = ev

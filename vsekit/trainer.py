@@ -38,10 +38,11 @@ from vsekit import checkpoint, distributed
 from vsekit.data.batching import CaptionStore, bucketed_batches
 from vsekit.data.readers import Split
 from vsekit.data.vocab import Vocab, encode_all
-from vsekit.errors import CheckpointError, DataError, SpecError, VsekitError
-from vsekit.evaluate import COLUMNS, evaluate_split, format_table
+from vsekit.errors import CheckpointError, DataError, ProtocolError, SpecError, VsekitError
+from vsekit.evaluate import COLUMNS, evaluate_split, format_table, scalar_metrics
 from vsekit.io import atomic_write_bytes, atomic_write_text
 from vsekit.lock import LOCK_NAME, RunLock, check_free
+from vsekit.metrics_core import check_folds
 from vsekit.model import JointModel
 from vsekit.provenance import collect
 from vsekit.spec import Spec, dumps_toml
@@ -84,9 +85,10 @@ def load_data(spec: Spec) -> RunData:
     for s in (valid, test):
         if s.dim_image != train.dim_image:
             raise DataError(f"{s.source}: {s.dim_image}-d image features, but the train split has {train.dim_image}-d")
-    if spec.eval.folds and test.n_images % spec.eval.folds:
-        raise SpecError(f"{where}: [eval] folds: {test.n_images} {spec.eval.split!r} images ({test.source}) do not "
-                        f"split into {spec.eval.folds} equal folds")
+    try:
+        check_folds(spec.eval.folds, test.n_images)
+    except ProtocolError as exc:
+        raise SpecError(f"{where}: [eval] {exc} ({spec.eval.split!r} split, {test.source})") from None
     return RunData(train, valid, test)
 
 
@@ -744,6 +746,7 @@ class _Loop:
         self.saved_step: int | None = prog.step if prog.step else None
         self.t_start = time.perf_counter()
         self.t_epoch = time.perf_counter() - prog.epoch_seconds
+        self.first_validation = d.is_main  # rank 0 logs the dev data's warnings, once
 
     def seconds(self) -> float:
         return self.prog.train_seconds + (time.perf_counter() - self.t_start)
@@ -781,10 +784,12 @@ class _Loop:
         """Evaluate on the validation split; True when it is a new best (the caller saves state, then best)."""
         p = self.prog
         self.model.eval()
-        m = evaluate_split(self.model, self.data.valid, self.metric)
+        # model selection always ranks ties against the query; the data warnings are logged once
+        m = evaluate_split(self.model, self.data.valid, self.metric, log_warnings=self.first_validation)
+        self.first_validation = False
         self.model.train()
         key = self.metric.selection_key
-        self.mlog.write("valid", p.step, epoch=epoch_f, **{k: v for k, v in m.items() if k != "folds"})
+        self.mlog.write("valid", p.step, epoch=epoch_f, **scalar_metrics(m))
         improved = m[key] > p.best["rsum"]
         if improved:
             p.best = {"rsum": m[key], "step": p.step, "epoch": epoch_f, "metrics": m}
@@ -895,8 +900,9 @@ def _finish(spec: Spec, out: Path, loop: _Loop, model: JointModel, metric: Any, 
     train_seconds = loop.seconds()
     best_model, _, _ = checkpoint.load(out / "best.json")
     best_model.to(loop.device)
-    test_metrics = evaluate_split(best_model, data.test, metric, folds=spec.eval.folds)
-    mlog.write("test", p.step, split=spec.eval.split, **{k: v for k, v in test_metrics.items() if k != "folds"})
+    test_metrics = evaluate_split(best_model, data.test, metric, folds=spec.eval.folds, ties=spec.eval.ties)
+    mlog.write("test", p.step, split=spec.eval.split, **scalar_metrics(test_metrics))
+    valid_metrics = p.best.get("metrics", {})
     results = {
         "name": spec.name,
         "seed": t.seed,
@@ -906,8 +912,9 @@ def _finish(spec: Spec, out: Path, loop: _Loop, model: JointModel, metric: Any, 
         "train_seconds": train_seconds,
         "train_captions": int(len(keep)),
         "skipped_over_maxlen_w": skipped,
-        "valid": {"split": t.valid_split, **p.best.get("metrics", {})},
+        "valid": {"split": t.valid_split, **valid_metrics},
         "test": {"split": spec.eval.split, **test_metrics},
+        "warnings": list(dict.fromkeys(valid_metrics.get("warnings", []) + test_metrics["warnings"])),
         "run_dir": str(out),
     }
     write_results(out, results)
