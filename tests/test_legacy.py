@@ -633,6 +633,33 @@ def test_the_real_limits_stop_a_blowup_quickly(tmp_path):
     assert time.perf_counter() - start < 30
 
 
+def test_damaged_pickles_give_one_checkpoint_error_line(tmp_path):
+    """Random damage to the pickles above: read, or refused with one CheckpointError line; nothing else escapes."""
+    import random
+
+    seeds = [*PY2_ORDERED_DICT.values(), *PY2_OPTIONS.values(), HAND_OPTIONS_P0, HAND_DICT_P0,
+             *(data for data, _ in HOSTILE.values())]
+    rng = random.Random(0)
+    path = tmp_path / "damaged.pkl"
+    outcomes = set()
+    for _ in range(300):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            j = rng.randrange(len(data))
+            if rng.random() < 0.5:
+                data[j] = rng.randrange(256)
+            else:
+                data.insert(j, rng.choice(b"()]}laspRcqhgIKSVUtu.0N\x85\n"))
+        path.write_bytes(bytes(data))
+        try:
+            legacy.read_pickle(path)
+            outcomes.add("read")
+        except CheckpointError as exc:
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc), str(exc)
+            outcomes.add(str(exc).split(": ")[1])
+    assert {"read", "refused", "not a readable pickle"} <= outcomes
+
+
 def test_cli_refuses_a_hostile_dictionary_in_one_line(tmp_path):
     from vsekit.cli import _add_plugin_commands, cli
 
