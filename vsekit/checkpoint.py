@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from vsekit import __version__
+from vsekit._version import __version__
 from vsekit.data.vocab import Vocab
 from vsekit.errors import CheckpointError, SpecError
 from vsekit.io import atomic_write, atomic_write_text, sha256_file

@@ -51,7 +51,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vsekit import __version__
+from vsekit._version import __version__
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write, atomic_write_text, sha256_file
 from vsekit.model import JointModel
