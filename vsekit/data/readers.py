@@ -1,7 +1,9 @@
 """Dataset readers: ``precomp`` (the reference's folder layout) and ``flickr8k`` (raw captions + features).
 
-A reader turns a split name into a :class:`Split`: tokenized captions, one
-feature row per image, and the caption -> image map. Readers refuse
+A reader turns a split name into a :class:`Split`: caption texts (strings,
+never token lists: the model's tokenizer splits them), one feature row per
+image, and the caption -> image map. Line files are read by
+:func:`vsekit.io.read_lines` (one rule for every line file). Readers refuse
 inconsistent data with a :class:`~vsekit.errors.DataError` naming the file.
 """
 
@@ -16,8 +18,8 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-from vsekit.data.tokenize import split_tokens, tokenize
 from vsekit.errors import DataError
+from vsekit.io import read_lines
 from vsekit.spec import EMBEDDED_PREFIX, component_field, path_field, positive
 
 log = logging.getLogger(__name__)
@@ -39,16 +41,22 @@ def embedded_path(value: str) -> Path:
 
 @attrs.define
 class Split:
-    """One split: captions (token lists), image features (one row per image), caption -> image map."""
+    """One split: caption texts, image features (one row per image), caption -> image map.
+
+    ``captions`` are strings (never token lists); ``tokenizer`` is the
+    tokenizer the reader's text is written for, used when ``[model]
+    tokenizer`` names none.
+    """
 
     name: str
-    captions: list[list[str]]
+    captions: list[str]
     images: np.ndarray
     cap2img: np.ndarray
     image_ids: list[str] | None = None
     files: list[Path] = attrs.Factory(list)
     report: dict[str, Any] = attrs.Factory(dict)
     source: str = ""
+    tokenizer: str = "regex"
 
     def __attrs_post_init__(self) -> None:
         self.images = np.ascontiguousarray(self.images, dtype=np.float32)
@@ -58,6 +66,10 @@ class Split:
             raise DataError(f"{where}: expected a non-empty 2-D feature array, got shape {self.images.shape}")
         if len(self.captions) == 0:
             raise DataError(f"{where}: no captions")
+        bad_text = next((i for i, c in enumerate(self.captions) if not isinstance(c, str)), None)
+        if bad_text is not None:
+            raise DataError(f"{where}: caption {bad_text} is a {type(self.captions[bad_text]).__name__}, expected text "
+                            f"(a reader returns caption strings; the model's tokenizer splits them)")
         if len(self.cap2img) != len(self.captions):
             raise DataError(f"{where}: {len(self.captions)} captions but {len(self.cap2img)} caption->image entries")
         if self.cap2img.min() < 0 or self.cap2img.max() >= len(self.images):
@@ -80,7 +92,7 @@ class Split:
         keep = self.cap2img < n_images
         return Split(self.name, [c for c, k in zip(self.captions, keep) if k], self.images[:n_images],
                      self.cap2img[keep], self.image_ids[:n_images] if self.image_ids else None,
-                     list(self.files), dict(self.report), self.source)
+                     list(self.files), dict(self.report), self.source, self.tokenizer)
 
 
 class DatasetReader:
@@ -91,6 +103,8 @@ class DatasetReader:
         pass
 
     splits: ClassVar[tuple[str, ...]] = ("train", "dev", "test")
+    #: the tokenizer this reader's text is written for (the model's when ``[model] tokenizer`` names none)
+    tokenizer: ClassVar[str] = "regex"
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -110,20 +124,6 @@ class DatasetReader:
 # precomp
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first caption
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = text.splitlines()
-    if not lines:
-        raise DataError(f"{path}: empty file")
-    return lines
-
-
 def _load_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
@@ -141,6 +141,9 @@ def _load_npy(path: Path) -> np.ndarray:
 class PrecompReader(DatasetReader):
     """The reference layout: ``[NAME_]SPLIT_caps.txt`` + ``[NAME_]SPLIT_ims.npy`` in one folder.
 
+    The caption files hold pre-tokenized text, so the default tokenizer is
+    ``lower_split`` (whitespace, lowercased).
+
     The feature file holds one row per image (captions 5i..5i+4 belong to
     image i) or one row per caption (each image row repeated 5 times, as the
     reference's files are); which one is detected from the counts.
@@ -151,6 +154,8 @@ class PrecompReader(DatasetReader):
         dir: str = path_field(validator=attrs.validators.instance_of(str))
         name: str | None = None
         caps_per_image: int = attrs.field(default=5, validator=positive())
+
+    tokenizer: ClassVar[str] = "lower_split"
 
     def _root(self) -> Path:
         return embedded_path(self.config.dir)
@@ -179,13 +184,7 @@ class PrecompReader(DatasetReader):
         if not root.is_dir():
             raise DataError(f"{root}: no such dataset folder")
         caps_path, ims_path = self.paths(split)
-        lines = _read_lines(caps_path)
-        captions = []
-        for i, line in enumerate(lines, 1):
-            tokens = split_tokens(line)
-            if not tokens:
-                raise DataError(f"{caps_path}: line {i} is an empty caption")
-            captions.append(tokens)
+        captions = read_lines(caps_path, "caption")
         feats = _load_npy(ims_path)
         k = self.config.caps_per_image
         n_caps, n_rows = len(captions), len(feats)
@@ -208,7 +207,7 @@ class PrecompReader(DatasetReader):
             )
         cap2img = np.arange(n_caps, dtype=np.int64) // k
         return Split(split, captions, images, cap2img, files=[caps_path, ims_path],
-                     report={"layout": layout}, source=str(ims_path))
+                     report={"layout": layout}, source=str(ims_path), tokenizer=self.tokenizer)
 
 
 # --------------------------------------------------------------------------
@@ -218,7 +217,7 @@ class PrecompReader(DatasetReader):
 class Flickr8kReader(DatasetReader):
     """Flickr8K as released: ``captions.txt`` (CSV ``image,caption``) and ``splits/{train,dev,test}.txt``.
 
-    Captions are lowercased and tokenized with ``\\w+|'\\w+|[^\\w\\s]``. Image
+    Captions are raw text (the default tokenizer is ``regex``). Image
     features come from an image feature extractor (``features``), e.g.
     ``{type = "precomputed", dir = ".../flickr8k-effnet-lite0"}``. Images
     without features or with fewer than ``caps_per_image`` captions are
@@ -271,27 +270,25 @@ class Flickr8kReader(DatasetReader):
         return self._extractor
 
     def captions_by_image(self) -> OrderedDict[str, list[str]]:
+        """Caption texts by image name, in file order. Each CSV row is one line (:func:`vsekit.io.read_lines`'s
+        rule); a row with an empty image name or caption is refused with its line number."""
         if self._captions is None:
             path = self.root / self.config.captions_file
-            try:
-                fh = open(path, encoding="utf-8-sig", newline="")
-            except FileNotFoundError:
-                raise DataError(f"{path}: no such file") from None
+            lines = read_lines(path, "CSV row")
+            header = next(csv.reader(lines[:1]))
+            if [h.strip().lower() for h in header[:2]] != ["image", "caption"]:
+                raise DataError(f"{path}: expected a CSV header 'image,caption', got {','.join(header)!r}")
             by_image: OrderedDict[str, list[str]] = OrderedDict()
-            with fh:
-                try:
-                    reader = csv.reader(fh)
-                    header = next(reader, None)
-                    if header is None:
-                        raise DataError(f"{path}: empty file")
-                    if [h.strip().lower() for h in header[:2]] != ["image", "caption"]:
-                        raise DataError(f"{path}: expected a CSV header 'image,caption', got {','.join(header)!r}")
-                    for lineno, row in enumerate(reader, 2):
-                        if len(row) != 2:
-                            raise DataError(f"{path}: line {lineno}: expected 2 CSV fields, got {len(row)}")
-                        by_image.setdefault(row[0].strip(), []).append(row[1])
-                except UnicodeDecodeError as exc:
-                    raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+            for lineno, line in enumerate(lines[1:], 2):
+                row = next(csv.reader([line]), [])
+                if len(row) != 2:
+                    raise DataError(f"{path}: line {lineno}: expected 2 CSV fields, got {len(row)}")
+                name, text = row[0].strip(), row[1]
+                if not name:
+                    raise DataError(f"{path}: line {lineno}: empty image name")
+                if not text.strip():
+                    raise DataError(f"{path}: line {lineno}: empty caption for {name!r}")
+                by_image.setdefault(name, []).append(text)
             if not by_image:
                 raise DataError(f"{path}: no captions")
             self._captions = by_image
@@ -301,7 +298,7 @@ class Flickr8kReader(DatasetReader):
         if split not in self.splits:
             raise self._unknown_split(split)
         split_path = self.root / self.config.splits_dir / f"{split}.txt"
-        names = [n.strip() for n in _read_lines(split_path) if n.strip()]
+        names = [n.strip() for n in read_lines(split_path, "image name")]
         dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
         if dupes:
             raise DataError(f"{split_path}: duplicate image ids, e.g. {dupes[0]!r}")
@@ -333,13 +330,9 @@ class Flickr8kReader(DatasetReader):
         kept = [n for n, ok in zip(keep, result.ok) if ok]
         if not kept:
             raise DataError(f"{split_path}: no image of split {split!r} has both {k} captions and features")
-        captions = []
-        for name in kept:
-            for text in caps[name][:k]:
-                tokens = tokenize(text)
-                captions.append(tokens if tokens else ["<unk>"])
+        captions = [text for name in kept for text in caps[name][:k]]
         cap2img = np.repeat(np.arange(len(kept), dtype=np.int64), k)
         report["images"] = len(kept)
         return Split(split, captions, result.features, cap2img, image_ids=kept,
                      files=[self.root / self.config.captions_file, split_path] + list(result.files),
-                     report=report, source=str(split_path))
+                     report=report, source=str(split_path), tokenizer=self.tokenizer)
