@@ -131,10 +131,10 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         train = reader.read("train")
-        vocab = Vocab.build(tokenize_all(train.captions, train.tokenizer))
+        vocab = Vocab.build(tokenize_all(train.captions, "regex"))
         senc = build_component("sentence_encoder", {"type": "gru", "dim_word": args.dim_word}, "bench", args.data)
         ienc = build_component("image_encoder", {"type": "linear"}, "bench", args.data)
-        model = JointModel.build(senc, ienc, vocab, args.dim, test.dim_image, tokenizer=train.tokenizer)
+        model = JointModel.build(senc, ienc, vocab, args.dim, test.dim_image, tokenizer="regex")
         source = f"fresh gru dim {args.dim}, dim_word {args.dim_word}, train vocabulary of {len(vocab)} words"
     model.eval()
     captions, strings, images = model.tokens(test.captions), list(test.captions), test.images

@@ -126,7 +126,7 @@ def test_precomp_row_per_image(tmp_path, feats):
     assert s.n_images == 3 and len(s.captions) == 15
     np.testing.assert_array_equal(s.images, feats)
     assert s.cap2img.tolist() == [i // 5 for i in range(15)]
-    assert s.captions[7] == "caption number 7 here" and s.tokenizer == "lower_split"
+    assert s.captions[7] == "caption number 7 here"
     assert s.report["layout"] == "row-per-image"
     assert set(s.files) == {tmp_path / "test_caps.txt", tmp_path / "test_ims.npy"}
 
@@ -341,7 +341,7 @@ def test_flickr8k_reader_keeps_and_reports(fake_flickr, caplog):
     np.testing.assert_array_equal(s.images, np.stack([feats["b.jpg"], feats["a.jpg"]]))
     assert s.cap2img.tolist() == [0] * 5 + [1] * 5
     # quoted commas survive the CSV; the text is kept as written (the model's tokenizer splits it)
-    assert s.captions[0] == 'A dog, "b" number 0, runs.' and s.tokenizer == "regex"
+    assert s.captions[0] == 'A dog, "b" number 0, runs.'
     assert s.captions[5] == 'A dog, "a" number 0, runs.'
     assert s.report["fewer_than_5_captions"] == ["c.jpg"]
     assert s.report["without_features"] == ["d.jpg"]
@@ -416,7 +416,7 @@ def test_flickr8k_real_test_split(shared_data):
     assert s.image_ids == (feats_dir / "test_ids.txt").read_text().split()
     ref = np.load(feats_dir / "test_ims.npy")
     np.testing.assert_array_equal(s.images, ref.astype(np.float32))
-    # the reference captions were made with the regex tokenizer (the flickr8k reader's default)
+    # the reference captions were made with the regex tokenizer (the default)
     assert [tokenize(c) for c in s.captions] == [line.split() for line in
                                                 (feats_dir / "test_caps.txt").read_text().splitlines()]
     assert s.report.get("images") == 1000 and "without_features" not in s.report

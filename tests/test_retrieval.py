@@ -331,7 +331,7 @@ def test_cli_image_query_uses_the_extractor(tiny_run, tmp_path, test_split):
 
 def test_cli_encode(tiny_run, tiny, tmp_path):
     caps = tmp_path / "caps.txt"
-    caps.write_text("a dog runs on the beach\n\ntwo men play football\n")
+    caps.write_text("a dog runs on the beach\ntwo men play football\n\n")  # a trailing blank line is no record
     res = invoke("encode", tiny_run, "--captions", caps, "-o", tmp_path / "caps.npy")
     assert res.exit_code == 0, res.output
     emb = np.load(tmp_path / "caps.npy")

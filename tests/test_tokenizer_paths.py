@@ -112,9 +112,9 @@ def expected_tokens(tokenizer: str) -> list[list[str]]:
 
 # reader, [model] tokenizer (None: unset), the tokenizer expected to be used
 CASES = [
-    ("precomp", None, "lower_split"),
+    ("precomp", None, "regex"),
     ("flickr8k", None, "regex"),
-    ("precomp", "regex", "regex"),
+    ("precomp", "lower_split", "lower_split"),
     ("flickr8k", "split", "split"),
 ]
 
@@ -127,7 +127,8 @@ def test_one_tokenizer_on_every_path(tmp_path, reader, named, used):
     if named is not None:
         raw["model"]["tokenizer"] = named
     spec = spec_mod.from_dict(raw, source="t.toml")
-    assert spec_mod.from_dict(spec.to_dict()).model.tokenizer == named  # the spec round-trips the field
+    assert spec_mod.from_dict(spec.to_dict()).model.tokenizer == used  # the spec round-trips the field
+    assert ("tokenizer" in spec.to_dict()["model"]) == (used != "regex")  # the default is left out, as before
     run_data = trainer.load_data(spec)
     torch.manual_seed(0)
     setup = trainer._Setup.build(spec, run_data, torch.device("cpu"), distributed.Dist())
@@ -208,11 +209,11 @@ def test_checkpoint_tokenizer_field(tmp_path):
     one is refused naming the file."""
     from vsekit.testing import tiny_spec
 
-    spec = spec_mod.from_dict(tiny_spec(model={"dim": 8, "sentence_encoder": {"type": "bow"}}))
+    spec = spec_mod.from_dict(tiny_spec(model={"dim": 8, "sentence_encoder": {"type": "bow"}, "tokenizer": "split"}))
     data = trainer.load_data(spec)
     setup = trainer._Setup.build(spec, data, torch.device("cpu"), distributed.Dist())
     path = checkpoint.save(tmp_path, "m", setup.model, spec.to_dict())
-    assert setup.model.tokenizer == "lower_split"  # precomp's default
+    assert checkpoint.load(path)[0].tokenizer == "split"
     meta = json.loads(path.read_text())
     del meta["tokenizer"]
     path.write_text(json.dumps(meta))

@@ -100,7 +100,7 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     problems = []
     reader = s.data.build()
     problems += [f"[data] {p}" for p in reader.check()]
-    if s.model.tokenizer is not None and (problem := tokenizer_problem(s.model.tokenizer)):
+    if problem := tokenizer_problem(s.model.tokenizer):
         problems.append(f"[model] tokenizer: {problem}")
     for where, name in (("[train] valid_split", s.train.valid_split), ("[eval] split", s.eval.split)):
         if name not in reader.splits:

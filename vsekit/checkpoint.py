@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vsekit import __version__
-from vsekit.data.tokenize import LEGACY_DEFAULT, tokenizer_problem
+from vsekit.data.tokenize import DEFAULT, tokenizer_problem
 from vsekit.data.vocab import Vocab
 from vsekit.errors import CheckpointError, SpecError
 from vsekit.io import atomic_write, atomic_write_text, sha256_file
@@ -191,7 +191,7 @@ def load(path: str | Path, map_location: str = "cpu") -> tuple[JointModel, dict[
     except spec_mod._SpecProblems as exc:
         raise SpecError("\n".join(f"{meta_path}: [{p}] {m}" for p, m in exc.problems)) from None
     vocab = Vocab(meta["vocab"])
-    tokenizer = meta.get("tokenizer", LEGACY_DEFAULT)  # every checkpoint so far records it; older ones used regex
+    tokenizer = meta.get("tokenizer", DEFAULT)  # every checkpoint so far records it; older ones used regex
     if problem := tokenizer_problem(tokenizer):
         raise CheckpointError(f"{meta_path}: tokenizer: {problem}")
     model = JointModel.build(senc, ienc, vocab, int(meta["dim"]), int(meta["dim_image"]),

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsekit.data.batching import TextBatch
-from vsekit.data.tokenize import LEGACY_DEFAULT, get_tokenizer, tokenize_all
+from vsekit.data.tokenize import DEFAULT, get_tokenizer, tokenize_all
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.spec import Component
 
@@ -38,7 +38,7 @@ class JointModel(nn.Module):
     """
 
     def __init__(self, sentence_encoder: nn.Module, image_encoder: nn.Module, vocab: Vocab,
-                 *, append_eos: bool = False, n_words: int | None = None, tokenizer: str = LEGACY_DEFAULT) -> None:
+                 *, append_eos: bool = False, n_words: int | None = None, tokenizer: str = DEFAULT) -> None:
         super().__init__()
         self.sentence_encoder = sentence_encoder
         self.image_encoder = image_encoder

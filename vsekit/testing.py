@@ -116,7 +116,7 @@ def tiny_batch(n: int = 6, split: str = "dev", with_texts: bool = True) -> tuple
     from vsekit.data.vocab import Vocab, encode_all
 
     s = tiny_split(split, n_images=max(1, (n + 4) // 5))
-    captions = tokenize_all(s.captions[:n], s.tokenizer)
+    captions = tokenize_all(s.captions[:n], "regex")
     vocab = Vocab.build(captions)
     flat, lengths = encode_all(vocab, captions)
     store = CaptionStore(flat, lengths, captions)

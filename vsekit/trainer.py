@@ -580,7 +580,7 @@ class _Setup:
         if t.threads:
             torch.set_num_threads(t.threads)
         rng = seed_everything(t.seed)
-        tokenizer = spec.model.tokenizer or data.train.tokenizer  # unset: the one the reader's text is written for
+        tokenizer = spec.model.tokenizer
         if problem := tokenizer_problem(tokenizer):
             raise SpecError(f"{spec.source or '<spec>'}: [model] tokenizer: {problem}")
         tokens = tokenize_all(data.train.captions, tokenizer)  # the same calls as JointModel.token_ids

@@ -41,12 +41,8 @@ def embedded_path(value: str) -> Path:
 
 @attrs.define
 class Split:
-    """One split: caption texts, image features (one row per image), caption -> image map.
-
-    ``captions`` are strings (never token lists); ``tokenizer`` is the
-    tokenizer the reader's text is written for, used when ``[model]
-    tokenizer`` names none.
-    """
+    """One split: caption texts (strings, never token lists), image features (one row per image),
+    caption -> image map."""
 
     name: str
     captions: list[str]
@@ -56,7 +52,6 @@ class Split:
     files: list[Path] = attrs.Factory(list)
     report: dict[str, Any] = attrs.Factory(dict)
     source: str = ""
-    tokenizer: str = "regex"
 
     def __attrs_post_init__(self) -> None:
         self.images = np.ascontiguousarray(self.images, dtype=np.float32)
@@ -92,7 +87,7 @@ class Split:
         keep = self.cap2img < n_images
         return Split(self.name, [c for c, k in zip(self.captions, keep) if k], self.images[:n_images],
                      self.cap2img[keep], self.image_ids[:n_images] if self.image_ids else None,
-                     list(self.files), dict(self.report), self.source, self.tokenizer)
+                     list(self.files), dict(self.report), self.source)
 
 
 class DatasetReader:
@@ -103,8 +98,6 @@ class DatasetReader:
         pass
 
     splits: ClassVar[tuple[str, ...]] = ("train", "dev", "test")
-    #: the tokenizer this reader's text is written for (the model's when ``[model] tokenizer`` names none)
-    tokenizer: ClassVar[str] = "regex"
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -141,9 +134,6 @@ def _load_npy(path: Path) -> np.ndarray:
 class PrecompReader(DatasetReader):
     """The reference layout: ``[NAME_]SPLIT_caps.txt`` + ``[NAME_]SPLIT_ims.npy`` in one folder.
 
-    The caption files hold pre-tokenized text, so the default tokenizer is
-    ``lower_split`` (whitespace, lowercased).
-
     The feature file holds one row per image (captions 5i..5i+4 belong to
     image i) or one row per caption (each image row repeated 5 times, as the
     reference's files are); which one is detected from the counts.
@@ -154,8 +144,6 @@ class PrecompReader(DatasetReader):
         dir: str = path_field(validator=attrs.validators.instance_of(str))
         name: str | None = None
         caps_per_image: int = attrs.field(default=5, validator=positive())
-
-    tokenizer: ClassVar[str] = "lower_split"
 
     def _root(self) -> Path:
         return embedded_path(self.config.dir)
@@ -207,7 +195,7 @@ class PrecompReader(DatasetReader):
             )
         cap2img = np.arange(n_caps, dtype=np.int64) // k
         return Split(split, captions, images, cap2img, files=[caps_path, ims_path],
-                     report={"layout": layout}, source=str(ims_path), tokenizer=self.tokenizer)
+                     report={"layout": layout}, source=str(ims_path))
 
 
 # --------------------------------------------------------------------------
@@ -217,7 +205,7 @@ class PrecompReader(DatasetReader):
 class Flickr8kReader(DatasetReader):
     """Flickr8K as released: ``captions.txt`` (CSV ``image,caption``) and ``splits/{train,dev,test}.txt``.
 
-    Captions are raw text (the default tokenizer is ``regex``). Image
+    Captions are kept as written (the model's tokenizer splits them). Image
     features come from an image feature extractor (``features``), e.g.
     ``{type = "precomputed", dir = ".../flickr8k-effnet-lite0"}``. Images
     without features or with fewer than ``caps_per_image`` captions are
@@ -335,4 +323,4 @@ class Flickr8kReader(DatasetReader):
         report["images"] = len(kept)
         return Split(split, captions, result.features, cap2img, image_ids=kept,
                      files=[self.root / self.config.captions_file, split_path] + list(result.files),
-                     report=report, source=str(split_path), tokenizer=self.tokenizer)
+                     report=report, source=str(split_path))

@@ -4,11 +4,15 @@ Readers return text; a model's tokenizer (``[model] tokenizer``, recorded in
 its checkpoint) turns it into tokens in training, evaluation, encoding, bank
 building and retrieval alike.
 
-- ``regex``: lowercase, then ``\\w+|'\\w+|[^\\w\\s]`` -- the tokenization of the
-  reference EfficientNet-Lite0 feature release (``the dog's mouth`` -> ``the
-  dog 's mouth``); for raw caption text (the ``flickr8k`` reader's default).
+- ``regex`` (the default): lowercase, then ``\\w+|'\\w+|[^\\w\\s]`` -- the
+  tokenization of the reference EfficientNet-Lite0 feature release (``the
+  dog's mouth`` -> ``the dog 's mouth``). It reads raw text and gives its
+  own output back unchanged, so it suits raw captions, a query typed as
+  plain text, and precomp files it tokenized (on the embedded f8k_mini and
+  the Flickr8K EfficientNet-Lite0 release it gives exactly their
+  whitespace tokens).
 - ``lower_split``: lowercase, then split on whitespace; for pre-tokenized
-  caption files (the ``precomp`` reader's default).
+  files whose tokens ``regex`` would cut further (``do n't``, ``t-shirt``).
 - ``split``: ``str.split()`` as is; what the reference code did (imported
   reference models).
 """
@@ -44,8 +48,9 @@ TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
     "lower_split": lower_split_tokens,
     "split": split_tokens,
 }
-#: what a checkpoint that records no tokenizer was trained and encoded with
-LEGACY_DEFAULT = "regex"
+#: the tokenizer when ``[model] tokenizer`` is unset, and of a checkpoint that records none (``ModelSpec``
+#: spells the same name)
+DEFAULT = "regex"
 
 
 def tokenizer_problem(name: object) -> str | None:
