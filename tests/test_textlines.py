@@ -97,8 +97,11 @@ def flickr(tmp_path):
         (root / "splits" / f"{split}.txt").write_text("a.jpg\nb.jpg\n")
     np.save(root / "feats" / "all_ims.npy", np.eye(2, 3, dtype=np.float32))
     (root / "feats" / "all_ids.txt").write_text("a.jpg\nb.jpg\n")
-    feats = lambda: PrecomputedFeatures(PrecomputedFeatures.Config(dir=str(root / "feats")))  # noqa: E731
-    return root, lambda: Flickr8kReader(Flickr8kReader.Config(root=str(root), features=_Built(feats())))
+    def reader() -> Flickr8kReader:  # a new extractor each time: it caches the ids file it read
+        feats = PrecomputedFeatures(PrecomputedFeatures.Config(dir=str(root / "feats")))
+        return Flickr8kReader(Flickr8kReader.Config(root=str(root), features=_Built(feats)))
+
+    return root, reader
 
 
 class _Built:
@@ -112,7 +115,7 @@ class _Built:
 
 
 def test_flickr8k_trailing_blank_line_no_longer_refuses(flickr):
-    root, reader = flickr
+    _, reader = flickr
     s = reader().read("test")
     assert s.image_ids == ["a.jpg", "b.jpg"] and s.captions[6] == "caption 1 of b"
 
@@ -235,6 +238,8 @@ def test_empty_or_unknown_query_says_so(run_dir, tmp_path):
     assert "query text '  ;; '" in err
     err = one_error_line(invoke("retrieve", run, "--text", "zzqx qqzx"))
     assert "none of its words is in the model's vocabulary" in err
+    err = one_error_line(invoke("retrieve", run, "--text", "a dog", "--plus", "zzqx"))
+    assert "--minus/--plus word 'zzqx': none of its words" in err
     res = invoke("retrieve", run, "--text", "a dog zzqx", "-k", 1, "--json")
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.stdout)["results"]) == 1

@@ -20,7 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from vsekit import checkpoint, distributed, retrieval, spec as spec_mod, trainer
+from vsekit import checkpoint, distributed, retrieval, trainer
+from vsekit import spec as spec_mod
 from vsekit.data.tokenize import TOKENIZERS, get_tokenizer
 from vsekit.errors import CheckpointError, SpecError
 from vsekit.evaluate import _token_budget_batches, encode_sentences, evaluate_split
