@@ -223,3 +223,11 @@ def test_checkpoint_tokenizer_field(tmp_path):
     path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"m.json: tokenizer: unknown tokenizer 'spilt': did you mean 'split'"):
         checkpoint.load(path)
+
+
+def test_a_reader_returning_token_lists_is_refused():
+    from vsekit.data.readers import Split
+    from vsekit.errors import DataError
+
+    with pytest.raises(DataError, match=r"x: caption 1 is a list, expected text"):
+        Split("x", ["a dog", ["a", "dog"]], np.ones((1, 2), np.float32), np.zeros(2, np.int64), source="x")
