@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 from vsekit import checkpoint, spec as spec_mod
 from vsekit.data.readers import DatasetReader, Split
+from vsekit.data.tokenize import tokenizer_problem
 from vsekit.errors import DataError
 from vsekit.model import JointModel
 
@@ -131,6 +132,8 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     problems = []
     reader = s.data.build()
     problems += [f"[data] {p}" for p in reader.check()]
+    if problem := tokenizer_problem(s.model.tokenizer):
+        problems.append(f"[model] tokenizer: {problem}")
     for where, name in (("[train] valid_split", s.train.valid_split), ("[eval] split", s.eval.split)):
         if name not in reader.splits:
             problems.append(f"{where}: unknown split {name!r} — known: {', '.join(reader.splits)}")

@@ -11,8 +11,6 @@ from tqdm.auto import tqdm
 
 from vsekit.data.batching import collate
 from vsekit.data.readers import Split
-from vsekit.data.tokenize import TOKENIZERS
-from vsekit.data.vocab import encode_all
 from vsekit.metrics_core import check_folds, check_ties, input_warnings
 from vsekit.model import JointModel
 
@@ -32,28 +30,34 @@ def _device(model: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def encode_sentences(model: JointModel, sentences: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 512,
                      verbose: bool = False) -> np.ndarray:
-    """Unit-norm embeddings (N, dim) of captions: strings are tokenized, token lists are used as given."""
+    """Unit-norm float32 embeddings (N, dim) of N captions, row i for caption i.
+
+    Each caption goes through the model's own tokenizer (``model.tokenizer``,
+    :meth:`JointModel.token_ids`), as in training and evaluation; a token list
+    is joined with spaces first. A caption with no tokens is encoded as an
+    empty sequence (its row is what the encoder gives for no words).
+    Raises :class:`~vsekit.errors.DataError` when given one string instead of a list.
+    """
     if isinstance(sentences, str):  # would otherwise be encoded one character per caption
         from vsekit.errors import DataError
 
         raise DataError(f"encode_sentences: expected a list of captions, got one string; pass [{sentences!r}]")
-    tok = TOKENIZERS.get(model.tokenizer, TOKENIZERS["regex"])
-    captions = [tok(s) if isinstance(s, str) else list(s) for s in sentences]
-    n = len(captions)
+    needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
+    captions = model.tokens(sentences) if needs_texts else None
+    n = len(sentences)
     out = np.zeros((n, model.dim), dtype=np.float32)
     if n == 0:
         return out
-    flat, lengths = encode_all(model.vocab, captions, append_eos=model.append_eos, n_words=model.n_words)
+    flat, lengths = model.token_ids(sentences)
     lengths_safe = np.maximum(lengths, 1)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     order = np.argsort(-lengths_safe, kind="stable")  # similar lengths together: little padding
     was_training = model.training
     model.eval()
     device = _device(model)
-    needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
     for idx in tqdm(_token_budget_batches(lengths_safe[order], order, batch_size), desc="encode captions",
                     disable=not verbose, leave=False):
-        batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if needs_texts else None)
+        batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if captions is not None else None)
         batch = type(batch)(batch.tokens, batch.lengths.clamp(min=1), batch.texts).to(device)
         out[idx] = model.encode_text(batch).float().cpu().numpy()
     model.train(was_training)

@@ -290,7 +290,7 @@ def write_report(run: str | Path, out: str | Path | None = None, *, split: str =
     ims = encode_images(model, data.images)
     caps = encode_sentences(model, data.captions)
     cap2img = data.cap2img
-    texts = [" ".join(c) for c in data.captions]
+    texts = list(data.captions)
     picks = np.unique(np.linspace(0, data.n_images - 1, num=min(n, data.n_images)).round().astype(int))
     ranks_i2t, ranks_t2i = ranks_both(ims, caps, cap2img)  # the metrics' own ranks (ties against the query)
     queries: list[Query] = []

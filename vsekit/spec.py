@@ -311,6 +311,9 @@ class ModelSpec:
     dim: int = attrs.field(default=1024, validator=positive())
     #: feed one ``<eos>`` step after every caption, in training and at encode time (the reference did)
     append_eos: bool = False
+    #: the name of a tokenizer in ``vsekit.data.tokenize.TOKENIZERS`` (checked by ``vsekit validate`` and when
+    #: the model is built): it turns caption text into tokens in training, evaluation, encoding and retrieval
+    tokenizer: str = "regex"
     sentence_encoder: Component | None = None
     image_encoder: Component | None = None
 
@@ -393,6 +396,8 @@ class Spec:
         model: dict[str, Any] = {"dim": self.model.dim}
         if self.model.append_eos:
             model["append_eos"] = True
+        if self.model.tokenizer != "regex":  # the default is left out: run folders written before it stay equal
+            model["tokenizer"] = self.model.tokenizer
         if self.model.sentence_encoder is not None:
             model["sentence_encoder"] = self.model.sentence_encoder.to_dict()
         if self.model.image_encoder is not None:

@@ -69,7 +69,7 @@ def tiny_dataset(dest: str | Path, train: int = 40, dev: int = 20, test: int = 2
     dest.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", train), ("dev", dev), ("test", test)):
         s = tiny_split(split, n)
-        (dest / f"{split}_caps.txt").write_text("".join(" ".join(c) + "\n" for c in s.captions), encoding="utf-8")
+        (dest / f"{split}_caps.txt").write_text("".join(c + "\n" for c in s.captions), encoding="utf-8")
         np.save(dest / f"{split}_ims.npy", s.images)
     return dest
 
@@ -112,10 +112,11 @@ def tiny_spec(*, sentence_encoder: dict[str, Any] | None = None, image_encoder: 
 def tiny_batch(n: int = 6, split: str = "dev", with_texts: bool = True) -> tuple[Any, Any]:
     """(TextBatch, Vocab): ``n`` real captions of ``vsekit:f8k_mini``, padded, with their token lists."""
     from vsekit.data.batching import CaptionStore
+    from vsekit.data.tokenize import tokenize_all
     from vsekit.data.vocab import Vocab, encode_all
 
     s = tiny_split(split, n_images=max(1, (n + 4) // 5))
-    captions = s.captions[:n]
+    captions = tokenize_all(s.captions[:n], "regex")
     vocab = Vocab.build(captions)
     flat, lengths = encode_all(vocab, captions)
     store = CaptionStore(flat, lengths, captions)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from vsekit import checkpoint, distributed
 from vsekit.data.batching import CaptionStore, bucketed_batches
 from vsekit.data.readers import Split
+from vsekit.data.tokenize import tokenize_all, tokenizer_problem
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import CheckpointError, DataError, ProtocolError, SpecError, VsekitError
 from vsekit.evaluate import COLUMNS, evaluate_split, format_table, scalar_metrics
@@ -581,8 +582,12 @@ class _Setup:
         if t.threads:
             torch.set_num_threads(t.threads)
         rng = seed_everything(t.seed)
-        vocab = Vocab.build(data.train.captions, spec.vocab.min_count, spec.vocab.max_size)
-        flat, lengths = encode_all(vocab, data.train.captions, append_eos=spec.model.append_eos)
+        tokenizer = spec.model.tokenizer
+        if problem := tokenizer_problem(tokenizer):
+            raise SpecError(f"{spec.source or '<spec>'}: [model] tokenizer: {problem}")
+        tokens = tokenize_all(data.train.captions, tokenizer)  # the same calls as JointModel.token_ids
+        vocab = Vocab.build(tokens, spec.vocab.min_count, spec.vocab.max_size)
+        flat, lengths = encode_all(vocab, tokens, append_eos=spec.model.append_eos)
         keep = np.flatnonzero(lengths <= t.maxlen_w)
         skipped = int(len(lengths) - len(keep))
         if len(keep) < 2:
@@ -591,7 +596,8 @@ class _Setup:
         files = [f for s in (data.train, data.valid, data.test) for f in s.files]
         prov = collect(files, spec.source)
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
-                                 data.train.dim_image, append_eos=spec.model.append_eos).to(device)
+                                 data.train.dim_image, append_eos=spec.model.append_eos,
+                                 tokenizer=tokenizer).to(device)
         loss_fn = spec.loss.build().to(device)
         images = torch.from_numpy(data.train.images).to(device)  # copied once: the batches' features index it there
         params = list(model.parameters()) + list(loss_fn.parameters())
@@ -599,7 +605,7 @@ class _Setup:
         batches_per_epoch = len(epoch_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket, d))
         return cls(rng=rng, vocab=vocab, lengths=lengths, keep=keep, skipped=skipped, prov=prov, model=model,
                    loss_fn=loss_fn, metric=spec.eval.metric.build(),
-                   store=CaptionStore(flat, lengths, data.train.captions),
+                   store=CaptionStore(flat, lengths, tokens),
                    needs_texts=getattr(model.sentence_encoder, "needs_texts", False), images=images,
                    cap2img=torch.from_numpy(data.train.cap2img), params=params,
                    optimizer=make_optimizer(params, spec), scaler=scaler, batches_per_epoch=batches_per_epoch,
