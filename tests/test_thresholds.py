@@ -68,11 +68,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED))
-def test_pass_marks_were_measured_on_the_specs_the_configurations_build_now(name, tmp_path):
+def test_pass_marks_were_measured_on_the_specs_the_configurations_build_now(name, tmp_path, request):
     """Every recorded setting still has its value (settings added since, at their defaults, do not count)."""
     config = bench.CONFIGS[name]
-    if config.needs_shared and SHARED is None:
-        pytest.skip("real Flickr8K data not found")
+    if config.needs_shared:
+        request.getfixturevalue("shared_data")  # skips (or fails where the suite says so) without the real data
     now, then = _flat(bench.measured_spec(config, tmp_path)), _flat(RECORDED[name]["spec"])
     changed = {k: (v, now.get(k, "<gone>")) for k, v in then.items() if now.get(k, "<gone>") != v}
     assert not changed, f"{name}: rerun python benchmarks/thresholds.py --only {name}; (then, now): {changed}"
