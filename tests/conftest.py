@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +16,29 @@ from vsekit.data.readers import EMBEDDED_ROOT
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 MINI = EMBEDDED_ROOT / "f8k_mini"
+THRESHOLDS = REPO / "benchmarks" / "results" / "thresholds.json"
+
+
+@functools.cache
+def measured_thresholds() -> dict:
+    """``benchmarks/results/thresholds.json``: per trained configuration, working vs broken runs and the pass mark."""
+    return json.loads(THRESHOLDS.read_text(encoding="utf-8"))
+
+
+def threshold(config: str, metric: str = "test_rsum") -> float:
+    """The measured pass mark of ``metric`` (``SPLIT_KEY``: ``test_rsum``, ``test_t2i_medr``...) for ``config``.
+
+    Midway between the worst working run and the best broken run (untrained
+    weights, shuffled pairs) of ``python benchmarks/thresholds.py``; a working
+    run is at or above it (at or below for median ranks). Rerun the script
+    when a configuration changes.
+    """
+    configs = measured_thresholds()["configs"]
+    if config not in configs or metric not in configs[config]["metrics"]:
+        raise KeyError(f"{THRESHOLDS}: no {metric!r} measured for {config!r}; run benchmarks/thresholds.py")
+    m = configs[config]["metrics"][metric]
+    assert m["separates"], f"{THRESHOLDS}: {config} {metric}: working and broken runs overlap"
+    return float(m["threshold"])
 
 
 def _shared_data_root() -> Path | None:

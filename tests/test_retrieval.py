@@ -25,6 +25,8 @@ from vsekit.retrieval import CaptionBank, ImageBank, Retriever, arithmetic, buil
 from vsekit.retrieval_cli import add_commands
 from vsekit.text.bow import BoWEncoder
 
+from conftest import threshold
+
 add_commands(cli)
 
 MINI = Path(retrieval.__file__).parent / "datasets" / "f8k_mini"
@@ -174,12 +176,13 @@ def test_text_to_image_and_image_to_text(tiny, test_split):
         hits = r.captions_for_image(split.images[i], k=len(cbank))
         i2t.append(_rank(hits, set(np.flatnonzero(split.cap2img == i).tolist())))
         assert hits[0].text == cbank.texts[hits[0].index]
-    # chance: median rank about 100 both ways (of 200 images; best of 5 among 1,000 captions), R@10 about 5%;
-    # this model (seeded, deterministic): medians 17 and 13, R@10 40% and 44%
-    assert np.median(t2i) < 40, t2i
-    assert np.mean(np.array(t2i) <= 10) > 0.25
-    assert np.median(i2t) < 40, i2t
-    assert np.mean(np.array(i2t) <= 10) > 0.25
+    # every 4th query against pass marks measured on all of them (benchmarks/thresholds.py; broken models: median
+    # rank about 100 or worse, R@10 about 5%)
+    config = "retrieval_tiny_64d_2ep"
+    assert np.median(t2i) <= threshold(config, "test_t2i_medr"), t2i
+    assert 100 * np.mean(np.array(t2i) <= 10) >= threshold(config, "test_t2i_r10")
+    assert np.median(i2t) <= threshold(config, "test_i2t_medr"), i2t
+    assert 100 * np.mean(np.array(i2t) <= 10) >= threshold(config, "test_i2t_r10")
     # the function API gives the same answer
     top = retrieval.retrieve(tiny, text=split.captions[0], bank=ibank, k=3)
     assert [h.index for h in top] == [h.index for h in r.images_for_caption(split.captions[0], k=3)]
