@@ -40,6 +40,7 @@ from vsekit.data.readers import Split
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import CheckpointError, DataError, SpecError, VsekitError
 from vsekit.evaluate import COLUMNS, evaluate_split, format_table
+from vsekit.extract import RUNTIME_OPTIONS, recorded_extractor
 from vsekit.io import atomic_write_bytes, atomic_write_text
 from vsekit.lock import LOCK_NAME, RunLock, check_free
 from vsekit.metrics_core import DEFAULT_KS, chance_rsum
@@ -612,6 +613,8 @@ class _Setup:
     scaler: Any
     batches_per_epoch: int
     total_steps: int
+    #: what every checkpoint of the run records beside the weights: the image feature extractor, when known
+    record: dict[str, Any] = attrs.Factory(dict)
 
     @classmethod
     def build(cls, spec: Spec, data: RunData, device: torch.device, d: distributed.Dist) -> "_Setup":
@@ -631,6 +634,7 @@ class _Setup:
                             f"[train] maxlen_w = {t.maxlen_w} tokens long; nothing to train on")
         files = [f for s in (data.train, data.valid, data.test) for f in s.files]
         prov = collect(files, spec.source)
+        extractor = recorded_extractor(files) or spec_extractor(spec)
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                                  data.train.dim_image, append_eos=spec.model.append_eos).to(device)
         loss_fn = spec.loss.build().to(device)
@@ -644,7 +648,16 @@ class _Setup:
                    needs_texts=getattr(model.sentence_encoder, "needs_texts", False), images=images,
                    cap2img=torch.from_numpy(data.train.cap2img), params=params,
                    optimizer=make_optimizer(params, spec), scaler=scaler, batches_per_epoch=batches_per_epoch,
-                   total_steps=batches_per_epoch * t.max_epochs)
+                   total_steps=batches_per_epoch * t.max_epochs,
+                   record={"image_feature_extractor": extractor} if extractor else {})
+
+
+def spec_extractor(spec: Spec) -> dict[str, Any] | None:
+    """The image feature extractor a reader runs itself (``[data.features]``, not ``precomputed``), or None."""
+    features = getattr(spec.data.config, "features", None)
+    if features is None or not hasattr(features, "to_dict") or features.type == "precomputed":
+        return None
+    return {k: v for k, v in features.to_dict().items() if k not in RUNTIME_OPTIONS}
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool,
@@ -699,7 +712,7 @@ def _open_log(spec: Spec, out: Path, spec_dict: dict[str, Any], point: ResumePoi
                       purge_step=prog.step)
     _record_resume(out, prog)
     mlog.write("resume", prog.step, epoch=prog.epoch + (prog.pos / len(prog.batches) if prog.batches else 0))
-    _repair_best(out, point, prog, setup.model, spec_dict)
+    _repair_best(out, point, prog, setup.model, spec_dict, setup.record)
     if not quiet:
         tqdm.write(f"resuming {out} at step {prog.step} (epoch {prog.epoch + 1}, batch {prog.pos})")
     return mlog
@@ -755,7 +768,8 @@ def _record_resume(out: Path, prog: Progress) -> None:
     atomic_write_text(path, json.dumps(prov, indent=1))
 
 
-def _repair_best(out: Path, point: ResumePoint, prog: Progress, model: JointModel, spec_dict: dict[str, Any]) -> None:
+def _repair_best(out: Path, point: ResumePoint, prog: Progress, model: JointModel, spec_dict: dict[str, Any],
+                 record: dict[str, Any]) -> None:
     """A run stopped between saving its state and its new best: write that best again (same weights)."""
     if "metrics" not in prog.best:
         return
@@ -768,7 +782,7 @@ def _repair_best(out: Path, point: ResumePoint, prog: Progress, model: JointMode
         return
     if prog.best["step"] == prog.step:
         checkpoint.save(out, "best", model, spec_dict, step=prog.step, epoch=prog.best["epoch"],
-                        metrics=prog.best["metrics"])
+                        metrics=prog.best["metrics"], extra=record)
     else:
         log.warning("%s: best.json (step %s) does not match the saved state's best (step %s)", out, on_disk,
                     prog.best["step"])
@@ -811,7 +825,7 @@ class _Loop:
                  "metrics_offset": self.mlog.offset()}
         epoch = p.epoch + (p.pos / len(p.batches) if p.batches else 0.0)
         checkpoint.save(self.out, "last", self.model, self.spec_dict, step=p.step, epoch=float(epoch),
-                        extra_tensors=tensors, extra={"resume": state})
+                        extra_tensors=tensors, extra={**self.setup.record, "resume": state})
         self.saved_step = p.step
 
     def save_best(self) -> None:
@@ -819,7 +833,7 @@ class _Loop:
         if not self.d.is_main:
             return
         checkpoint.save(self.out, "best", self.model, self.spec_dict, step=b["step"], epoch=b["epoch"],
-                        metrics=b["metrics"])
+                        metrics=b["metrics"], extra=self.setup.record)
 
     def validate(self, epoch_f: float) -> bool:
         """Evaluate on the validation split; True when it is a new best (the caller saves state, then best)."""
