@@ -356,3 +356,25 @@ def test_features_of_two_extractors_do_not_mix(tmp_path):
     meta_path(tmp_path / "test_ims.npy").write_text('{"extractor": {"bins": 4}}')
     with pytest.raises(DataError, match=r"test_extractor.json: expected"):
         recorded_extractor([tmp_path / "test_ims.npy"])
+
+
+def test_every_flickr8k_path_names_its_extractor(tmp_path):
+    """What the trainer records (trainer._Setup.build): the cache's record, the record of a precomputed folder,
+    or the reader's own [data.features]."""
+    from vsekit.trainer import spec_extractor
+
+    make_f8k(tmp_path / "f8k", ["a.jpg", "b.jpg"])
+    fake_table = {"type": "fake", "bins": 8}
+    cached = reader(tmp_path, cache="cache").read("test")
+    assert recorded_extractor(cached.files) == fake_table
+    pre = reader(tmp_path, features={"type": "precomputed", "dir": "cache"}).read("test")
+    assert recorded_extractor(pre.files) == fake_table  # the record beside the cache's features travels on
+
+    def spec(**data):
+        raw = {"data": {"type": "flickr8k", "root": "f8k", "features": {"type": "fake"}, **data},
+               "model": {"dim": 8}, "loss": {"type": "infonce"}}
+        return spec_mod.from_dict(raw, base=tmp_path)
+
+    assert recorded_extractor(reader(tmp_path).read("test").files) is None  # no cache, no record ...
+    assert spec_extractor(spec()) == fake_table  # ... but the spec names it
+    assert spec_extractor(spec(features={"type": "precomputed", "dir": "cache"})) is None

@@ -93,7 +93,7 @@ def _as_ids(ids: torch.Tensor | int) -> torch.Tensor:
 
 
 def negative_counts(ids: torch.Tensor | int, same_image_negatives: bool) -> torch.Tensor:
-    """(B,) int64: how many in-batch negatives each positive has (the same in both directions: the mask is symmetric)."""
+    """(B,) int64: each positive's in-batch negatives (the same count both ways: the mask is symmetric)."""
     return negatives_mask(_as_ids(ids), same_image_negatives).sum(dim=1)
 
 

@@ -318,7 +318,8 @@ class Progress:
         if best["rsum"] == -math.inf:
             best["rsum"] = None
         return {"step": self.step, "epoch": self.epoch, "pos": self.pos, "seen": self.seen,
-                "loss_sum": self.loss_sum, "noinfo_sum": self.noinfo_sum, "epoch_seconds": self.epoch_seconds, "train_seconds": self.train_seconds,
+                "loss_sum": self.loss_sum, "noinfo_sum": self.noinfo_sum, "epoch_seconds": self.epoch_seconds,
+                "train_seconds": self.train_seconds,
                 "best": best, "since_best": self.since_best, "stop": self.stop}
 
     @classmethod
