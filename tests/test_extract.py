@@ -21,7 +21,8 @@ from vsekit import spec as spec_mod
 from vsekit import testing
 from vsekit.cli import cli
 from vsekit.errors import DataError, SpecError
-from vsekit.extract import FeatureFile, extract_cached, extract_folder, ids_path, list_images, meta_path, update
+from vsekit.extract import (FeatureFile, extract_cached, extract_folder, ids_path, list_images, meta_path,
+                            recorded_extractor, update)
 from vsekit.extract_cli import add_commands
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 
@@ -325,3 +326,55 @@ def test_resolve_extractor_refuses_a_spec_without_features(tmp_path):
     (tmp_path / "s.toml").write_text('[data]\ntype = "precomp"\ndir = "x"\n')
     with pytest.raises(SpecError, match="no image feature extractor"):
         resolve_extractor(tmp_path / "s.toml")
+
+
+# --------------------------------------------------------------------------- the record travels with the features
+
+
+def test_recorded_extractor_is_what_vsekit_extract_wrote(tmp_path):
+    d = images(tmp_path / "imgs", "a.jpg", "b.jpg")
+    for split in ("train", "dev"):
+        res = invoke("extract", "fake", d, "-o", tmp_path / f"{split}_ims.npy", "--set", "batch_size=2", "-q")
+        assert res.exit_code == 0, res.output
+    (tmp_path / "train_caps.txt").write_text("a\n")
+    # the options that change the numbers, not batch_size (RUNTIME_OPTIONS); files other than .npy are ignored
+    expected = {"type": "fake", "bins": 8}
+    assert recorded_extractor([tmp_path / "train_caps.txt", tmp_path / "train_ims.npy"]) == expected
+    assert recorded_extractor([tmp_path / "train_ims.npy", tmp_path / "dev_ims.npy"]) == expected
+    assert recorded_extractor([tmp_path / "train_caps.txt", tmp_path / "none_ims.npy"]) is None
+
+
+def test_features_of_two_extractors_do_not_mix(tmp_path):
+    d = images(tmp_path / "imgs", "a.jpg")
+    assert invoke("extract", "fake", d, "-o", tmp_path / "train_ims.npy", "-q").exit_code == 0
+    assert invoke("extract", "fake", d, "-o", tmp_path / "test_ims.npy", "--set", "bins=4", "-q").exit_code == 0
+    with pytest.raises(DataError, match=r"test_extractor.json names another image feature extractor"):
+        recorded_extractor([tmp_path / "train_ims.npy", tmp_path / "test_ims.npy"])
+    meta_path(tmp_path / "test_ims.npy").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"test_extractor.json: not a readable extractor record"):
+        recorded_extractor([tmp_path / "test_ims.npy"])
+    meta_path(tmp_path / "test_ims.npy").write_text('{"extractor": {"bins": 4}}')
+    with pytest.raises(DataError, match=r"test_extractor.json: expected"):
+        recorded_extractor([tmp_path / "test_ims.npy"])
+
+
+def test_every_flickr8k_path_names_its_extractor(tmp_path):
+    """What the trainer records (trainer._Setup.build): the cache's record, the record of a precomputed folder,
+    or the reader's own [data.features]."""
+    from vsekit.trainer import spec_extractor
+
+    make_f8k(tmp_path / "f8k", ["a.jpg", "b.jpg"])
+    fake_table = {"type": "fake", "bins": 8}
+    cached = reader(tmp_path, cache="cache").read("test")
+    assert recorded_extractor(cached.files) == fake_table
+    pre = reader(tmp_path, features={"type": "precomputed", "dir": "cache"}).read("test")
+    assert recorded_extractor(pre.files) == fake_table  # the record beside the cache's features travels on
+
+    def spec(**data):
+        raw = {"data": {"type": "flickr8k", "root": "f8k", "features": {"type": "fake"}, **data},
+               "model": {"dim": 8}, "loss": {"type": "infonce"}}
+        return spec_mod.from_dict(raw, base=tmp_path)
+
+    assert recorded_extractor(reader(tmp_path).read("test").files) is None  # no cache, no record ...
+    assert spec_extractor(spec()) == fake_table  # ... but the spec names it
+    assert spec_extractor(spec(features={"type": "precomputed", "dir": "cache"})) is None

@@ -192,3 +192,78 @@ def test_max_violation_infonce_warmup_then_hardest_negatives():
     assert torch.allclose(loss(im, s, ids, epoch=2.0), hardest(im, s, ids))
     # the warm-up temperature is a parameter the optimizer sees
     assert any(p.requires_grad for p in loss.parameters())
+
+
+# --------------------------------------------------------------------------
+# no-information values: the loss when every score is equal (the stall check compares epochs with them)
+
+
+def equal_embeddings(b, d=8):
+    """Every image and caption is the same unit vector, so every score is equal (1.0)."""
+    v = F.normalize(torch.arange(1.0, d + 1, dtype=torch.float64), dim=0)
+    return v.expand(b, d).clone(), v.expand(b, d).clone()
+
+
+NO_INFO_CASES = [
+    (ContrastiveLoss, {"margin": 0.2}),
+    (ContrastiveLoss, {"margin": 0.5, "same_image_negatives": True}),
+    (ContrastiveLoss, {"margin": 0.2, "ncon": 2}),
+    (MaxViolationLoss, {"margin": 0.2}),
+    (MaxViolationLoss, {"margin": 0.3, "same_image_negatives": True}),
+    (InfoNCELoss, {"temperature": 0.07}),
+    (InfoNCELoss, {"temperature": 1.0, "same_image_negatives": True}),
+]
+
+
+@pytest.mark.parametrize("cls,options", NO_INFO_CASES)
+@pytest.mark.parametrize("ids", [None, SHARED_IDS, [0, 0, 0], [4, 1]])
+def test_no_information_value_is_the_loss_on_equal_scores(cls, options, ids):
+    ids_t = torch.tensor(ids if ids is not None else list(range(6)))
+    im, s = equal_embeddings(len(ids_t))
+    fn = cls(cls.Config(**options))
+    got = fn(im, s, ids_t, step=100, epoch=5.0).item()
+    assert fn.no_information_value(ids_t, step=100, epoch=5.0) == pytest.approx(got, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("b", [2, 7, 128])
+def test_no_information_values_by_hand_for_distinct_images(b):
+    # B captions of B images: B(B-1) negatives per direction, each costing the margin; the hardest one per
+    # positive costs the margin; the softmax over B equal logits is uniform: ln B per direction, averaged
+    assert ContrastiveLoss(ContrastiveLoss.Config(margin=0.2)).no_information_value(b) == \
+        pytest.approx(2 * b * (b - 1) * 0.2)
+    assert MaxViolationLoss(MaxViolationLoss.Config(margin=0.2)).no_information_value(b, step=5, epoch=1.0) == \
+        pytest.approx(2 * b * 0.2)
+    assert InfoNCELoss(InfoNCELoss.Config()).no_information_value(b) == pytest.approx(math.log(b))
+    # the same from the ids
+    ids = torch.arange(b)
+    assert InfoNCELoss(InfoNCELoss.Config()).no_information_value(ids) == pytest.approx(math.log(b))
+
+
+def test_no_information_value_with_shared_images_by_hand():
+    # SHARED_IDS = 0,0,1,2,2,2: negatives per positive 4,4,5,3,3,3 (22 in all)
+    ids = torch.tensor(SHARED_IDS)
+    assert ContrastiveLoss(ContrastiveLoss.Config(margin=0.5)).no_information_value(ids) == pytest.approx(2 * 22 * 0.5)
+    assert MaxViolationLoss(MaxViolationLoss.Config(margin=0.5)).no_information_value(ids, 9, 9.0) == \
+        pytest.approx(2 * 6 * 0.5)
+    assert InfoNCELoss(InfoNCELoss.Config()).no_information_value(ids) == \
+        pytest.approx((2 * math.log(5) + math.log(6) + 3 * math.log(4)) / 6)
+
+
+def test_max_violation_no_information_value_follows_the_warmup():
+    ids = torch.arange(5)
+    summed = MaxViolationLoss(MaxViolationLoss.Config(margin=0.2, warmup_epochs=1.0))
+    assert summed.no_information_value(ids, step=3, epoch=0.5) == pytest.approx(2 * 5 * 4 * 0.2)
+    assert summed.no_information_value(ids, step=30, epoch=1.0) == pytest.approx(2 * 5 * 0.2)
+    nce = MaxViolationLoss(MaxViolationLoss.Config(margin=0.2, warmup_steps=10, warmup_loss="infonce"))
+    assert nce.no_information_value(ids, step=9, epoch=0.0) == pytest.approx(math.log(5))
+    assert nce.no_information_value(ids, step=10, epoch=0.0) == pytest.approx(2 * 5 * 0.2)
+    im, s = equal_embeddings(5)
+    for step, epoch in ((9, 0.0), (10, 0.0)):
+        assert nce(im, s, ids, step=step, epoch=epoch).item() == \
+            pytest.approx(nce.no_information_value(ids, step, epoch), rel=1e-9)
+
+
+def test_stall_advice_names_the_warmup_only_where_it_is_missing():
+    assert "warm-up" in MaxViolationLoss(MaxViolationLoss.Config()).stall_advice()
+    assert "warm-up" not in InfoNCELoss(InfoNCELoss.Config()).stall_advice()
+    assert "lr" in InfoNCELoss(InfoNCELoss.Config()).stall_advice()

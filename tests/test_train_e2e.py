@@ -89,6 +89,7 @@ def test_metrics_log_events(mini_run):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "test"
     assert {"train", "valid", "test", "epoch"} <= set(kinds)
+    assert "stall" not in kinds  # it learns (test_learns_well_above_chance); tests/test_stall.py: a run that does not
     valid = [e for e in events if e["event"] == "valid"]
     assert len(valid) == EPOCHS and max(e["rsum"] for e in valid) == pytest.approx(results["valid"]["rsum"])
     train = [e for e in events if e["event"] == "train"]

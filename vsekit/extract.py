@@ -218,6 +218,42 @@ def _same_extractor(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return strip(a) == strip(b) and (a.get("type") == b.get("type") or cls(a) == cls(b))
 
 
+def recorded_extractor(files: Iterable[str | Path]) -> dict[str, Any] | None:
+    """The extractor that made these feature files, from the ``X_extractor.json`` records beside them.
+
+    Args:
+        files: data files (e.g. a split's ``files``); each ``.npy`` is looked up
+            with :func:`meta_path`, other files are ignored.
+
+    Returns:
+        The record's extractor table ``{"type": NAME, option: value, ...}``
+        without the options that do not change the numbers
+        (:data:`RUNTIME_OPTIONS`), or None when no file has a record.
+
+    Raises:
+        DataError: a record is unreadable, or two records name different
+            extractors (features made by different extractors do not mix).
+    """
+    found: tuple[Path, dict[str, Any]] | None = None
+    for f in dict.fromkeys(Path(f) for f in files):
+        record = meta_path(f)
+        if f.suffix != ".npy" or not record.is_file():
+            continue
+        try:
+            table = json.loads(record.read_text(encoding="utf-8")).get("extractor")
+        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+            raise DataError(f"{record}: not a readable extractor record ({exc})") from None
+        if not isinstance(table, dict) or not isinstance(table.get("type"), str):
+            raise DataError(f"{record}: expected {{\"extractor\": {{\"type\": NAME, ...}}}}, got {table!r}")
+        table = {k: v for k, v in table.items() if k not in RUNTIME_OPTIONS}
+        if found is None:
+            found = (record, table)
+        elif not _same_extractor(found[1], table):
+            raise DataError(f"{record} names another image feature extractor ({json.dumps(table)}) than "
+                            f"{found[0]} ({json.dumps(found[1])}): features of different extractors do not mix")
+    return found[1] if found else None
+
+
 @attrs.define
 class ExtractReport:
     """What :func:`extract_folder` did."""

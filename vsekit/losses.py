@@ -5,6 +5,26 @@ positive pair, plus ``ids`` (B,), the image index of each pair. Pairs whose
 image is the same as the positive's (another caption of the same image in
 the batch) are not negatives unless ``same_image_negatives = true`` (the
 reference counted them).
+
+No-information values (what the stall check of :mod:`vsekit.trainer` compares
+an epoch's mean loss with): every loss has :meth:`Loss.no_information_value`,
+its value on a batch when all scores are equal (for example when every
+embedding is the same vector), the state of a model that has learned nothing.
+For a batch of B captions of B different images:
+
+=================  =====================  ==========================================
+loss               no-information value   why
+=================  =====================  ==========================================
+``contrastive``    2·B·(B−1)·margin       each of the B(B−1) negatives costs margin,
+                                          in both directions, summed (not averaged)
+``max_violation``  2·B·margin             the hardest negative of each of the B
+                                          positives costs margin, both directions
+``infonce``        ln B                   uniform softmax over B: ln B per direction;
+                                          the two directions are averaged
+=================  =====================  ==========================================
+
+With captions of the same image in the batch (not negatives by default) a
+row has fewer negatives; the methods count them exactly from ``ids``.
 """
 
 from __future__ import annotations
@@ -35,6 +55,23 @@ class Loss(nn.Module):
                 step: int = 0, epoch: float = 0.0) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def no_information_value(self, ids: torch.Tensor | int, step: int = 0, epoch: float = 0.0) -> float | None:
+        """The loss on this batch when every score is equal (a model that has learned nothing).
+
+        Args:
+            ids: (B,) int64 image index of each pair, or B (B pairs of B different images).
+            step, epoch: as passed to :meth:`forward` (a loss may change with them, e.g. a warm-up).
+
+        Returns:
+            The value as a float, or None when this loss does not know it (the
+            stall check then only looks at the validation rsum).
+        """
+        return None
+
+    def stall_advice(self) -> str:
+        """What usually helps when training with this loss goes nowhere (one clause for the stall warning)."""
+        return "a lower [train] lr"
+
 
 def negatives_mask(ids: torch.Tensor, same_image_negatives: bool) -> torch.Tensor:
     """(B, B) bool: True where column j is a negative for row i."""
@@ -49,6 +86,15 @@ def hinge_costs(scores: torch.Tensor, margin: float, neg: torch.Tensor) -> tuple
     cost_s = (margin + scores - diag[:, None]).clamp(min=0) * neg  # row i: image i against caption j
     cost_im = (margin + scores - diag[None, :]).clamp(min=0) * neg  # column j: caption j against image i
     return cost_s, cost_im
+
+
+def _as_ids(ids: torch.Tensor | int) -> torch.Tensor:
+    return torch.arange(ids) if isinstance(ids, int) else torch.as_tensor(ids).cpu()
+
+
+def negative_counts(ids: torch.Tensor | int, same_image_negatives: bool) -> torch.Tensor:
+    """(B,) int64: each positive's in-batch negatives (the same count both ways: the mask is symmetric)."""
+    return negatives_mask(_as_ids(ids), same_image_negatives).sum(dim=1)
 
 
 def sample_negatives(neg: torch.Tensor, ncon: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -81,6 +127,17 @@ class ContrastiveLoss(Loss):
             cost_s = hinge_costs(scores, self.config.margin, sample_negatives(neg, self.config.ncon))[0]
             cost_im = hinge_costs(scores, self.config.margin, sample_negatives(neg.t(), self.config.ncon).t())[1]
         return cost_s.sum() + cost_im.sum()
+
+    def no_information_value(self, ids, step=0, epoch=0.0):
+        """2·margin·(number of negatives, each kept at most ``ncon``): 2·B·(B−1)·margin for B distinct images.
+
+        With equal scores every hinge term is ``margin + c − c = margin``; the
+        loss sums them over every negative of every positive, in both directions.
+        """
+        n = negative_counts(ids, self.config.same_image_negatives)
+        if self.config.ncon is not None:
+            n = n.clamp(max=self.config.ncon)
+        return 2.0 * self.config.margin * float(n.sum())
 
 
 class MaxViolationLoss(Loss):
@@ -121,6 +178,25 @@ class MaxViolationLoss(Loss):
             return cost_s.sum() + cost_im.sum()
         return cost_s.max(dim=1).values.sum() + cost_im.max(dim=0).values.sum()
 
+    def no_information_value(self, ids, step=0, epoch=0.0):
+        """2·margin·(positives with a negative): 2·B·margin for B distinct images; in warm-up, the warm-up loss's.
+
+        With equal scores the hardest negative of each positive costs ``margin``
+        (a positive without negatives costs 0), once per direction, summed.
+        """
+        if self.warmup is not None and self.in_warmup(step, epoch):
+            return self.warmup.no_information_value(ids, step, epoch)
+        n = negative_counts(ids, self.config.same_image_negatives)
+        if self.in_warmup(step, epoch):  # the summed hinge, as ContrastiveLoss
+            return 2.0 * self.config.margin * float(n.sum())
+        return 2.0 * self.config.margin * float((n > 0).sum())
+
+    def stall_advice(self) -> str:
+        if not (self.config.warmup_epochs or self.config.warmup_steps):
+            return ("a warm-up before max-violation ([loss] warmup_epochs = 1: the summed hinge first, or "
+                    "warmup_loss = \"infonce\"), or a lower [train] lr")
+        return "a longer warm-up ([loss] warmup_epochs) or a lower [train] lr"
+
 
 class InfoNCELoss(Loss):
     """Symmetric cross-entropy over in-batch scores with a learned temperature (CLIP-style)."""
@@ -148,4 +224,16 @@ class InfoNCELoss(Loss):
             logits = logits.masked_fill(other_pos, float("-inf"))
         target = torch.arange(len(ids), device=ids.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+    def no_information_value(self, ids, step=0, epoch=0.0):
+        """The mean over positives of ln(candidates): ln B for B distinct images (whatever the temperature).
+
+        With equal logits the softmax is uniform over a row's candidates (itself
+        and its negatives; other captions of its image are masked out), so its
+        cross-entropy is ln(1 + negatives). ``F.cross_entropy`` averages over
+        rows, and the two directions (the same counts: the mask is symmetric)
+        are averaged, not summed.
+        """
+        n = negative_counts(ids, self.config.same_image_negatives)
+        return float(torch.log1p(n.double()).mean())
 

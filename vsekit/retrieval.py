@@ -62,9 +62,7 @@ FORMAT = "vsekit-bank/1"
 MODELS_GROUP = "vsekit.models"
 ENV_MODEL = "VSEKIT_MODEL"
 ENV_CACHE = "VSEKIT_CACHE_DIR"
-#: the extractor assumed for a model that records none but takes 1280-d features (EfficientNet-Lite0's width)
-DEFAULT_EXTRACTOR = "efficientnet_lite0"
-DEFAULT_EXTRACTOR_DIM = 1280
+#: the package to install for an extractor a model records but this environment lacks
 EXTRACTOR_PACKAGES = {"efficientnet_lite0": "vsekit-efficientnet"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -451,9 +449,13 @@ def extractor_table(meta: dict[str, Any] | None, dim_image: int, name: str | Non
                     bank: Bank | None = None) -> dict[str, Any]:
     """Which image feature extractor turns a photo into this model's features.
 
-    In order: ``name``; what the checkpoint records (``image_feature_extractor``);
-    what the bank records; the spec's ``[data.features]`` unless it is
-    ``precomputed``; ``efficientnet_lite0`` for 1280-d features.
+    In order: ``name``; what the checkpoint records (``image_feature_extractor``,
+    carried from the features' ``_extractor.json`` by the trainer); what the
+    bank records; the spec's ``[data.features]`` unless it is ``precomputed``.
+    Nothing is guessed from ``dim_image``.
+
+    Raises:
+        VsekitError: none of these names an extractor (the message asks for ``--extractor``).
     """
     if name:
         return {"type": name}
@@ -463,10 +465,9 @@ def extractor_table(meta: dict[str, Any] | None, dim_image: int, name: str | Non
     for table in candidates:
         if isinstance(table, dict) and table.get("type") and table.get("type") != "precomputed":
             return dict(table)
-    if dim_image == DEFAULT_EXTRACTOR_DIM:
-        return {"type": DEFAULT_EXTRACTOR}
     raise VsekitError(f"this model takes {dim_image}-d image features and records no image feature extractor: "
-                      f"pass --extractor NAME (`vsekit plugins` lists them) or --features FILE.npy")
+                      f"pass --extractor NAME, the one that made its training features (`vsekit plugins` lists "
+                      f"them), or query with --features FILE.npy")
 
 
 def build_extractor(table: dict[str, Any]) -> Any:

@@ -35,8 +35,8 @@ def _model_arg(f: Any) -> Any:
               help="What to search (default: captions for an image, images for a text or an arithmetic query).")
 @click.option("--minus", multiple=True, metavar="WORD", help="Subtract a word's embedding (repeatable).")
 @click.option("--plus", multiple=True, metavar="WORD", help="Add a word's embedding (repeatable).")
-@click.option("--extractor", metavar="NAME", help="Image feature extractor for --image (default: what the model "
-              "records; efficientnet_lite0 for 1280-d models).")
+@click.option("--extractor", metavar="NAME", help="Image feature extractor for --image (default: the one the model "
+              "records; required when it records none).")
 @click.option("--images-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where result images lie (for --html thumbnails).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")

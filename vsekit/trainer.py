@@ -41,9 +41,10 @@ from vsekit.data.tokenize import tokenize_all, tokenizer_problem
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import CheckpointError, DataError, ProtocolError, SpecError, VsekitError
 from vsekit.evaluate import COLUMNS, evaluate_split, format_table, scalar_metrics
+from vsekit.extract import RUNTIME_OPTIONS, recorded_extractor
 from vsekit.io import atomic_write_bytes, atomic_write_text
 from vsekit.lock import LOCK_NAME, RunLock, check_free
-from vsekit.metrics_core import check_folds
+from vsekit.metrics_core import DEFAULT_KS, chance_rsum, check_folds
 from vsekit.model import JointModel
 from vsekit.provenance import collect
 from vsekit.spec import Spec, dumps_toml
@@ -255,6 +256,45 @@ def train_step(model: JointModel, loss_fn: torch.nn.Module, optimizer: torch.opt
 
 
 # --------------------------------------------------------------------------
+# training that goes nowhere
+
+#: an epoch stalls when dev rsum <= STALL_CHANCE_FACTOR x chance ...
+STALL_CHANCE_FACTOR = 2.0
+#: ... or its mean loss is within this fraction of the loss's no-information value
+STALL_LOSS_TOLERANCE = 0.02
+
+
+def split_chance_rsum(split: Split, ks: Any = DEFAULT_KS) -> float:
+    """The expected rsum of i.i.d. random scores on ``split`` (its images, its captions per image, rounded mean)."""
+    caps_per_image = max(1, round(len(split.cap2img) / split.n_images))
+    return chance_rsum(split.n_images, caps_per_image, tuple(ks))
+
+
+def stall_reasons(rsum: float | None, chance: float | None, mean_loss: float | None,
+                  no_information: float | None) -> list[str]:
+    """Why an epoch looks like training that goes nowhere ([] when it does not).
+
+    Args:
+        rsum: the epoch's validation rsum (percent), or None when not measured.
+        chance: the expected rsum of random scores on that split (:func:`split_chance_rsum`).
+        mean_loss: the epoch's mean training loss (per batch).
+        no_information: the mean over the same batches of the loss's no-information value
+            (:meth:`vsekit.losses.Loss.no_information_value`), None when the loss does not state one.
+
+    Returns:
+        One clause per condition met: rsum <= 2 x chance; mean loss within 2 % of the no-information value.
+    """
+    reasons = []
+    if rsum is not None and chance is not None and rsum <= STALL_CHANCE_FACTOR * chance:
+        reasons.append(f"dev rsum {rsum:.1f} is at most {STALL_CHANCE_FACTOR:g} x chance ({chance:.1f})")
+    if mean_loss is not None and no_information is not None and no_information > 0 \
+            and abs(mean_loss - no_information) <= STALL_LOSS_TOLERANCE * no_information:
+        reasons.append(f"the mean loss {mean_loss:.4g} is within {STALL_LOSS_TOLERANCE:.0%} of {no_information:.4g}, "
+                       f"its value when every score is equal")
+    return reasons
+
+
+# --------------------------------------------------------------------------
 # the resumable state
 
 
@@ -268,6 +308,7 @@ class Progress:
     batches: list[np.ndarray] | None = None  # the epoch's batch order; None until drawn
     seen: int = 0
     loss_sum: float = 0.0
+    noinfo_sum: float | None = 0.0  # the batches' no-information losses; None when unknown (see check_stall)
     epoch_seconds: float = 0.0
     train_seconds: float = 0.0
     best: dict[str, Any] = attrs.Factory(lambda: {"rsum": -math.inf, "step": 0, "epoch": 0})
@@ -279,7 +320,8 @@ class Progress:
         if best["rsum"] == -math.inf:
             best["rsum"] = None
         return {"step": self.step, "epoch": self.epoch, "pos": self.pos, "seen": self.seen,
-                "loss_sum": self.loss_sum, "epoch_seconds": self.epoch_seconds, "train_seconds": self.train_seconds,
+                "loss_sum": self.loss_sum, "noinfo_sum": self.noinfo_sum, "epoch_seconds": self.epoch_seconds,
+                "train_seconds": self.train_seconds,
                 "best": best, "since_best": self.since_best, "stop": self.stop}
 
     @classmethod
@@ -288,7 +330,9 @@ class Progress:
         if best.get("rsum") is None:
             best["rsum"] = -math.inf
         return cls(step=int(d["step"]), epoch=int(d["epoch"]), pos=int(d["pos"]), batches=batches,
-                   seen=int(d["seen"]), loss_sum=float(d["loss_sum"]), epoch_seconds=float(d["epoch_seconds"]),
+                   seen=int(d["seen"]), loss_sum=float(d["loss_sum"]),
+                   noinfo_sum=None if d.get("noinfo_sum") is None else float(d["noinfo_sum"]),  # None: older state
+                   epoch_seconds=float(d["epoch_seconds"]),
                    train_seconds=float(d["train_seconds"]), best=best, since_best=int(d["since_best"]),
                    stop=bool(d["stop"]))
 
@@ -572,6 +616,8 @@ class _Setup:
     scaler: Any
     batches_per_epoch: int
     total_steps: int
+    #: what every checkpoint of the run records beside the weights: the image feature extractor, when known
+    record: dict[str, Any] = attrs.Factory(dict)
 
     @classmethod
     def build(cls, spec: Spec, data: RunData, device: torch.device, d: distributed.Dist) -> "_Setup":
@@ -595,6 +641,7 @@ class _Setup:
                             f"[train] maxlen_w = {t.maxlen_w} tokens long; nothing to train on")
         files = [f for s in (data.train, data.valid, data.test) for f in s.files]
         prov = collect(files, spec.source)
+        extractor = recorded_extractor(files) or spec_extractor(spec)
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                                  data.train.dim_image, append_eos=spec.model.append_eos,
                                  tokenizer=tokenizer).to(device)
@@ -609,7 +656,16 @@ class _Setup:
                    needs_texts=getattr(model.sentence_encoder, "needs_texts", False), images=images,
                    cap2img=torch.from_numpy(data.train.cap2img), params=params,
                    optimizer=make_optimizer(params, spec), scaler=scaler, batches_per_epoch=batches_per_epoch,
-                   total_steps=batches_per_epoch * t.max_epochs)
+                   total_steps=batches_per_epoch * t.max_epochs,
+                   record={"image_feature_extractor": extractor} if extractor else {})
+
+
+def spec_extractor(spec: Spec) -> dict[str, Any] | None:
+    """The image feature extractor a reader runs itself (``[data.features]``, not ``precomputed``), or None."""
+    features = getattr(spec.data.config, "features", None)
+    if features is None or not hasattr(features, "to_dict") or features.type == "precomputed":
+        return None
+    return {k: v for k, v in features.to_dict().items() if k not in RUNTIME_OPTIONS}
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool,
@@ -664,7 +720,7 @@ def _open_log(spec: Spec, out: Path, spec_dict: dict[str, Any], point: ResumePoi
                       purge_step=prog.step)
     _record_resume(out, prog)
     mlog.write("resume", prog.step, epoch=prog.epoch + (prog.pos / len(prog.batches) if prog.batches else 0))
-    _repair_best(out, point, prog, setup.model, spec_dict)
+    _repair_best(out, point, prog, setup.model, spec_dict, setup.record)
     if not quiet:
         tqdm.write(f"resuming {out} at step {prog.step} (epoch {prog.epoch + 1}, batch {prog.pos})")
     return mlog
@@ -720,7 +776,8 @@ def _record_resume(out: Path, prog: Progress) -> None:
     atomic_write_text(path, json.dumps(prov, indent=1))
 
 
-def _repair_best(out: Path, point: ResumePoint, prog: Progress, model: JointModel, spec_dict: dict[str, Any]) -> None:
+def _repair_best(out: Path, point: ResumePoint, prog: Progress, model: JointModel, spec_dict: dict[str, Any],
+                 record: dict[str, Any]) -> None:
     """A run stopped between saving its state and its new best: write that best again (same weights)."""
     if "metrics" not in prog.best:
         return
@@ -733,7 +790,7 @@ def _repair_best(out: Path, point: ResumePoint, prog: Progress, model: JointMode
         return
     if prog.best["step"] == prog.step:
         checkpoint.save(out, "best", model, spec_dict, step=prog.step, epoch=prog.best["epoch"],
-                        metrics=prog.best["metrics"])
+                        metrics=prog.best["metrics"], extra=record)
     else:
         log.warning("%s: best.json (step %s) does not match the saved state's best (step %s)", out, on_disk,
                     prog.best["step"])
@@ -750,6 +807,7 @@ class _Loop:
         self.metric, self.rng = setup.metric, setup.rng
         self.data, self.device, self.mlog, self.prog, self.quiet, self.d = data, device, mlog, prog, quiet, d
         self.saved_step: int | None = prog.step if prog.step else None
+        self.last_valid: dict[str, Any] | None = None  # the latest validation's metrics (for check_stall)
         self.t_start = time.perf_counter()
         self.t_epoch = time.perf_counter() - prog.epoch_seconds
         self.first_validation = d.is_main  # rank 0 logs the dev data's warnings, once
@@ -776,7 +834,7 @@ class _Loop:
                  "metrics_offset": self.mlog.offset()}
         epoch = p.epoch + (p.pos / len(p.batches) if p.batches else 0.0)
         checkpoint.save(self.out, "last", self.model, self.spec_dict, step=p.step, epoch=float(epoch),
-                        extra_tensors=tensors, extra={"resume": state})
+                        extra_tensors=tensors, extra={**self.setup.record, "resume": state})
         self.saved_step = p.step
 
     def save_best(self) -> None:
@@ -784,7 +842,7 @@ class _Loop:
         if not self.d.is_main:
             return
         checkpoint.save(self.out, "best", self.model, self.spec_dict, step=b["step"], epoch=b["epoch"],
-                        metrics=b["metrics"])
+                        metrics=b["metrics"], extra=self.setup.record)
 
     def validate(self, epoch_f: float) -> bool:
         """Evaluate on the validation split; True when it is a new best (the caller saves state, then best)."""
@@ -794,6 +852,7 @@ class _Loop:
         m = evaluate_split(self.model, self.data.valid, self.metric, log_warnings=self.first_validation)
         self.first_validation = False
         self.model.train()
+        self.last_valid = m
         key = self.metric.selection_key
         self.mlog.write("valid", p.step, epoch=epoch_f, **scalar_metrics(m))
         improved = m[key] > p.best["rsum"]
@@ -805,6 +864,39 @@ class _Loop:
         if not self.quiet:
             tqdm.write(f"[valid] step {p.step} epoch {epoch_f:.2f}: {key} {m[key]:.1f} (best {p.best['rsum']:.1f})")
         return improved
+
+    def no_information(self, global_idx: np.ndarray, step: int, epoch: float) -> None:
+        """Add this batch's no-information loss to the epoch's sum (None from then on when the loss has none)."""
+        p = self.prog
+        if p.noinfo_sum is None:
+            return
+        value_of = getattr(self.loss_fn, "no_information_value", None)
+        value = value_of(self.setup.cap2img[global_idx], step=step, epoch=epoch) if value_of else None
+        p.noinfo_sum = None if value is None else p.noinfo_sum + float(value)
+
+    def check_stall(self, epoch: int, batches: int) -> None:
+        """After each epoch: warn (one line, shown with -q too) and log a ``stall`` event when training goes nowhere.
+
+        Stalled: the dev rsum is at most 2 x its chance value, or the epoch's mean
+        loss is within 2 % of the mean no-information value of its batches (see
+        :func:`stall_reasons`). A model checked by another metric than rsum is
+        judged by its loss only.
+        """
+        p, m = self.prog, self.last_valid
+        rsum = m.get("rsum") if m is not None and "rsum" in m else None
+        chance = split_chance_rsum(self.data.valid, getattr(getattr(self.metric, "config", None), "ks", DEFAULT_KS)) \
+            if rsum is not None else None
+        mean_loss = p.loss_sum / max(batches, 1)
+        noinfo = p.noinfo_sum / max(batches, 1) if p.noinfo_sum is not None and batches else None
+        reasons = stall_reasons(rsum, chance, mean_loss, noinfo)
+        if not reasons:
+            return
+        advice = getattr(self.loss_fn, "stall_advice", lambda: "a lower [train] lr")()
+        self.mlog.write("stall", p.step, epoch=epoch, reasons=reasons, rsum=rsum, chance_rsum=chance,
+                        mean_loss=mean_loss, no_information_loss=noinfo, loss=self.spec.loss.type, advice=advice)
+        if self.d.is_main:
+            log.warning("epoch %d: training looks stalled: %s; what usually helps: %s (lr is %g)", epoch,
+                        "; ".join(reasons), advice, self.spec.train.lr)
 
     def interrupted(self) -> TrainingInterrupted:
         return TrainingInterrupted(f"interrupted: training state saved at step {self.prog.step} in "
@@ -821,7 +913,7 @@ class _Loop:
                 epoch = p.epoch
                 if p.batches is None:
                     p.batches = epoch_batches(lengths[keep], t.batch_size, self.rng, t.bucket, d)
-                    p.pos, p.seen, p.loss_sum = 0, 0, 0.0
+                    p.pos, p.seen, p.loss_sum, p.noinfo_sum = 0, 0, 0.0, 0.0
                     self.t_epoch = time.perf_counter()
                 batches = p.batches
                 n = len(batches)
@@ -850,6 +942,7 @@ class _Loop:
                             f"{self.spec.source or '<spec>'}: [train] lr: the training loss became {loss_value} at step "
                             f"{p.step + 1} (epoch {epoch + 1}); lower train.lr or set train.grad_clip (the run folder "
                             f"{self.out} holds the state of {saved})")
+                    self.no_information(global_idx, p.step, epoch + i / n)
                     p.step += 1
                     p.pos += 1
                     p.seen += len(global_idx)
@@ -884,12 +977,13 @@ class _Loop:
                 if not self.quiet:
                     tqdm.write(f"epoch {epoch + 1}: mean loss {p.loss_sum / max(n, 1):.4f}, "
                                f"{p.seen / max(elapsed, 1e-9):.0f} captions/s")
+                self.check_stall(epoch + 1, p.pos)
                 if p.stop or (early and p.since_best >= early):
                     log.info("early stopping: no %s improvement in %d validations", self.metric.selection_key, early)
                     p.stop = True
                 p.epoch += 1
                 p.batches = None
-                p.pos, p.seen, p.loss_sum = 0, 0, 0.0
+                p.pos, p.seen, p.loss_sum, p.noinfo_sum = 0, 0, 0.0, 0.0
                 self.t_epoch = time.perf_counter()
                 self.save_state()
                 if improved:

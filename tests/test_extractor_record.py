@@ -1,0 +1,106 @@
+"""The image feature extractor travels with the features: ``_extractor.json`` -> the run's checkpoints -> ``--image``.
+
+Nothing is guessed: a model that records no extractor asks for ``--extractor``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import vsekit
+from vsekit import retrieval, testing
+from vsekit.cli import cli
+from vsekit.extract import FeatureFile
+from vsekit.image.base import Extracted, ImageFeatureExtractor
+from vsekit.retrieval_cli import add_commands
+
+from conftest import MINI, mini_slice, tiny_spec_text
+
+add_commands(cli)
+
+SIZES = {"train": 200, "dev": 50, "test": 50}
+
+
+class RowsByName(ImageFeatureExtractor):
+    """A stand-in extractor: image ``row_N.jpg`` has feature row N of f8k_mini's test split."""
+
+    @attrs.frozen
+    class Config:
+        batch_size: int = 8
+
+    def extract(self, paths):
+        feats = np.load(MINI / "test_ims.npy").astype(np.float32)
+        names = [Path(p).name for p in paths]
+        ok = np.array([n.startswith("row_") for n in names])
+        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok) if good]
+        errors = {n: "not a row image" for n, good in zip(names, ok) if not good}
+        return Extracted(np.array(rows, np.float32).reshape(len(rows), feats.shape[1]), ok, errors)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], obj={}, catch_exceptions=False)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(retrieval.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.delenv(retrieval.ENV_MODEL, raising=False)
+
+
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory) -> Path:
+    """1 tiny epoch on a precomp folder whose feature files carry the record `vsekit extract` writes."""
+    root = tmp_path_factory.mktemp("recorded")
+    data = mini_slice(root / "data", SIZES)
+    for split, n in SIZES.items():
+        npy = data / f"{split}_ims.npy"
+        ids = (MINI / f"{split}_ids.txt").read_text(encoding="utf-8").splitlines()[:n]
+        FeatureFile(npy, np.load(npy), ids, {"extractor": {"type": "rows_by_name", "batch_size": 32},
+                                             "dim": 1280}).write()
+    spec = root / "spec.toml"
+    spec.write_text(tiny_spec_text(data), encoding="utf-8")
+    return Path(vsekit.train(spec, root / "run", quiet=True)["run_dir"])
+
+
+def test_the_run_records_the_features_extractor(recorded_run):
+    for name in ("best.json", "last.json"):
+        if (recorded_run / name).exists():
+            meta = json.loads((recorded_run / name).read_text())
+            # the record's extractor, without batch_size (it does not change the numbers)
+            assert meta["image_feature_extractor"] == {"type": "rows_by_name"}, name
+
+
+def test_image_query_uses_the_recorded_extractor(recorded_run, tmp_path):
+    img = tmp_path / "row_7.jpg"
+    img.write_bytes(b"not really a jpeg")
+    with testing.registered("image_feature_extractor", "rows_by_name", RowsByName):
+        assert isinstance(retrieval.Retriever.load(recorded_run).extractor, RowsByName)
+        by_image = invoke("retrieve", recorded_run, "--image", img, "-k", 10, "--json")  # no --extractor
+    assert by_image.exit_code == 0, by_image.output
+    # the same query as feature row 7 of the test split: the recorded extractor made the row
+    by_row = invoke("retrieve", recorded_run, "--features", MINI / "test_ims.npy", "--row", 7, "-k", 10, "--json")
+    assert by_row.exit_code == 0, by_row.output
+    hits = json.loads(by_image.stdout)["results"]
+    assert len(hits) == 10 and hits == json.loads(by_row.stdout)["results"]
+
+
+def test_a_model_without_a_record_asks_for_extractor(trained_run, tmp_path):
+    """A 1280-d model recording no extractor: one error line naming --extractor (no EfficientNet-Lite0 guess)."""
+    img = tmp_path / "photo.jpg"
+    img.write_bytes(b"x")
+    assert "image_feature_extractor" not in json.loads((trained_run / "best.json").read_text())
+    res = invoke("retrieve", trained_run, "--image", img)
+    assert res.exit_code == 2, res.output
+    err = res.stderr
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "records no image feature extractor" in err and "--extractor NAME" in err and "1280-d" in err
+    assert "efficientnet" not in err.lower()
+    with testing.registered("image_feature_extractor", "rows_by_name", RowsByName):
+        named = invoke("retrieve", trained_run, "--image", tmp_path / "row_3.jpg", "--extractor", "rows_by_name")
+    assert named.exit_code == 2 and "row_3.jpg: no such image file" in named.stderr  # --extractor got past the check
