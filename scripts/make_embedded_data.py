@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ The first {train} train, {dev} dev and {test} test images of the official Flickr
 splits, in split order, with their 5 captions each (lowercased and tokenized
 with `\\w+|'\\w+|[^\\w\\s]`), and their EfficientNet-Lite0 ImageNet features
 (1280-d, L2-normalized, float16; one row per image), in the `precomp` layout:
-`SPLIT_caps.txt`, `SPLIT_ims.npy`, `SPLIT_ids.txt`.
+`SPLIT_caps.txt`, `SPLIT_ims.npy`, `SPLIT_ids.txt`, and `SPLIT_extractor.json`
+(the image feature extractor that reproduces the rows, which a model trained on
+them records, so `vsekit retrieve --image` knows how to embed a new photo).
 
 Made by `python scripts/make_embedded_data.py` from the reference feature
 release `flickr8k-effnet-lite0` (see its README for the exact preprocessing:
@@ -42,6 +45,11 @@ use it commercially. Note: most source images were 224x224-squashed copies
 """
 
 
+EXTRACTOR = {"extractor": {"type": "efficientnet_lite0"}, "dim": 1280,
+             "note": "rows copied from the reference features flickr8k-effnet-lite0; the efficientnet_lite0 "
+                     "extractor with its defaults reproduces them (cosine > 0.999)"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/flickr8k-effnet-lite0")
@@ -56,6 +64,7 @@ def main() -> None:
         np.save(DEST / f"{split}_ims.npy", ims[:n].astype(np.float16))
         (DEST / f"{split}_caps.txt").write_text("\n".join(caps[: 5 * n]) + "\n", encoding="utf-8")
         (DEST / f"{split}_ids.txt").write_text("\n".join(ids[:n]) + "\n", encoding="utf-8")
+        (DEST / f"{split}_extractor.json").write_text(json.dumps(EXTRACTOR, indent=1) + "\n", encoding="utf-8")
         for name in (f"{split}_ims.npy", f"{split}_caps.txt", f"{split}_ids.txt"):
             hashes[name] = hashlib.sha256((args.src / name).read_bytes()).hexdigest()[:16]
     text = README.format(**SIZES, hashes=", ".join(f"{k} {v}" for k, v in sorted(hashes.items())))
