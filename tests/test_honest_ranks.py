@@ -17,7 +17,7 @@ from vsekit.api import load_model
 from vsekit.evaluate import encode_images, encode_sentences
 from vsekit.metrics_core import input_warnings
 
-from conftest import mini_slice
+from conftest import mini_slice, tiny_spec_text
 from test_cli import assert_user_error, invoke
 
 
@@ -95,7 +95,7 @@ def test_bad_folds_is_one_error_line(trained_run, tmp_path, folds, needle):
 
 def test_bad_folds_in_a_spec_is_refused_before_training(small_data, spec_file, tmp_path):
     spec = spec_file(small_data, eval={"folds": 25})
-    assert_user_error(invoke("run", spec, "--out", tmp_path / "out"), "[eval] folds = 25", "fewer than the 10")
+    assert_user_error(invoke("run", spec, "--out", tmp_path / "out"), "[eval] folds: 25 does not fit the 50 'test' images", "fewer than the 10")
     assert not (tmp_path / "out").exists()
 
 
@@ -133,7 +133,6 @@ def test_run_results_record_the_rule_and_the_warnings(mini_dup_run):
 def mini_dup_run(tmp_path_factory):
     """A 1-epoch tiny run whose test split repeats one image's features in 5 rows."""
     import vsekit
-    from conftest import tiny_spec_text
 
     root = mini_slice(tmp_path_factory.mktemp("dup"), {"train": 100, "dev": 20, "test": 20})
     feats = np.load(root / "test_ims.npy")

@@ -90,7 +90,9 @@ def load_data(spec: Spec) -> RunData:
     try:
         check_folds(spec.eval.folds, test.n_images)
     except ProtocolError as exc:
-        raise SpecError(f"{where}: [eval] {exc} ({spec.eval.split!r} split, {test.source})") from None
+        why = str(exc).split(": ", 1)[-1]
+        raise SpecError(f"{where}: [eval] folds: {spec.eval.folds} does not fit the {test.n_images} "
+                        f"{spec.eval.split!r} images ({test.source}): {why}") from None
     return RunData(train, valid, test)
 
 
