@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,6 @@ EXAMPLES = REPO / "examples"
 MINI = EMBEDDED_ROOT / "f8k_mini"
 
 
-def _shared_data_root() -> Path | None:
-    """The real Flickr8K data: $VSEKIT_SHARED_DATA, else ../shared/data next to the repo (as CI has it)."""
-    candidates = [os.environ.get("VSEKIT_SHARED_DATA"), REPO.parent / "shared" / "data", REPO.parent / "shared"]
-    for c in candidates:
-        if c and (Path(c) / "flickr8k" / "captions.txt").is_file():
-            return Path(c)
-    return None
-
-
-SHARED = _shared_data_root()
-
-
 @pytest.fixture(autouse=True)
 def _few_threads():
     """Tests share two cores: keep torch from oversubscribing them."""
@@ -39,11 +26,10 @@ def _few_threads():
 
 @pytest.fixture
 def shared_data() -> Path:
-    if SHARED is None:
-        pytest.skip("real Flickr8K data not found (set VSEKIT_SHARED_DATA or place it at ../shared/data)")
-    if not (SHARED / "flickr8k-effnet-lite0" / "test_ims.npy").is_file():
-        pytest.skip("flickr8k-effnet-lite0 features not found next to the real Flickr8K data")
-    return SHARED
+    """The real Flickr8K data and its features; skips when absent, fails under CI=true (testing.shared_data)."""
+    from vsekit import testing
+
+    return testing.shared_data("flickr8k/captions.txt", "flickr8k-effnet-lite0/test_ims.npy")
 
 
 def write_precomp(folder: Path, split: str, captions: list[str], feats: np.ndarray, prefix: str = "") -> Path:

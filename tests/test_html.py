@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vsekit import checkpoint, report
+from vsekit import checkpoint, report, testing
 from vsekit.cli import cli
 from vsekit.retrieval import build_image_bank
 from vsekit.retrieval_cli import add_commands
@@ -56,10 +56,7 @@ def chromium() -> str:
                  "google-chrome-stable"):
         if name and shutil.which(name):
             return shutil.which(name)  # type: ignore[return-value]
-    msg = f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(msg + " — required under CI=true")
-    pytest.skip(msg)
+    testing.missing_test_input(f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM")
 
 
 def run_chromium(page: Path, tmp_path: Path, *extra: str) -> str:
