@@ -296,3 +296,14 @@ def test_a_user_components_bad_config_is_one_error_line(tmp_path, command, cls, 
     line = assert_one_error_line(result.exit_code, result.stdout, result.stderr, str(spec), *needles)
     assert "Traceback" not in line
     assert not (tmp_path / "run").exists()
+
+
+def test_several_problems_are_one_error_line_each(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[data]\ntype = "precomp"\ndir = "vsekit:f8k_mini"\n[model]\ndim = 0\n'
+                    '[loss]\ntype = "infonce"\n[train]\nlr = -1.0\nbatch_size = "big"\n', encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", str(spec)], obj={})
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"error: {spec}: [") for line in lines), lines
+    assert {"[model] dim", "[train] lr", "[train] batch_size"} == {line.split(": ")[2] for line in lines}, lines
