@@ -307,3 +307,18 @@ def test_several_problems_are_one_error_line_each(tmp_path):
     lines = result.stderr.splitlines()
     assert len(lines) == 3 and all(line.startswith(f"error: {spec}: [") for line in lines), lines
     assert {"[model] dim", "[train] lr", "[train] batch_size"} == {line.split(": ")[2] for line in lines}, lines
+
+
+def test_the_funnel_is_the_only_exit():
+    """No module but vsekit/cli.py exits or prints an error line itself: commands raise VsekitError."""
+    sources = sorted((REPO / "vsekit").rglob("*.py")) + sorted((REPO / "plugins").glob("*/*/**/*.py"))
+    offenders = []
+    for f in sources:
+        if f.name == "cli.py" and f.parent.name == "vsekit" or "tests" in f.relative_to(REPO).parts:
+            continue
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if any(s in code for s in ("sys.exit(", "ctx.exit(", "raise SystemExit", "os._exit(",
+                                       'echo(f"error', "echo('error", 'echo("error')):
+                offenders.append(f"{f.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
