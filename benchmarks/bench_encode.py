@@ -43,6 +43,7 @@ from bench_train import step_sizes  # noqa: E402
 
 import vsekit  # noqa: E402
 from vsekit.data.readers import PrecompReader  # noqa: E402
+from vsekit.data.tokenize import tokenize_all  # noqa: E402
 from vsekit.data.vocab import Vocab, encode_all  # noqa: E402
 from vsekit.model import JointModel  # noqa: E402
 from vsekit.spec import build_component  # noqa: E402
@@ -129,13 +130,14 @@ def main() -> None:
         source = args.model
     else:
         torch.manual_seed(0)
-        vocab = Vocab.build(reader.read("train").captions)
+        train = reader.read("train")
+        vocab = Vocab.build(tokenize_all(train.captions, "regex"))
         senc = build_component("sentence_encoder", {"type": "gru", "dim_word": args.dim_word}, "bench", args.data)
         ienc = build_component("image_encoder", {"type": "linear"}, "bench", args.data)
-        model = JointModel.build(senc, ienc, vocab, args.dim, test.dim_image)
+        model = JointModel.build(senc, ienc, vocab, args.dim, test.dim_image, tokenizer="regex")
         source = f"fresh gru dim {args.dim}, dim_word {args.dim_word}, train vocabulary of {len(vocab)} words"
     model.eval()
-    captions, strings, images = test.captions, [" ".join(c) for c in test.captions], test.images
+    captions, strings, images = model.tokens(test.captions), list(test.captions), test.images
     # the batches encode_sentences forms: lengths sorted longest first, cut every batch_size
     _, lengths = encode_all(model.vocab, captions, append_eos=model.append_eos, n_words=model.n_words)
     lengths = np.maximum(lengths, 1)

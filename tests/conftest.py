@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from vsekit import testing
 from vsekit.data.readers import EMBEDDED_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 MINI = EMBEDDED_ROOT / "f8k_mini"
+THRESHOLDS = REPO / "benchmarks" / "results" / "thresholds.json"
+#: the real Flickr8K data root, or None (tests ask for it through the ``shared_data`` fixture)
+SHARED = testing.find_shared_data("flickr8k/captions.txt", "flickr8k-effnet-lite0/test_ims.npy")
+
+
+@functools.cache
+def measured_thresholds() -> dict:
+    """``benchmarks/results/thresholds.json``: per trained configuration, working vs broken runs and the pass mark."""
+    return json.loads(THRESHOLDS.read_text(encoding="utf-8"))
+
+
+def threshold(config: str, metric: str = "test_rsum") -> float:
+    """The measured pass mark of ``metric`` (``SPLIT_KEY``: ``test_rsum``, ``test_t2i_medr``...) for ``config``.
+
+    Midway between the worst working run and the best broken run (untrained
+    weights, shuffled pairs) of ``python benchmarks/thresholds.py``; a working
+    run is at or above it (at or below for median ranks). Rerun the script
+    when a configuration changes.
+    """
+    configs = measured_thresholds()["configs"]
+    if config not in configs or metric not in configs[config]["metrics"]:
+        raise KeyError(f"{THRESHOLDS}: no {metric!r} measured for {config!r}; run benchmarks/thresholds.py")
+    m = configs[config]["metrics"][metric]
+    assert m["separates"], f"{THRESHOLDS}: {config} {metric}: working and broken runs overlap"
+    return float(m["threshold"])
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +55,6 @@ def _few_threads():
 @pytest.fixture
 def shared_data() -> Path:
     """The real Flickr8K data and its features; skips when absent, fails under CI=true (testing.shared_data)."""
-    from vsekit import testing
-
     return testing.shared_data("flickr8k/captions.txt", "flickr8k-effnet-lite0/test_ims.npy")
 
 

@@ -452,3 +452,304 @@ def test_cli_import_and_export(tmp_path):
 
 def test_user_errors_are_vsekit_errors():
     assert issubclass(CheckpointError, VsekitError)
+
+
+# --------------------------------------------------------------------------
+# the release files as Python 2.7 wrote them (issue 11, item 4)
+#
+# Every byte string below is written out by hand; each was checked against what Python 2.7.18's pickle
+# and cPickle modules write for the same object (pkl.dump(obj, f) is protocol 0).
+
+OD_PAIRS = [("dog", 2), ("runs", 3), ("grass", 4)]
+PY2_ORDERED_DICT = {
+    # collections.OrderedDict([('dog', 2), ('runs', 3), ('grass', 4)]): GLOBAL, then REDUCE of a 1-tuple
+    # holding a list of [key, value] lists (OrderedDict.__reduce__ in 2.7); pickle memoizes the tuple, cPickle not
+    "pickle_p0": (b"ccollections\nOrderedDict\np0\n((lp1\n(lp2\nS'dog'\np3\naI2\naa(lp4\nS'runs'\np5\naI3\naa"
+                  b"(lp6\nS'grass'\np7\naI4\naatp8\nRp9\n."),
+    "cpickle_p0": (b"ccollections\nOrderedDict\np1\n((lp2\n(lp3\nS'dog'\np4\naI2\naa(lp5\nS'runs'\np6\naI3\naa"
+                   b"(lp7\nS'grass'\np8\naI4\naatRp9\n."),
+    "pickle_p1": (b"ccollections\nOrderedDict\nq\x00(]q\x01(]q\x02(U\x03dogq\x03K\x02e]q\x04(U\x04runsq\x05K\x03e"
+                  b"]q\x06(U\x05grassq\x07K\x04eetq\x08Rq\t."),
+    "cpickle_p1": (b"ccollections\nOrderedDict\nq\x01(]q\x02(]q\x03(U\x03dogq\x04K\x02e]q\x05(U\x04runsq\x06K\x03e"
+                   b"]q\x07(U\x05grassq\x08K\x04eetRq\t."),
+    "pickle_p2": (b"\x80\x02ccollections\nOrderedDict\nq\x00]q\x01(]q\x02(U\x03dogq\x03K\x02e]q\x04(U\x04runsq\x05K"
+                  b"\x03e]q\x06(U\x05grassq\x07K\x04ee\x85q\x08Rq\t."),
+    "cpickle_p2": (b"\x80\x02ccollections\nOrderedDict\nq\x01]q\x02(]q\x03(U\x03dogq\x04K\x02e]q\x05(U\x04runsq\x06K"
+                   b"\x03e]q\x07(U\x05grassq\x08K\x04ee\x85Rq\t."),
+}
+# {'shape': (3, [1, 2.5]), 'dim': 1024, 'saveto': None, 'name': u'caf\xe9', 'n_words': 5L, 'margin': 0.2,
+#  'reload_': False, 'encoder': 'gru'} in Python 2's dict order
+PY2_OPTIONS = {
+    0: (b"(dp0\nS'shape'\np1\n(I3\n(lp2\nI1\naF2.5\natp3\nsS'dim'\np4\nI1024\nsS'saveto'\np5\nNsS'name'\np6\n"
+        b"Vcaf\xe9\np7\nsS'n_words'\np8\nL5L\nsS'margin'\np9\nF0.2\nsS'reload_'\np10\nI00\nsS'encoder'\np11\n"
+        b"S'gru'\np12\ns."),
+    1: (b"}q\x00(U\x05shapeq\x01(K\x03]q\x02(K\x01G@\x04\x00\x00\x00\x00\x00\x00etq\x03U\x03dimq\x04M\x00\x04"
+        b"U\x06savetoq\x05NU\x04nameq\x06X\x05\x00\x00\x00caf\xc3\xa9q\x07U\x07n_wordsq\x08L5L\nU\x06marginq\tG?"
+        b"\xc9\x99\x99\x99\x99\x99\x9aU\x07reload_q\nI00\nU\x07encoderq\x0bU\x03gruq\x0cu."),
+    2: (b"\x80\x02}q\x00(U\x05shapeq\x01K\x03]q\x02(K\x01G@\x04\x00\x00\x00\x00\x00\x00e\x86q\x03U\x03dimq\x04M"
+        b"\x00\x04U\x06savetoq\x05NU\x04nameq\x06X\x05\x00\x00\x00caf\xc3\xa9q\x07U\x07n_wordsq\x08\x8a\x01\x05"
+        b"U\x06marginq\tG?\xc9\x99\x99\x99\x99\x99\x9aU\x07reload_q\n\x89U\x07encoderq\x0bU\x03gruq\x0cu."),
+}
+PY2_OPTIONS_VALUE = {"shape": (3, [1, 2.5]), "dim": 1024, "saveto": None, "name": "café", "n_words": 5,
+                     "margin": 0.2, "reload_": False, "encoder": "gru"}
+
+
+@pytest.mark.parametrize("kind", list(PY2_ORDERED_DICT))
+def test_reads_a_python2_ordered_dict(tmp_path, kind):
+    import collections
+
+    path = tmp_path / "d.pkl"
+    path.write_bytes(PY2_ORDERED_DICT[kind])
+    got = legacy.read_pickle(path)
+    assert type(got) is collections.OrderedDict and list(got.items()) == OD_PAIRS
+    assert all(type(k) is str for k in got)
+
+
+def test_reads_an_empty_ordered_dict_and_python3_ones(tmp_path):
+    import collections
+
+    path = tmp_path / "d.pkl"
+    path.write_bytes(b"ccollections\nOrderedDict\np0\n((ltp1\nRp2\n.")  # Python 2.7, OrderedDict(), protocol 0
+    assert legacy.read_pickle(path) == collections.OrderedDict()
+    for protocol in range(6):  # Python 3 writes OrderedDict() then SETITEMS
+        path.write_bytes(pickle.dumps(collections.OrderedDict(OD_PAIRS), protocol=protocol))
+        got = legacy.read_pickle(path)
+        assert type(got) is collections.OrderedDict and list(got.items()) == OD_PAIRS, protocol
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_reads_python2_options(tmp_path, protocol):
+    path = tmp_path / "o.pkl"
+    path.write_bytes(PY2_OPTIONS[protocol])
+    got = legacy.read_pickle(path)
+    assert got == PY2_OPTIONS_VALUE
+    assert [type(got[k]) for k in ("reload_", "n_words", "saveto", "shape")] == [bool, int, type(None), tuple]
+
+
+# The hand-computed model of HAND_PARAMS, with both pickles as Python 2.7 pkl.dump wrote them (protocol 0):
+# options {'dim': 2, 'dim_word': 2, 'dim_image': 3, 'encoder': 'gru', 'n_words': 4, 'margin': 0.2,
+# 'reload_': False, 'data': 'f8k'} and OrderedDict([('<eos>', 0), ('UNK', 1), ('a', 2), ('b', 3)]).
+HAND_OPTIONS_P0 = (b"(dp0\nS'dim_word'\np1\nI2\nsS'reload_'\np2\nI00\nsS'dim_image'\np3\nI3\nsS'encoder'\np4\n"
+                   b"S'gru'\np5\nsS'n_words'\np6\nI4\nsS'margin'\np7\nF0.2\nsS'dim'\np8\nI2\nsS'data'\np9\n"
+                   b"S'f8k'\np10\ns.")
+HAND_DICT_P0 = (b"ccollections\nOrderedDict\np0\n((lp1\n(lp2\nS'<eos>'\np3\naI0\naa(lp4\nS'UNK'\np5\naI1\naa"
+                b"(lp6\nS'a'\np7\naI2\naa(lp8\nS'b'\np9\naI3\naatp10\nRp11\n.")
+
+
+def test_hand_computed_model_from_protocol0_files(tmp_path):
+    npz = _hand_files(tmp_path / "p0", "gru")
+    npz.with_name("hand.npz.pkl").write_bytes(HAND_OPTIONS_P0)
+    npz.with_name("hand.npz.dictionary.pkl").write_bytes(HAND_DICT_P0)
+    model = vsekit.load_model(npz)
+    assert model.vocab.words == ["<eos>", "<unk>", "a", "b"] and model.n_words == 4
+    np.testing.assert_allclose(vsekit.encode_sentences(model, ["a b"])[0], HAND_SENTENCE, atol=1e-6)
+    np.testing.assert_allclose(vsekit.encode_images(model, np.array([[1.0, 2.0, -1.0]]))[0], HAND_IMAGE, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# hostile pickles: every other global, every other call, and the limits
+
+HOSTILE = {
+    # (bytes, what the one-line message names)
+    "os_system_p0": (b"cos\nsystem\n(S'touch pwned'\ntR.", "global os.system"),
+    "posix_system_p0": (b"cposix\nsystem\np0\n(S'touch pwned'\np1\ntp2\nRp3\n.", "global posix.system"),
+    "os_system_p2": (b"\x80\x02cos\nsystem\nU\x0btouch pwned\x85R.", "global os.system"),
+    "other_collections": (b"ccollections\ndefaultdict\n(tR.", "global collections.defaultdict"),
+    "ordered_dict_other_module": (b"cmy_collections\nOrderedDict\n(tR.", "global my_collections.OrderedDict"),
+    "reconstructor": (b"ccopy_reg\n_reconstructor\n(ccollections\nOrderedDict\nc__builtin__\ndict\n(dtR.",
+                      "global copy_reg._reconstructor"),
+    "stack_global": (b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x05touch\x85R.", "global os.system"),
+    "reduce_on_a_list": (b"(lp0\n(tR.", "opcode REDUCE on a list"),
+    "reduce_on_a_string": (b"S'os.system'\n(S'x'\ntR.", "opcode REDUCE on a bytes"),
+    "ordered_dict_of_a_string": (b"ccollections\nOrderedDict\n(S'abc'\ntR.", "not a list of pairs"),
+    "ordered_dict_of_triples": (b"ccollections\nOrderedDict\n((lp0\n(I1\nI2\nI3\ntatR.", "[key, value] pairs"),
+    "ordered_dict_two_args": (b"ccollections\nOrderedDict\n((l(ltR.", "other than one list of pairs"),
+    "ordered_dict_uncalled": (b"(lp0\nccollections\nOrderedDict\na.", "collections.OrderedDict left uncalled"),
+    "ordered_dict_then_build": (b"ccollections\nOrderedDict\n(tR(dS'x'\nI1\nsb.", "opcode BUILD"),
+    "inst": (b"(S'touch pwned'\nios\nsystem\n.", "opcode INST"),
+    "obj": (b"(cos\nsystem\nS'x'\no.", "global os.system"),
+    "newobj": (b"\x80\x02ccollections\nOrderedDict\n)\x81.", "opcode NEWOBJ"),
+    "float_key": (b"(dp0\nF0.5\nI1\ns.", "dict key of type float"),
+    "tuple_key": (b"\x80\x02}K\x01K\x02\x86K\x03s.", "dict key of type tuple"),
+    "huge_int_key": (b"(dp0\nL2305843009213693951L\nI1\ns.", "dict key of type int"),
+    "huge_memo_index": (b"(lp2305843009213693951\n.", "opcode PUT"),
+    "long_beyond_64_bits": (b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.", "integer beyond 64 bits"),
+    "same_key_twice": (b"\x80\x02}(U\x01aK\x01X\x01\x00\x00\x00aK\x02u.", "key 'a' appears twice"),
+    "deep": (b"\x80\x02" + b"]" * 150 + b"a" * 149 + b".", "nested deeper than 100"),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_refuses_hostile_pickles_with_one_line(tmp_path, kind, monkeypatch):
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(os, "system", lambda *a: calls.append(a))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: calls.append(a))
+    data, names = HOSTILE[kind]
+    path = tmp_path / f"{kind}.pkl"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as err:
+        legacy.read_pickle(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: refused: ") and names in msg, msg
+    assert "\n" not in msg and not calls and not (tmp_path / "pwned").exists()
+
+
+def test_the_work_a_pickle_may_take_is_bounded(tmp_path, monkeypatch):
+    # x0 = []; x(i+1) = [xi, xi]: 30 levels in 200 bytes, 2**31 objects when read out as a tree
+    blowup = b"\x80\x02]" + b"q\x000](h\x00h\x00e" * 30 + b"."
+    # one memoized list of 100 pairs, then OrderedDict of it 100 times: 10,000 pairs from ~700 bytes
+    pairs = b"".join(b"]" + b"(X\x01\x00\x00\x00" + bytes([65 + i % 26]) + b"K" + bytes([i]) + b"e" for i in range(100))
+    amplify = (b"\x80\x02](" + pairs + b"eq\x00" + b"0ccollections\nOrderedDict\nh\x00\x85R" * 100 + b".")
+    big = pickle.dumps(list(range(300)), protocol=2)
+    for name, data in (("blowup", blowup), ("amplify", amplify), ("big", big)):
+        (tmp_path / f"{name}.pkl").write_bytes(data)
+    # each is read within generous limits ... (the blow-up is not: 2**31 objects)
+    monkeypatch.setattr(legacy, "MAX_PICKLE_OBJECTS", 100_000)
+    legacy.read_pickle(tmp_path / "amplify.pkl")
+    assert legacy.read_pickle(tmp_path / "big.pkl") == list(range(300))
+    with pytest.raises(CheckpointError, match=r"blowup.pkl: refused: more than 100000 objects"):
+        legacy.read_pickle(tmp_path / "blowup.pkl")
+    # ... and each limit bites
+    monkeypatch.setattr(legacy, "MAX_PICKLE_OPCODES", 5000)
+    with pytest.raises(CheckpointError, match=r"amplify.pkl: refused: more than 5000 opcodes and pairs"):
+        legacy.read_pickle(tmp_path / "amplify.pkl")
+    monkeypatch.setattr(legacy, "MAX_PICKLE_BYTES", len(big) - 1)
+    with pytest.raises(CheckpointError, match=rf"big.pkl: refused: the pickle is {len(big)} bytes, more than"):
+        legacy.read_pickle(tmp_path / "big.pkl")
+
+
+def test_the_real_limits_stop_a_blowup_quickly(tmp_path):
+    import time
+
+    assert (legacy.MAX_PICKLE_BYTES, legacy.MAX_PICKLE_OPCODES, legacy.MAX_PICKLE_OBJECTS,
+            legacy.MAX_PICKLE_DEPTH) == (64 * 2**20, 2_000_000, 1_000_000, 100)
+    path = tmp_path / "blowup.pkl"
+    path.write_bytes(b"\x80\x02]" + b"q\x000](h\x00h\x00e" * 60 + b".")  # 2**61 objects as a tree
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="more than 1000000 objects"):
+        legacy.read_pickle(path)
+    assert time.perf_counter() - start < 30
+
+
+def test_damaged_pickles_give_one_checkpoint_error_line(tmp_path):
+    """Random damage to the pickles above: read, or refused with one CheckpointError line; nothing else escapes."""
+    import random
+
+    seeds = [*PY2_ORDERED_DICT.values(), *PY2_OPTIONS.values(), HAND_OPTIONS_P0, HAND_DICT_P0,
+             *(data for data, _ in HOSTILE.values())]
+    rng = random.Random(0)
+    path = tmp_path / "damaged.pkl"
+    outcomes = set()
+    for _ in range(300):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            j = rng.randrange(len(data))
+            if rng.random() < 0.5:
+                data[j] = rng.randrange(256)
+            else:
+                data.insert(j, rng.choice(b"()]}laspRcqhgIKSVUtu.0N\x85\n"))
+        path.write_bytes(bytes(data))
+        try:
+            legacy.read_pickle(path)
+            outcomes.add("read")
+        except CheckpointError as exc:
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc), str(exc)
+            outcomes.add(str(exc).split(": ")[1])
+    assert {"read", "refused", "not a readable pickle"} <= outcomes
+
+
+def test_cli_refuses_a_hostile_dictionary_in_one_line(tmp_path):
+    from vsekit.cli import _add_plugin_commands, cli
+
+    _add_plugin_commands()
+    npz, *_ = make_reference(tmp_path)
+    dict_path = npz.with_name(npz.name + ".dictionary.pkl")
+    dict_path.write_bytes(HOSTILE["os_system_p0"][0])
+    res = CliRunner().invoke(cli, ["import-legacy", str(npz), "-o", str(tmp_path / "m")], obj={})
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {dict_path}: refused: global os.system")
+    assert not (tmp_path / "m" / "best.json").exists()
+
+
+# --------------------------------------------------------------------------
+# the reference's real files: ../shared/cases/legacy-ordereddict
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_CASES = REPO.parent / "shared" / "cases"
+
+
+def shared_case(name: str) -> Path:
+    """A folder of ../shared/cases; absent, the test skips, or fails under CI=true (CI has ../shared)."""
+    folder = SHARED_CASES / name
+    if not folder.is_dir():
+        from vsekit import testing
+
+        testing.missing_test_input(f"{folder} not found (the shared cases live in ../shared next to the repository)")
+    return folder
+
+
+def test_imports_the_reference_ordered_dict_case(tmp_path, monkeypatch):
+    import shutil
+
+    from vsekit.cli import _add_plugin_commands, cli
+
+    case = shared_case("legacy-ordereddict")
+    for name in ("ref.npz", "ref.npz.pkl", "ref.npz.dictionary.pkl"):
+        shutil.copy(case / name, tmp_path / name)
+    assert (tmp_path / "ref.npz.dictionary.pkl").read_bytes().startswith(b"ccollections\nOrderedDict\n")
+    _add_plugin_commands()
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["import-legacy", "ref.npz", "-o", "out"], obj={})
+    assert res.exit_code == 0, res.output
+    model = vsekit.load_model(tmp_path / "out")
+
+    # the case's README: OrderedDict([('dog', 2), ('runs', 3), ('grass', 4)]); its options: n_words 5, dim 4
+    worddict, n_words = dict(OD_PAIRS), 5
+    with np.load(tmp_path / "ref.npz") as z:
+        P = {k: z[k] for k in z.files}
+    assert P["Wemb"].shape == (n_words, 4) and P["ff_image_W"].shape == (6, 4)
+    captions = ["dog runs", "grass", "dog runs on the grass", "runs runs dog", "zebra"]
+    want = np.stack([ref_encode_sentence(P, worddict, n_words, c, "gru") for c in captions])
+    np.testing.assert_allclose(vsekit.encode_sentences(model, captions), want, atol=1e-5)
+    feats = np.random.default_rng(3).normal(size=(5, 6)).astype(np.float32)
+    np.testing.assert_allclose(vsekit.encode_images(model, feats), ref_encode_image(P, feats), atol=1e-5)
+    assert model.vocab.words == ["<eos>", "<unk>", "dog", "runs", "grass"]
+
+
+# --------------------------------------------------------------------------
+# a native vsekit GRU model, exported in the reference's format and read back
+
+
+def test_exported_native_gru_matches_the_reference_equations(tmp_path):
+    model = _native("gru", dim_word=3)  # dim 4, words <eos> <unk> dog cat, tokenizer "regex", no <eos> step
+    rng = np.random.default_rng(7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(rng.uniform(-0.8, 0.8, size=tuple(p.shape)).astype(np.float32)))
+        model.sentence_encoder.rnn.bias_hh_l0.zero_()  # the reference has no recurrent biases
+    out = legacy.export_legacy(model, tmp_path / "native.npz")
+
+    # the exported files, read without vsekit (they are this test's own files: the stdlib unpickler is safe here)
+    with np.load(out) as z:
+        P = {k: z[k] for k in z.files}
+    worddict = pickle.loads(out.with_name("native.npz.dictionary.pkl").read_bytes())
+    options = pickle.loads(out.with_name("native.npz.pkl").read_bytes())
+    assert worddict == {"<eos>": 0, "UNK": 1, "dog": 2, "cat": 3}
+    assert (options["dim"], options["dim_word"], options["n_words"], options["encoder"]) == (4, 3, 4, "gru")
+    captions = ["dog cat", "cat", "cat dog dog", "bird dog"]
+    want = np.stack([ref_encode_sentence(P, worddict, 4, c, "gru") for c in captions])
+
+    # the native model's own GRU on the same steps (the words, then <eos>) gives the reference's vectors ...
+    model.append_eos = True  # the model's tokenizer cuts text; the <eos> step is the model's own option
+    native = vsekit.encode_sentences(model, captions)
+    model.append_eos = False
+    np.testing.assert_allclose(native, want, atol=1e-5)
+    # ... and so does the model read back from the reference's files, on plain captions
+    again = vsekit.load_model(out)
+    np.testing.assert_allclose(vsekit.encode_sentences(again, captions), want, atol=1e-5)
+    feats = rng.normal(size=(3, 3)).astype(np.float32)
+    np.testing.assert_allclose(vsekit.encode_images(again, feats), ref_encode_image(P, feats), atol=1e-5)
+    np.testing.assert_allclose(vsekit.encode_images(model, feats), ref_encode_image(P, feats), atol=1e-5)

@@ -21,24 +21,35 @@ from vsekit.metrics_core import (
 
 
 # --------------------------------------------------------------------------- #
-# Brute-force references: one Python loop iteration per query, same tie rule.
+# Brute-force references: one Python loop iteration per query, in float64.
+# pessimistic: the issue's rule read literally (1 + other candidates scoring >=);
+# reference: the reference's evaluation.py, numpy.argsort(d, kind="stable")[::-1].
 # --------------------------------------------------------------------------- #
-def brute_i2t(img: np.ndarray, cap: np.ndarray, cap2img: np.ndarray) -> np.ndarray:
+def brute_i2t(img: np.ndarray, cap: np.ndarray, cap2img: np.ndarray, ties: str = "pessimistic") -> np.ndarray:
     img64, cap64 = np.asarray(img, np.float64), np.asarray(cap, np.float64)
     out = []
     for i in range(len(img64)):
-        scores = cap64 @ img64[i]
-        best = max(scores[j] for j in range(len(cap64)) if cap2img[j] == i)
-        out.append(int(np.count_nonzero(scores > best)))
+        d = cap64 @ img64[i]
+        own = [j for j in range(len(cap64)) if cap2img[j] == i]
+        if ties == "reference":
+            inds = np.argsort(d, kind="stable")[::-1]
+            out.append(min(int(np.where(inds == j)[0][0]) for j in own))
+        else:
+            best = max(d[j] for j in own)
+            out.append(sum(1 for j in range(len(cap64)) if cap2img[j] != i and d[j] >= best))
     return np.array(out, dtype=np.int64)
 
 
-def brute_t2i(img: np.ndarray, cap: np.ndarray, cap2img: np.ndarray) -> np.ndarray:
+def brute_t2i(img: np.ndarray, cap: np.ndarray, cap2img: np.ndarray, ties: str = "pessimistic") -> np.ndarray:
     img64, cap64 = np.asarray(img, np.float64), np.asarray(cap, np.float64)
     out = []
     for j in range(len(cap64)):
-        scores = img64 @ cap64[j]
-        out.append(int(np.count_nonzero(scores > scores[cap2img[j]])))
+        d = img64 @ cap64[j]
+        if ties == "reference":
+            inds = np.argsort(d, kind="stable")[::-1]
+            out.append(int(np.where(inds == cap2img[j])[0][0]))
+        else:
+            out.append(sum(1 for m in range(len(img64)) if m != cap2img[j] and d[m] >= d[cap2img[j]]))
     return np.array(out, dtype=np.int64)
 
 
@@ -67,22 +78,50 @@ def brute_ranks(tie_data) -> tuple[np.ndarray, np.ndarray]:
     return brute_i2t(*tie_data), brute_t2i(*tie_data)
 
 
+@pytest.fixture(scope="module")
+def brute_ranks_reference(tie_data) -> tuple[np.ndarray, np.ndarray]:
+    return brute_i2t(*tie_data, ties="reference"), brute_t2i(*tie_data, ties="reference")
+
+
 # --------------------------------------------------------------------------- #
-# (a) vectorized == brute force
+# (a) vectorized == brute force, for both tie rules
 # --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("ties", ["pessimistic", "reference"])
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 1024, 100_000])
-def test_ranks_match_brute_force(tie_data, brute_ranks, chunk_size):
+def test_ranks_match_brute_force(tie_data, brute_ranks, brute_ranks_reference, chunk_size, ties):
     img, cap, cap2img = tie_data
-    want_i2t, want_t2i = brute_ranks
+    want_i2t, want_t2i = brute_ranks if ties == "pessimistic" else brute_ranks_reference
     assert np.unique(want_i2t).size > 5 and np.unique(want_t2i).size > 5  # non-trivial
-    got_i2t = ranks_i2t(img, cap, cap2img, chunk_size=chunk_size)
-    got_t2i = ranks_t2i(img, cap, cap2img, chunk_size=chunk_size)
+    got_i2t = ranks_i2t(img, cap, cap2img, chunk_size=chunk_size, ties=ties)
+    got_t2i = ranks_t2i(img, cap, cap2img, chunk_size=chunk_size, ties=ties)
     assert got_i2t.dtype == np.int64 and got_t2i.dtype == np.int64
     np.testing.assert_array_equal(got_i2t, want_i2t)
     np.testing.assert_array_equal(got_t2i, want_t2i)
-    both_i2t, both_t2i = ranks_both(img, cap, cap2img, chunk_size=chunk_size)
+    both_i2t, both_t2i = ranks_both(img, cap, cap2img, chunk_size=chunk_size, ties=ties)
     np.testing.assert_array_equal(both_i2t, want_i2t)
     np.testing.assert_array_equal(both_t2i, want_t2i)
+
+
+def test_tie_rules_differ_on_the_fixture(brute_ranks, brute_ranks_reference):
+    """Guard: on tie-heavy data the reference order ranks some queries better than the pessimistic rule,
+    never worse (the pessimistic rank counts every tie, the reference order only some)."""
+    for pess, ref in zip(brute_ranks, brute_ranks_reference):
+        assert (ref <= pess).all() and (ref < pess).mean() > 0.3
+
+
+@pytest.mark.parametrize("n_img", [1, 3, 200])
+def test_all_equal_scores_rank_last(n_img):
+    """Every score equal (all-zero embeddings): every R@K is 0, aMedr = 5N - 4 and sMedr = N."""
+    img = np.zeros((n_img, 8), np.float32)
+    cap = np.zeros((5 * n_img, 8), np.float32)
+    cap2img = np.repeat(np.arange(n_img), 5)
+    r_i2t, r_t2i = ranks_both(img, cap, cap2img, chunk_size=64)
+    np.testing.assert_array_equal(r_i2t, np.full(n_img, 5 * n_img - 5))
+    np.testing.assert_array_equal(r_t2i, np.full(5 * n_img, n_img - 1))
+    if n_img == 200:
+        m = recall(img, cap, cap2img)
+        assert m["i2t_medr"] == 5 * n_img - 4 and m["t2i_medr"] == n_img
+        assert all(m[k] == 0.0 for k in m if "_r" in k) and m["rsum"] == 0.0
 
 
 def test_ties_are_frequent_in_fixture(tie_data):
@@ -131,25 +170,31 @@ def test_hand_built_example():
     #   img0 [1,0]: [0, 2,  1, -1, 0, 1]   own caps 0,1 -> best 2
     #   img1 [0,1]: [1, 0,  0,  0, 3, 1]   own caps 2,3 -> best 0
     #   img2 [1,1]: [1, 2,  1, -1, 3, 2]   own caps 4,5 -> best 3
-    # i2t: img0: none > 2 -> 0; img1: {0, 4, 5} > 0 -> 3; img2: none > 3 -> 0
-    # t2i (columns): cap0 own=img0 score 0; img1=1, img2=1 beat it -> 2
-    #   cap1 own=img0 score 2; img2 ties (2), not counted -> 0
+    # Pessimistic (other candidates scoring >= the ground truth):
+    # i2t: img0: no other caption >= 2 -> 0; img1: caps 0, 1, 4, 5 (1, 0, 3, 1) >= 0 -> 4; img2: none >= 3 -> 0
+    # t2i (columns): cap0 own=img0 score 0; img1=1, img2=1 -> 2
+    #   cap1 own=img0 score 2; img2 ties (2) -> 1
     #   cap2 own=img1 score 0; img0=1, img2=1 -> 2
     #   cap3 own=img1 score 0; img0=-1, img2=-1 -> 0
-    #   cap4 own=img2 score 3; img1 ties (3) -> 0
+    #   cap4 own=img2 score 3; img1 ties (3) -> 1
     #   cap5 own=img2 score 2; img0=1, img1=1 -> 0
-    np.testing.assert_array_equal(ranks_i2t(img, cap, cap2img), [0, 3, 0])
-    np.testing.assert_array_equal(ranks_t2i(img, cap, cap2img), [2, 0, 2, 0, 0, 0])
-    np.testing.assert_array_equal(ranks_both(img, cap, cap2img, 2)[0], [0, 3, 0])
-    np.testing.assert_array_equal(ranks_both(img, cap, cap2img, 2)[1], [2, 0, 2, 0, 0, 0])
+    np.testing.assert_array_equal(ranks_i2t(img, cap, cap2img), [0, 4, 0])
+    np.testing.assert_array_equal(ranks_t2i(img, cap, cap2img), [2, 1, 2, 0, 1, 0])
+    np.testing.assert_array_equal(ranks_both(img, cap, cap2img, 2)[0], [0, 4, 0])
+    np.testing.assert_array_equal(ranks_both(img, cap, cap2img, 2)[1], [2, 1, 2, 0, 1, 0])
+    # Reference order, argsort(d, kind="stable")[::-1] (equal scores: the higher index first):
+    # img1: order 4, 5, 0, 3, 2, 1 -> own cap3 at 3; cap1 over images (2, 0, 2): order 2, 0, 1 -> 1;
+    # cap4 over images (0, 3, 3): order 2, 1, 0 -> own img2 first -> 0.
+    np.testing.assert_array_equal(ranks_i2t(img, cap, cap2img, ties="reference"), [0, 3, 0])
+    np.testing.assert_array_equal(ranks_t2i(img, cap, cap2img, ties="reference"), [2, 1, 2, 0, 0, 0])
 
     res = recall(img, cap, cap2img)
     assert res["i2t_r1"] == pytest.approx(200 / 3)
     assert res["i2t_r5"] == 100.0
-    assert res["t2i_r1"] == pytest.approx(400 / 6)
-    assert res["t2i_medr"] == 1.0  # median of [0,0,0,0,2,2] = 0
-    assert res["i2t_meanr"] == pytest.approx(2.0)  # mean 1 + 1
-    assert res["rsum"] == pytest.approx(200 / 3 + 100 + 100 + 400 / 6 + 100 + 100)
+    assert res["t2i_r1"] == pytest.approx(200 / 6)
+    assert res["t2i_medr"] == 2.0  # median of [0,0,1,1,2,2] = 1
+    assert res["i2t_meanr"] == pytest.approx(7 / 3)  # mean 4/3 + 1
+    assert res["rsum"] == pytest.approx(200 / 3 + 100 + 100 + 200 / 6 + 100 + 100)
 
 
 # --------------------------------------------------------------------------- #
@@ -282,15 +327,19 @@ def test_missing_captions_and_fold_errors(small):
         ranks_i2t(img, cap, np.where(c2i == 2, 1, c2i))
     # Image search alone is well defined for caption-less images.
     assert ranks_t2i(img, cap, np.where(c2i == 2, 1, c2i)).shape == (8,)
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match="do not split into 3 equal folds"):
         recall(img, cap, c2i, folds=3)
     with pytest.raises(ValueError, match="folds"):
         recall(img, cap, c2i, folds=0)
+    with pytest.raises(ValueError, match="fewer than the 10"):
+        recall(img, cap, c2i, folds=2)
+    with pytest.raises(ValueError, match="tie rule"):
+        recall(img, cap, c2i, ties="optimistic")
     with pytest.raises(ValueError, match="ks"):
         recall(img, cap, c2i, ks=(0, 5))
     with pytest.raises(ValueError, match="non-empty"):
         recall_summary(np.array([]), np.array([0]))
-    assert recall(img, cap, c2i, folds=2)["folds"][1].keys() == recall(img, cap, c2i).keys()
+    assert recall(img, cap, c2i, folds=1).keys() == recall(img, cap, c2i).keys()
 
 
 # --------------------------------------------------------------------------- #
@@ -317,12 +366,12 @@ def setups(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(setups())
-def test_property_vectorized_equals_brute_force(setup):
+@given(setups(), st.sampled_from(["pessimistic", "reference"]))
+def test_property_vectorized_equals_brute_force(setup, ties):
     img, cap, cap2img, chunk = setup
-    want_i2t, want_t2i = brute_i2t(img, cap, cap2img), brute_t2i(img, cap, cap2img)
-    np.testing.assert_array_equal(ranks_i2t(img, cap, cap2img, chunk), want_i2t)
-    np.testing.assert_array_equal(ranks_t2i(img, cap, cap2img, chunk), want_t2i)
-    both = ranks_both(img, cap, cap2img, chunk)
+    want_i2t, want_t2i = brute_i2t(img, cap, cap2img, ties), brute_t2i(img, cap, cap2img, ties)
+    np.testing.assert_array_equal(ranks_i2t(img, cap, cap2img, chunk, ties), want_i2t)
+    np.testing.assert_array_equal(ranks_t2i(img, cap, cap2img, chunk, ties), want_t2i)
+    both = ranks_both(img, cap, cap2img, chunk, ties)
     np.testing.assert_array_equal(both[0], want_i2t)
     np.testing.assert_array_equal(both[1], want_t2i)

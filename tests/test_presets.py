@@ -42,7 +42,7 @@ def data_root(tmp_path, monkeypatch):
     root = tmp_path / "data"
     fabricate(root, "f8k", {"train": 4, "dev": 4, "test": 10}, "row-per-caption", seed=1)
     fabricate(root, "f30k", {"train": 4, "dev": 4, "test": 10}, "row-per-image", seed=1)  # same numbers
-    fabricate(root, "coco", {"train": 4, "dev": 4, "test": 25}, "row-per-caption", seed=2)
+    fabricate(root, "coco", {"train": 4, "dev": 4, "test": 50}, "row-per-caption", seed=2)
     monkeypatch.setenv(ENV_ROOT, str(root))
     return root
 
@@ -111,10 +111,10 @@ def test_evalrank_on_a_preset_prints_the_reference_lines(data_root, capsys):
 def test_coco_5_fold(data_root):
     model = small_model("bow")
     split = resolve_preset("coco").read("test")
-    assert split.n_images == 25
+    assert split.n_images == 50  # 5 folds of 10 images, the smallest fold vsekit accepts
     got = vsekit.evalrank(model, data="coco", split="test", folds=5, verbose=False, print_table=False)
     ims, caps = vsekit.encode_images(model, split.images), vsekit.encode_sentences(model, split.captions)
-    per_fold = [recall(ims[5 * f:5 * f + 5], caps[25 * f:25 * f + 25], split.cap2img[25 * f:25 * f + 25] - 5 * f)
+    per_fold = [recall(ims[10 * f:10 * f + 10], caps[50 * f:50 * f + 50], split.cap2img[50 * f:50 * f + 50] - 10 * f)
                 for f in range(5)]
     assert len(got["folds"]) == 5
     for key in ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum"):

@@ -39,8 +39,9 @@ def brute_summary(sim: np.ndarray, cap2img: np.ndarray, ks: tuple[int, ...]) -> 
     i2t = []
     for i in range(n_img):
         own = max(sim[i, j] for j in range(n_cap) if cap2img[j] == i)
-        i2t.append(sum(1 for j in range(n_cap) if sim[i, j] > own))  # ties count in the query's favour
-    t2i = [sum(1 for i in range(n_img) if sim[i, j] > sim[cap2img[j], j]) for j in range(n_cap)]
+        # ties count against the query: every other caption scoring >= the best own one ranks ahead
+        i2t.append(sum(1 for j in range(n_cap) if cap2img[j] != i and sim[i, j] >= own))
+    t2i = [sum(1 for i in range(n_img) if i != cap2img[j] and sim[i, j] >= sim[cap2img[j], j]) for j in range(n_cap)]
     out: dict[str, float] = {}
     for name, ranks in (("i2t", i2t), ("t2i", t2i)):
         for k in ks:
@@ -54,7 +55,7 @@ def brute_summary(sim: np.ndarray, cap2img: np.ndarray, ks: tuple[int, ...]) -> 
 @st.composite
 def folded_setups(draw):
     folds = draw(st.integers(1, 3))
-    per_fold = draw(st.integers(1, 4))
+    per_fold = draw(st.integers(1, 4) if folds == 1 else st.integers(10, 11))  # a fold holds >= 10 images
     n_img = folds * per_fold
     dim = draw(st.integers(1, 3))
     caps_per = draw(st.lists(st.integers(1, 3), min_size=n_img, max_size=n_img))

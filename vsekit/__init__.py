@@ -12,7 +12,7 @@ The public Python API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from vsekit._version import __version__  # noqa: E402
 
 from vsekit.api import eval_checkpoint, load_model, load_spec, train  # noqa: E402
 from vsekit.data.readers import DatasetReader, Split  # noqa: E402

@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 from vsekit import checkpoint, spec as spec_mod
 from vsekit.data.readers import DatasetReader, Split
+from vsekit.data.tokenize import tokenizer_problem
 from vsekit.errors import DataError
 from vsekit.model import JointModel
 
@@ -69,26 +70,58 @@ def resolve_split(model: JointModel, data: Any, split: str) -> Split:
 
 
 def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, folds: int | None = None,
-                    verbose: bool = True) -> tuple[dict[str, Any], Path]:
-    """Evaluate a checkpoint on ``split`` of its own spec's data (or ``data``); returns (metrics, checkpoint json)."""
+                    verbose: bool = True, ties: str = "pessimistic",
+                    log_warnings: bool = True) -> tuple[dict[str, Any], Path]:
+    """Evaluate a checkpoint on ``split`` of its own spec's data (or ``data``); returns (metrics, checkpoint json).
+
+    The metrics are :func:`~vsekit.evaluate.evaluate_split`'s, plus ``"data"``: which data was read (``"own"``
+    or the spec file given, its ``[data]`` table and the split's source). Raises :class:`VsekitError` subclasses
+    for a missing checkpoint, unknown split, unreadable data or a bad protocol setting.
+    """
     from vsekit.evaluate import evaluate_split
 
     meta_path, meta = checkpoint.read_meta(path)
     model, _, _ = checkpoint.load(meta_path)
     if data is None:
-        try:
-            s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent)
-        except spec_mod.SpecError:
-            raise
+        s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent)
         reader = s.data.build()
         if split not in reader.splits:
             raise DataError(f"unknown split {split!r} for the data of {meta_path} — known: {', '.join(reader.splits)}")
         split_data = reader.read(split)
         if folds is None:
             folds = s.eval.folds if split == s.eval.split else None
+        record: dict[str, Any] = {"spec": "own", "data": s.data.to_dict()}
     else:
         split_data = resolve_split(model, data, split)
-    return evaluate_split(model, split_data, folds=folds, verbose=verbose), meta_path
+        record = {"spec": str(data)}
+        if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
+            record["data"] = load_spec(data).data.to_dict()
+    record["source"] = split_data.source
+    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties, log_warnings=log_warnings)
+    return {**metrics, "data": record}, meta_path
+
+
+def eval_result_name(split: str, metrics: dict[str, Any]) -> str:
+    """The default file name of an ``eval`` result, unique per data and protocol, so that evaluating on other
+    data (or with other folds or ties) never overwrites an earlier result: ``eval_SPLIT[_DATA-HASH][_foldsF]
+    [_ties-RULE].json``, where DATA is the data spec's file stem and HASH the first 8 hex digits of the sha256
+    of its ``[data]`` table."""
+    import hashlib
+    import json
+    import re
+
+    parts = [f"eval_{split}"]
+    record = metrics.get("data") or {}
+    if record.get("spec", "own") != "own":
+        digest = hashlib.sha256(json.dumps(record.get("data", record["spec"]), sort_keys=True).encode()).hexdigest()
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(record["spec"]).stem)[:40] or "data"
+        parts.append(f"{stem}-{digest[:8]}")
+    protocol = metrics.get("protocol") or {}
+    if protocol.get("folds", 1) != 1:
+        parts.append(f"folds{protocol['folds']}")
+    if protocol.get("ties", "pessimistic") != "pessimistic":
+        parts.append(f"ties-{protocol['ties']}")
+    return "_".join(parts) + ".json"
 
 
 def check_spec(s: spec_mod.Spec) -> list[str]:
@@ -99,6 +132,8 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     problems = []
     reader = s.data.build()
     problems += [f"[data] {p}" for p in reader.check()]
+    if problem := tokenizer_problem(s.model.tokenizer):
+        problems.append(f"[model] tokenizer: {problem}")
     for where, name in (("[train] valid_split", s.train.valid_split), ("[eval] split", s.eval.split)):
         if name not in reader.splits:
             problems.append(f"{where}: unknown split {name!r} — known: {', '.join(reader.splits)}")

@@ -24,7 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from vsekit import __version__
+from vsekit._version import __version__
+from vsekit.data.tokenize import DEFAULT, tokenizer_problem
 from vsekit.data.vocab import Vocab
 from vsekit.errors import CheckpointError, SpecError
 from vsekit.io import atomic_write, atomic_write_text, sha256_file
@@ -190,9 +191,12 @@ def load(path: str | Path, map_location: str = "cpu") -> tuple[JointModel, dict[
     except spec_mod._SpecProblems as exc:
         raise SpecError("\n".join(f"{meta_path}: [{p}] {m}" for p, m in exc.problems)) from None
     vocab = Vocab(meta["vocab"])
+    tokenizer = meta.get("tokenizer", DEFAULT)  # every checkpoint so far records it; older ones used regex
+    if problem := tokenizer_problem(tokenizer):
+        raise CheckpointError(f"{meta_path}: tokenizer: {problem}")
     model = JointModel.build(senc, ienc, vocab, int(meta["dim"]), int(meta["dim_image"]),
                              append_eos=bool(meta.get("append_eos", False)), n_words=meta.get("n_words"),
-                             tokenizer=meta.get("tokenizer", "regex"))
+                             tokenizer=tokenizer)
     own = {k: v for k, v in tensors.items() if k.startswith(("sentence_encoder.", "image_encoder."))}
     rest = {k: v for k, v in tensors.items() if k not in own}
     try:

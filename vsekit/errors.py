@@ -30,3 +30,7 @@ class CheckpointError(VsekitError):
 
 class RegistryError(VsekitError):
     """A component name is unknown or registered twice."""
+
+
+class ProtocolError(VsekitError, ValueError):
+    """An evaluation protocol setting (folds, tie rule, captions per image) does not fit the data."""

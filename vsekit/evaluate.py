@@ -11,8 +11,7 @@ from tqdm.auto import tqdm
 
 from vsekit.data.batching import collate
 from vsekit.data.readers import Split
-from vsekit.data.tokenize import TOKENIZERS
-from vsekit.data.vocab import encode_all
+from vsekit.metrics_core import check_folds, check_ties, input_warnings
 from vsekit.model import JointModel
 
 log = logging.getLogger(__name__)
@@ -31,28 +30,34 @@ def _device(model: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def encode_sentences(model: JointModel, sentences: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 512,
                      verbose: bool = False) -> np.ndarray:
-    """Unit-norm embeddings (N, dim) of captions: strings are tokenized, token lists are used as given."""
+    """Unit-norm float32 embeddings (N, dim) of N captions, row i for caption i.
+
+    Each caption goes through the model's own tokenizer (``model.tokenizer``,
+    :meth:`JointModel.token_ids`), as in training and evaluation; a token list
+    is joined with spaces first. A caption with no tokens is encoded as an
+    empty sequence (its row is what the encoder gives for no words).
+    Raises :class:`~vsekit.errors.DataError` when given one string instead of a list.
+    """
     if isinstance(sentences, str):  # would otherwise be encoded one character per caption
         from vsekit.errors import DataError
 
         raise DataError(f"encode_sentences: expected a list of captions, got one string; pass [{sentences!r}]")
-    tok = TOKENIZERS.get(model.tokenizer, TOKENIZERS["regex"])
-    captions = [tok(s) if isinstance(s, str) else list(s) for s in sentences]
-    n = len(captions)
+    needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
+    captions = model.tokens(sentences) if needs_texts else None
+    n = len(sentences)
     out = np.zeros((n, model.dim), dtype=np.float32)
     if n == 0:
         return out
-    flat, lengths = encode_all(model.vocab, captions, append_eos=model.append_eos, n_words=model.n_words)
+    flat, lengths = model.token_ids(sentences)
     lengths_safe = np.maximum(lengths, 1)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     order = np.argsort(-lengths_safe, kind="stable")  # similar lengths together: little padding
     was_training = model.training
     model.eval()
     device = _device(model)
-    needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
     for idx in tqdm(_token_budget_batches(lengths_safe[order], order, batch_size), desc="encode captions",
                     disable=not verbose, leave=False):
-        batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if needs_texts else None)
+        batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if captions is not None else None)
         batch = type(batch)(batch.tokens, batch.lengths.clamp(min=1), batch.texts).to(device)
         out[idx] = model.encode_text(batch).float().cpu().numpy()
     model.train(was_training)
@@ -101,8 +106,29 @@ def encode_images(model: JointModel, features: np.ndarray | torch.Tensor, batch_
 
 
 def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: int | None = None,
-                   verbose: bool = False) -> dict[str, Any]:
-    """Encode a split and compute the metric (``recall`` by default)."""
+                   verbose: bool = False, ties: str = "pessimistic", log_warnings: bool = True) -> dict[str, Any]:
+    """Encode a split and compute the metric (``recall`` by default), with the protocol and any warnings.
+
+    Args:
+        model: the joint model.
+        split: the split; its ``(N, dim_image)`` features and captions are encoded.
+        metric: a :class:`~vsekit.metrics.Metric` (default: ``recall`` with K = 1, 5, 10).
+        folds: ``None`` or the number of equal folds (COCO 5-fold 1K); a fold holds >= 10 images.
+        verbose: progress bars while encoding.
+        ties: the tie rule (``"pessimistic"``, the default, or ``"reference"``); see
+            :mod:`vsekit.metrics_core`. Model selection always uses the default.
+        log_warnings: also log each warning (the result holds them either way).
+
+    Returns:
+        The metric's values (R@K in %, 1-based median / mean ranks, ``rsum``), plus ``"protocol"``
+        (``ties``, ``folds``, ``n_images``, ``n_captions``, ``caps_per_image`` as min/max) and
+        ``"warnings"`` (sentences about inputs that make the table meaningless: a tiny split, all-zero,
+        constant or repeated feature rows, image embeddings the model collapsed).
+
+    Raises:
+        DataError: the features do not fit the model. ProtocolError: bad ``folds`` or ``ties``,
+            before anything is encoded.
+    """
     if metric is None:
         from vsekit.metrics import RecallMetric
 
@@ -111,24 +137,45 @@ def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: i
         from vsekit.errors import DataError
 
         raise DataError(f"{split.source}: {split.dim_image}-d image features, but the model expects {model.dim_image}-d")
+    n_folds = check_folds(folds, split.n_images)
+    check_ties(ties)
     ims = encode_images(model, split.images, verbose=verbose)
     caps = encode_sentences(model, split.captions, verbose=verbose)
-    return metric.compute(ims, caps, split.cap2img, folds=folds)
+    # A metric written before tie rules existed takes no ``ties``; it is passed only when not the default.
+    extra = {} if ties == "pessimistic" else {"ties": ties}
+    out = dict(metric.compute(ims, caps, split.cap2img, folds=folds, **extra))
+    found = input_warnings(split.images, f"{split.name} image features")
+    if not found:  # good features, but does the model tell the images apart?
+        found = input_warnings(ims, f"{split.name} image embeddings", tiny=False)
+    if log_warnings:
+        for w in found:
+            log.warning(w)
+    per_image = np.bincount(split.cap2img, minlength=split.n_images)
+    out["protocol"] = {"ties": ties, "folds": n_folds, "n_images": split.n_images, "n_captions": len(split.captions),
+                       "caps_per_image": {"min": int(per_image.min()), "max": int(per_image.max())}}
+    out["warnings"] = found
+    return out
+
+
+def scalar_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """The plain numbers of a result of :func:`evaluate_split` (no folds, protocol or warnings): a log line."""
+    return {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
 
 
 def evalrank(model: JointModel | str, data: Any = None, split: str = "test", folds: int | None = None,
-             verbose: bool = True, print_table: bool = True) -> dict[str, Any]:
+             verbose: bool = True, print_table: bool = True, ties: str = "pessimistic") -> dict[str, Any]:
     """Evaluate ``model`` (or a checkpoint path) on ``split`` of ``data`` and print the reference's lines.
 
     ``data`` is a :class:`Split`, a dataset reader, or a spec file path (its
     ``[data]`` section is used); by default the data of the model's own spec.
+    Returns what :func:`evaluate_split` returns (R@K in %, 1-based ranks, protocol, warnings).
     """
     from vsekit import api
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = api.load_model(model)
     split_data = api.resolve_split(model, data, split)
-    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose)
+    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties)
     if print_table:
         print(reference_lines(metrics))
     return metrics
@@ -142,7 +189,7 @@ def reference_lines(m: dict[str, Any]) -> str:
 
 def format_table(rows: dict[str, dict[str, Any]] | dict[str, Any], std: dict[str, Any] | None = None) -> str:
     """A fixed-width table of the paper's columns; ``rows`` maps a label to metrics (or is one metrics dict)."""
-    if rows and all(isinstance(v, (int, float)) for v in rows.values() if not isinstance(v, list)) and "rsum" in rows:
+    if "rsum" in rows and not isinstance(rows["rsum"], dict):
         rows = {"": rows}  # type: ignore[dict-item]
     width = max([len(k) for k in rows] + [5])
     lines = [" " * width + " | " + " ".join(f"{h:>6}" for h in HEADERS[:4]) + " | " +

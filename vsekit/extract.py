@@ -31,7 +31,7 @@ import numpy as np
 
 from vsekit.errors import DataError, SpecError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.io import atomic_write, atomic_write_text
+from vsekit.io import atomic_write, atomic_write_text, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class FeatureFile:
             raise DataError(f"{out}: not a readable .npy array ({exc}); delete it or use --force") from None
         if feats.ndim != 2 or feats.dtype.name not in DTYPES:
             raise DataError(f"{out}: expected a 2-D float32/float16 array, got {feats.dtype} {feats.shape}")
-        ids = ids_file.read_text(encoding="utf-8").splitlines() if ids_file.exists() else []
+        ids = read_lines(ids_file, "image id", allow_empty_file=True) if ids_file.exists() else []
         if len(ids) > len(feats):
             raise DataError(f"{ids_file} has {len(ids)} ids but {out} has {len(feats)} rows")
         if len(ids) < len(feats):

@@ -65,3 +65,57 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_lines(path: str | Path, what: str = "line", *, allow_empty_file: bool = False) -> list[str]:
+    """The records of a line-oriented text file (captions, ids, splits, vocabularies): vsekit's one rule.
+
+    A record is a line ended by ``\\n`` (the last may lack it); one trailing
+    ``\\r`` is stripped from each; a leading UTF-8 BOM is dropped. Trailing
+    empty or whitespace-only lines are ignored; any other empty or
+    whitespace-only record is refused, so record ``i`` is always line ``i + 1``
+    and whatever is computed from the records lines up with the file. Other
+    Unicode line breaks (``\\x0b``, ``\\u2028``, ...) are part of a record, not
+    line ends. Records keep their inner and surrounding spaces.
+
+    Returns a list of str, one per record, in file order.
+    Raises :class:`~vsekit.errors.DataError` naming ``path`` (and the 1-based
+    line) for a missing file, text that is not UTF-8, an empty ``what`` record,
+    or a file without records (unless ``allow_empty_file``).
+    """
+    from vsekit.errors import DataError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a text file of one {what} a line") from None
+    try:
+        text = data.decode("utf-8-sig")  # a BOM is not part of the first record
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return split_records(text, str(path), what, allow_empty_file=allow_empty_file)
+
+
+def split_records(text: str, source: str, what: str = "line", *, allow_empty_file: bool = False) -> list[str]:
+    """:func:`read_lines`'s rule applied to text already read; ``source`` names it in errors."""
+    from vsekit.errors import DataError
+
+    records = text.split("\n")
+    if records[-1] == "":
+        records.pop()  # the final "\n" ends the last record; it does not start another
+    records = [r.removesuffix("\r") for r in records]
+    while records and not records[-1].strip():
+        records.pop()
+    if not records:
+        if allow_empty_file:
+            return []
+        raise DataError(f"{source}: empty file: expected one {what} a line")
+    for i, r in enumerate(records):
+        if not r.strip():
+            raise DataError(f"{source}: line {i + 1}: empty {what} (every line up to the last must hold one, so that "
+                            f"rows line up with lines)")
+    return records

@@ -15,8 +15,11 @@ import click
 def import_legacy_cmd(path: Path, out_dir: Path, force: bool) -> None:
     """Convert a reference model PATH.npz (with PATH.npz.pkl and PATH.npz.dictionary.pkl) to a vsekit checkpoint.
 
-    The pickles are read with a restricted unpickler that builds only plain
-    data; a pickle that would run code is refused.
+    The pickles are read as Python 2.7 wrote them (protocols 0-2, byte
+    strings, the dictionary as a collections.OrderedDict) by a restricted
+    unpickler that builds only plain data and that one OrderedDict; a pickle
+    that names any other global, would call anything, or exceeds the size
+    and work limits is refused.
     """
     from vsekit.legacy import import_legacy
 

@@ -31,6 +31,9 @@ class Metric:
 
     def compute(self, images: np.ndarray, captions: np.ndarray, cap2img: np.ndarray,
                 folds: int | None = None) -> dict[str, Any]:  # pragma: no cover - interface
+        """Values of this metric for ``(N, dim)`` image and ``(M, dim)`` caption embeddings (float32, unit rows)
+        and the ``(M,)`` int caption -> image map. A metric that supports tie rules also takes ``ties``
+        (``"pessimistic"`` or ``"reference"``); it is passed only when it is not the default."""
         raise NotImplementedError
 
 
@@ -46,5 +49,6 @@ class RecallMetric(Metric):
         ks: tuple[int, ...] = attrs.field(default=(1, 5, 10), validator=_valid_ks)
         chunk_size: int = attrs.field(default=1024, validator=positive())
 
-    def compute(self, images, captions, cap2img, folds=None):
-        return recall(images, captions, cap2img, ks=self.config.ks, folds=folds, chunk_size=self.config.chunk_size)
+    def compute(self, images, captions, cap2img, folds=None, ties="pessimistic"):
+        return recall(images, captions, cap2img, ks=self.config.ks, folds=folds, chunk_size=self.config.chunk_size,
+                      ties=ties)

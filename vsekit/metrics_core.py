@@ -1,20 +1,22 @@
-"""Core retrieval metrics for visual-semantic embeddings.
+"""Retrieval ranks, Recall@K summaries, chance level and input checks: the one home of ranking in vsekit.
 
 Pure functions (numpy + torch only) that turn image / caption embeddings into
-retrieval ranks and Recall@K summaries, in the style of the usual
-image-caption retrieval protocol (Flickr30K / MS-COCO):
+retrieval ranks and Recall@K summaries, in the usual image-caption retrieval
+protocol (Flickr8K / Flickr30K / MS-COCO):
 
 * **image annotation** (``i2t``): an image queries all captions; its rank is
-  the number of captions scored *strictly* higher than the best-scored of its
-  own ground-truth captions;
-* **image search** (``t2i``): a caption queries all images; its rank is the
-  number of images scored *strictly* higher than its own image.
+  1 + the number of *other* captions scoring at least as high as the best-scored
+  of its own captions (its other own captions are not competitors);
+* **image search** (``t2i``): a caption queries all images; its rank is 1 + the
+  number of other images scoring at least as high as its own image.
 
-Ranks are 0-based and ties count in the query's favour.  Scores are dot
-products computed in float32 with torch.  Work is chunked over queries so that
-at most ``chunk_size`` rows of the score matrix exist at any time, and a rank
-is obtained as a count (one comparison + one matrix-vector product per chunk),
-never with a sort.
+Ties count against the query (``ties="pessimistic"``, the default), so a model
+whose every score is equal ranks last, never first; ``ties="reference"`` breaks
+them as the reference's ``numpy.argsort(d, kind="stable")[::-1]`` does. Every
+score is read from one float32 score matrix ``img @ cap.T``, built in blocks of
+``chunk_size`` image rows, and a rank is a count (one comparison and one
+matrix-vector product per block), never a sort. The rank functions return
+0-based ranks; the summaries report 1-based median and mean ranks and R@K in %.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
+from vsekit.errors import ProtocolError
+
 __all__ = [
     "ranks_i2t",
     "ranks_t2i",
@@ -35,6 +39,11 @@ __all__ = [
     "recall_summary",
     "recall",
     "chance_rsum",
+    "check_folds",
+    "check_ties",
+    "input_warnings",
+    "MIN_FOLD_IMAGES",
+    "TIE_RULES",
 ]
 
 ArrayLike: TypeAlias = np.ndarray | torch.Tensor
@@ -126,8 +135,20 @@ def _prepare(
 
 
 # --------------------------------------------------------------------------- #
-# Chunk helpers
+# Ranks: the one implementation
 # --------------------------------------------------------------------------- #
+TIE_RULES: tuple[str, ...] = ("pessimistic", "reference")
+"""``pessimistic`` (the default): a tie counts against the query. ``reference``: ties broken as the
+reference's ``numpy.argsort(d, kind="stable")[::-1]`` orders them (the higher index first)."""
+
+
+def check_ties(ties: str) -> str:
+    """Return ``ties`` if it names a tie rule, else raise :class:`~vsekit.errors.ProtocolError`."""
+    if ties not in TIE_RULES:
+        raise ProtocolError(f"ties: unknown tie rule {ties!r}; expected one of {', '.join(TIE_RULES)}")
+    return ties
+
+
 class _CaptionIndex:
     """Captions grouped by image, so a chunk of images finds its captions by slicing."""
 
@@ -159,12 +180,6 @@ def _check_every_image_has_captions(c2i: torch.Tensor, n_img: int) -> None:
         )
 
 
-def _scores_into(buf: torch.Tensor, queries: torch.Tensor, keys_t: torch.Tensor) -> torch.Tensor:
-    """``queries @ keys_t`` written into the leading rows of a reusable buffer."""
-    out = buf[: queries.shape[0]]
-    return torch.mm(queries, keys_t, out=out)
-
-
 def _count_rows(mask: torch.Tensor, ones_cols: torch.Tensor) -> torch.Tensor:
     """Row sums of a float 0/1 matrix as int64 (exact)."""
     if mask.shape[1] < _FLOAT32_EXACT_INT:
@@ -179,173 +194,154 @@ def _count_cols(mask: torch.Tensor, ones_rows: torch.Tensor) -> torch.Tensor:
     return mask.sum(dim=0, dtype=torch.float64).to(torch.int64)
 
 
-def _best_own_score(
-    scores: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row max of ``scores`` over each row's own captions.
-
-    Returns ``(best, own)``: ``best[r]`` is the maximum of ``scores[r, c]`` over
-    the (row, caption) pairs ``(rows, cols)``; ``own`` are those gathered scores.
-    """
-    own = scores[rows, cols]
-    best = torch.full((scores.shape[0],), -math.inf, dtype=scores.dtype, device=scores.device)
-    best.scatter_reduce_(0, rows, own, reduce="amax", include_self=True)
-    return best, own
-
-
 def _to_numpy_int64(t: torch.Tensor) -> np.ndarray:
     return t.to(torch.int64).cpu().numpy()
 
 
-# --------------------------------------------------------------------------- #
-# Ranks
-# --------------------------------------------------------------------------- #
-def ranks_i2t(
-    img: ArrayLike, cap: ArrayLike, cap2img: ArrayLike, chunk_size: int = 1024
-) -> np.ndarray:
-    """Image-annotation (image -> text) ranks.
+def _ranks(img_t: torch.Tensor, cap_t: torch.Tensor, c2i: torch.Tensor, chunk_size: int, ties: str,
+           i2t: bool = True, t2i: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """0-based ranks of both directions, every score read from one score matrix ``S = img @ cap.T``.
 
-    Args:
-        img: ``(N, D)`` image embeddings (numpy or torch, any float dtype).
-        cap: ``(M, D)`` caption embeddings.
-        cap2img: ``(M,)`` integer array; caption ``j`` describes image ``cap2img[j]``.
-        chunk_size: number of images scored at once; peak extra memory is
-            about ``chunk_size * M`` float32 values.
+    The matrix is built in blocks of ``chunk_size`` image rows. Within a block the own (image, caption)
+    entries are read out first (the ground-truth scores), then set to ``-inf`` so that a query's own
+    candidates never compete with it; the comparisons below are then against the same entries:
 
-    Returns:
-        ``(N,)`` int64 array; entry ``i`` is the number of captions whose score
-        with image ``i`` is strictly greater than the best score among image
-        ``i``'s own captions (0 = a ground-truth caption is ranked first).
+    * image annotation, row ``i`` with best own score ``b`` (caption ``c*``, the highest index among the
+      own captions scoring ``b``): pessimistic rank = #(other captions with ``S >= b``); reference rank =
+      #(``S > b``) + #(``S == b`` and index ``> c*``), the position of ``c*`` in
+      ``argsort(S[i], kind="stable")[::-1]``, which is the best position of any own caption;
+    * image search, column ``j`` with own score ``s = S[c2i[j], j]``: pessimistic rank = #(other images
+      with ``S >= s``); reference rank = #(``S > s``) + #(``S == s`` and image index ``> c2i[j]``).
 
-    Raises:
-        ValueError: on inconsistent shapes, out-of-range ``cap2img``, non-finite
-            embeddings, or an image without any caption.
+    Image search needs every own score before it can count, so with more than one block the blocks are
+    computed twice (the same product of the same operands, so the same entries).
     """
-    chunk_size = _check_chunk_size(chunk_size)
-    img_t, cap_t, c2i = _prepare(img, cap, cap2img)
     n_img, n_cap = img_t.shape[0], cap_t.shape[0]
-    _check_every_image_has_captions(c2i, n_img)
-
-    index = _CaptionIndex(c2i, n_img)
-    cap_T = cap_t.T
-    buf = torch.empty((min(chunk_size, n_img), n_cap), dtype=torch.float32, device=img_t.device)
-    ones_cols = torch.ones(n_cap, dtype=torch.float32, device=img_t.device)
-    ranks = torch.empty(n_img, dtype=torch.int64, device=img_t.device)
-    for start in range(0, n_img, chunk_size):
-        stop = min(start + chunk_size, n_img)
-        scores = _scores_into(buf, img_t[start:stop], cap_T)
-        rows, cols = index.captions_of(start, stop)
-        best, _ = _best_own_score(scores, rows, cols)
-        ranks[start:stop] = _count_rows(scores.gt_(best[:, None]), ones_cols)
-    return _to_numpy_int64(ranks)
-
-
-def ranks_t2i(
-    img: ArrayLike, cap: ArrayLike, cap2img: ArrayLike, chunk_size: int = 1024
-) -> np.ndarray:
-    """Image-search (text -> image) ranks.
-
-    Args:
-        img: ``(N, D)`` image embeddings.
-        cap: ``(M, D)`` caption embeddings.
-        cap2img: ``(M,)`` integer array; caption ``j`` describes image ``cap2img[j]``.
-        chunk_size: number of captions scored at once; peak extra memory is
-            about ``chunk_size * N`` float32 values.
-
-    Returns:
-        ``(M,)`` int64 array; entry ``j`` is the number of images whose score
-        with caption ``j`` is strictly greater than that of its own image.
-
-    Raises:
-        ValueError: on inconsistent shapes, out-of-range ``cap2img`` or
-            non-finite embeddings.
-    """
-    chunk_size = _check_chunk_size(chunk_size)
-    img_t, cap_t, c2i = _prepare(img, cap, cap2img)
-    n_img, n_cap = img_t.shape[0], cap_t.shape[0]
-
-    img_T = img_t.T
-    buf = torch.empty((min(chunk_size, n_cap), n_img), dtype=torch.float32, device=img_t.device)
-    ones_cols = torch.ones(n_img, dtype=torch.float32, device=img_t.device)
-    ranks = torch.empty(n_cap, dtype=torch.int64, device=img_t.device)
-    for start in range(0, n_cap, chunk_size):
-        stop = min(start + chunk_size, n_cap)
-        scores = _scores_into(buf, cap_t[start:stop], img_T)
-        rows = torch.arange(stop - start, device=img_t.device)
-        own = scores[rows, c2i[start:stop]]
-        ranks[start:stop] = _count_rows(scores.gt_(own[:, None]), ones_cols)
-    return _to_numpy_int64(ranks)
-
-
-def _own_scores(
-    img_t: torch.Tensor, cap_t: torch.Tensor, c2i: torch.Tensor, chunk_size: int
-) -> torch.Tensor:
-    """Score of every caption with its own image, ``(M,)``, computed in chunks."""
-    out = torch.empty(cap_t.shape[0], dtype=torch.float32, device=cap_t.device)
-    for start in range(0, cap_t.shape[0], chunk_size):
-        stop = min(start + chunk_size, cap_t.shape[0])
-        out[start:stop] = (cap_t[start:stop] * img_t[c2i[start:stop]]).sum(dim=1)
-    return out
-
-
-def ranks_both(
-    img: ArrayLike, cap: ArrayLike, cap2img: ArrayLike, chunk_size: int = 1024
-) -> tuple[np.ndarray, np.ndarray]:
-    """Both rank vectors from a single pass over the score matrix.
-
-    Equivalent to ``(ranks_i2t(...), ranks_t2i(...))`` but each image-chunk
-    score block is used for both directions, which halves the matrix-multiply
-    work.  For image search, each caption's own-image score is taken from a
-    row-wise dot product computed up front and the caption's own image is
-    excluded from its count explicitly, so a caption can never be out-ranked by
-    its own image.  Results match the separate functions exactly whenever the
-    float32 dot products are exact (e.g. small-integer embeddings); otherwise
-    they can differ only for images whose scores tie the ground truth to within
-    float32 rounding.
-
-    Args:
-        img, cap, cap2img, chunk_size: as in :func:`ranks_i2t`
-            (chunks are over images; peak extra memory is about
-            ``2 * chunk_size * M`` float32 values).
-
-    Returns:
-        ``(ranks_i2t, ranks_t2i)``, int64 arrays of shapes ``(N,)`` and ``(M,)``.
-    """
-    chunk_size = _check_chunk_size(chunk_size)
-    return _ranks_both_prepared(*_prepare(img, cap, cap2img), chunk_size)
-
-
-def _ranks_both_prepared(
-    img_t: torch.Tensor, cap_t: torch.Tensor, c2i: torch.Tensor, chunk_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ranks_both` on already converted and validated inputs."""
-    n_img, n_cap = img_t.shape[0], cap_t.shape[0]
-    _check_every_image_has_captions(c2i, n_img)
+    if i2t:  # image search alone is defined for an image without captions
+        _check_every_image_has_captions(c2i, n_img)
+    reference = check_ties(ties) == "reference"
     dev = img_t.device
-
     index = _CaptionIndex(c2i, n_img)
-    own_all = _own_scores(img_t, cap_t, c2i, chunk_size)
     cap_T = cap_t.T
     rows_max = min(chunk_size, n_img)
     buf = torch.empty((rows_max, n_cap), dtype=torch.float32, device=dev)
     mask_buf = torch.empty_like(buf)
     ones_cols = torch.ones(n_cap, dtype=torch.float32, device=dev)
     ones_rows = torch.ones(rows_max, dtype=torch.float32, device=dev)
+    col_idx = torch.arange(n_cap, device=dev)
+    own_all = torch.empty(n_cap, dtype=torch.float32, device=dev)
     r_i2t = torch.empty(n_img, dtype=torch.int64, device=dev)
     r_t2i = torch.zeros(n_cap, dtype=torch.int64, device=dev)
-    for start in range(0, n_img, chunk_size):
-        stop = min(start + chunk_size, n_img)
-        scores = _scores_into(buf, img_t[start:stop], cap_T)
+    chunks = [(s, min(s + chunk_size, n_img)) for s in range(0, n_img, chunk_size)]
+    one_pass = len(chunks) == 1
+
+    def block(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        scores = torch.mm(img_t[start:stop], cap_T, out=buf[: stop - start])
         rows, cols = index.captions_of(start, stop)
-        best, own = _best_own_score(scores, rows, cols)
-        # t2i: every image of the chunk that beats the caption's own score ...
-        mask = torch.gt(scores, own_all[None, :], out=mask_buf[: stop - start])
-        r_t2i += _count_cols(mask, ones_rows)
-        # ... except the caption's own image, whatever rounding says.
-        r_t2i[cols] -= (own > own_all[cols]).to(torch.int64)
-        # i2t (overwrites the score block in place, so it comes last).
-        r_i2t[start:stop] = _count_rows(scores.gt_(best[:, None]), ones_cols)
-    return _to_numpy_int64(r_i2t), _to_numpy_int64(r_t2i)
+        own = scores[rows, cols]
+        scores[rows, cols] = -math.inf  # own candidates are not competitors
+        return scores, rows, cols, own
+
+    def count_t2i(scores: torch.Tensor, start: int, stop: int) -> None:
+        mask = mask_buf[: stop - start]
+        if reference:
+            torch.gt(scores, own_all[None, :], out=mask)
+            r_t2i.add_(_count_cols(mask, ones_rows))
+            later = torch.arange(start, stop, device=dev)[:, None] > c2i[None, :]
+            torch.eq(scores, own_all[None, :], out=mask).mul_(later)
+        else:
+            torch.ge(scores, own_all[None, :], out=mask)
+        r_t2i.add_(_count_cols(mask, ones_rows))
+
+    if i2t or one_pass:
+        for start, stop in chunks:
+            scores, rows, cols, own = block(start, stop)
+            own_all[cols] = own
+            best = torch.full((stop - start,), -math.inf, dtype=torch.float32, device=dev)
+            best.scatter_reduce_(0, rows, own, reduce="amax", include_self=True)
+            mask = mask_buf[: stop - start]
+            if reference:
+                at_best = torch.where(own == best[rows], cols, torch.full_like(cols, -1))
+                c_star = torch.full((stop - start,), -1, dtype=torch.int64, device=dev)
+                c_star.scatter_reduce_(0, rows, at_best, reduce="amax", include_self=True)
+                torch.gt(scores, best[:, None], out=mask)
+                n_ahead = _count_rows(mask, ones_cols)
+                torch.eq(scores, best[:, None], out=mask).mul_(col_idx[None, :] > c_star[:, None])
+                r_i2t[start:stop] = n_ahead + _count_rows(mask, ones_cols)
+            else:
+                r_i2t[start:stop] = _count_rows(torch.ge(scores, best[:, None], out=mask), ones_cols)
+            if t2i and one_pass:
+                count_t2i(scores, start, stop)
+    else:  # own scores of image search, read from the blocks
+        for start, stop in chunks:
+            _, _, cols, own = block(start, stop)
+            own_all[cols] = own
+    if t2i and not one_pass:
+        for start, stop in chunks:
+            scores, _, _, _ = block(start, stop)
+            count_t2i(scores, start, stop)
+    return (_to_numpy_int64(r_i2t) if i2t else None), (_to_numpy_int64(r_t2i) if t2i else None)
+
+
+def ranks_i2t(img: ArrayLike, cap: ArrayLike, cap2img: ArrayLike, chunk_size: int = 1024,
+              ties: str = "pessimistic") -> np.ndarray:
+    """Image-annotation (image -> text) ranks, 0-based.
+
+    Args:
+        img: ``(N, D)`` image embeddings (numpy or torch, any float dtype).
+        cap: ``(M, D)`` caption embeddings.
+        cap2img: ``(M,)`` integer array; caption ``j`` describes image ``cap2img[j]``.
+        chunk_size: image rows of the score matrix built at once; peak extra memory is about
+            ``2 * chunk_size * M`` float32 values.
+        ties: ``"pessimistic"`` (default: every other candidate scoring ``>=`` the ground truth ranks
+            ahead of it) or ``"reference"`` (ties ordered as ``numpy.argsort(d, kind="stable")[::-1]``:
+            the higher index first).
+
+    Returns:
+        ``(N,)`` int64; entry ``i`` is the number of other captions ranked ahead of the best-scored of
+        image ``i``'s own captions (0 = a ground-truth caption first). Its other captions are not
+        competitors.
+
+    Raises:
+        ValueError: on inconsistent shapes, out-of-range ``cap2img``, non-finite embeddings, an image
+            without any caption, or an unknown tie rule.
+    """
+    chunk_size = _check_chunk_size(chunk_size)
+    return _ranks(*_prepare(img, cap, cap2img), chunk_size, ties, t2i=False)[0]
+
+
+def ranks_t2i(img: ArrayLike, cap: ArrayLike, cap2img: ArrayLike, chunk_size: int = 1024,
+              ties: str = "pessimistic") -> np.ndarray:
+    """Image-search (text -> image) ranks, 0-based.
+
+    Args:
+        img, cap, cap2img, chunk_size, ties: as in :func:`ranks_i2t`.
+
+    Returns:
+        ``(M,)`` int64; entry ``j`` is the number of other images ranked ahead of caption ``j``'s own
+        image.
+
+    Raises:
+        ValueError: as :func:`ranks_i2t`.
+    """
+    chunk_size = _check_chunk_size(chunk_size)
+    return _ranks(*_prepare(img, cap, cap2img), chunk_size, ties, i2t=False)[1]
+
+
+def ranks_both(img: ArrayLike, cap: ArrayLike, cap2img: ArrayLike, chunk_size: int = 1024,
+               ties: str = "pessimistic") -> tuple[np.ndarray, np.ndarray]:
+    """Both rank vectors, ``(ranks_i2t, ranks_t2i)`` of shapes ``(N,)`` and ``(M,)``, from one score matrix.
+
+    Equal to the two separate functions, entry for entry.
+
+    Args:
+        img, cap, cap2img, chunk_size, ties: as in :func:`ranks_i2t`.
+
+    Raises:
+        ValueError: as :func:`ranks_i2t`.
+    """
+    chunk_size = _check_chunk_size(chunk_size)
+    return _ranks(*_prepare(img, cap, cap2img), chunk_size, ties)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- #
@@ -395,33 +391,39 @@ def recall_summary(
     return out
 
 
-def _check_folds(folds: int | None, n_img: int) -> int:
+MIN_FOLD_IMAGES = 10
+"""Folds of fewer images are refused: with 5 images every R@5 of image search is 100 %."""
+
+
+def check_folds(folds: int | None, n_img: int) -> int:
+    """The number of folds (``None`` -> 1) after checking that ``n_img`` images split into equal folds.
+
+    Raises:
+        ProtocolError: ``folds`` is not a positive int, does not divide ``n_img``, or leaves a fold
+            with fewer than :data:`MIN_FOLD_IMAGES` images; the message lists the fold counts that work.
+    """
     if folds is None:
         return 1
     if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 1:
-        raise ValueError(f"folds must be None or a positive int, got {folds!r}")
-    if n_img % folds != 0:
-        raise ValueError(
-            f"cannot split {n_img} images into {folds} equal folds "
-            f"({n_img} is not divisible by {folds})"
-        )
-    return int(folds)
+        raise ProtocolError(f"folds: expected a positive int, got {folds!r}")
+    folds = int(folds)
+    if folds == 1:
+        return 1
+    if n_img % folds == 0 and n_img // folds >= MIN_FOLD_IMAGES:
+        return folds
+    good = [f for f in range(1, n_img // MIN_FOLD_IMAGES + 1) if n_img % f == 0]
+    why = (f"{n_img} images do not split into {folds} equal folds" if n_img % folds
+           else f"{folds} folds of {n_img} images hold {n_img // folds} images each, "
+                f"fewer than the {MIN_FOLD_IMAGES} a fold needs")
+    shown = ", ".join(map(str, good[:12])) + (", ..." if len(good) > 12 else "")
+    raise ProtocolError(f"folds = {folds}: {why}; fold counts that work: {shown}")
 
 
-def _fold_summary(
-    img_t: torch.Tensor,
-    cap_t: torch.Tensor,
-    c2i: torch.Tensor,
-    start: int,
-    stop: int,
-    ks: tuple[int, ...],
-    chunk_size: int,
-) -> dict[str, float]:
+def _fold_summary(img_t: torch.Tensor, cap_t: torch.Tensor, c2i: torch.Tensor, start: int, stop: int,
+                  ks: tuple[int, ...], chunk_size: int, ties: str) -> dict[str, float]:
     """Summary for images ``[start, stop)`` and their captions (indices remapped)."""
     keep = (c2i >= start) & (c2i < stop)
-    r_i2t, r_t2i = _ranks_both_prepared(
-        img_t[start:stop], cap_t[keep], c2i[keep] - start, chunk_size
-    )
+    r_i2t, r_t2i = _ranks(img_t[start:stop], cap_t[keep], c2i[keep] - start, chunk_size, ties)
     return recall_summary(r_i2t, r_t2i, ks)
 
 
@@ -432,6 +434,7 @@ def recall(
     ks: Sequence[int] = DEFAULT_KS,
     folds: int | None = None,
     chunk_size: int = 1024,
+    ties: str = "pessimistic",
 ) -> dict[str, Any]:
     """Cross-modal retrieval summary (see :func:`recall_summary`).
 
@@ -443,16 +446,18 @@ def recall(
         folds: ``None``/``1`` for one evaluation over everything; an int
             ``F > 1`` splits the images into ``F`` consecutive equal folds (e.g.
             the COCO "1K" protocol with ``F = 5``), each evaluated against its
-            own captions only.
-        chunk_size: queries scored at once (bounds memory, see :func:`ranks_both`).
+            own captions only. A fold holds at least :data:`MIN_FOLD_IMAGES` images.
+        chunk_size: image rows of the score matrix built at once (bounds memory, see :func:`ranks_i2t`).
+        ties: the tie rule, ``"pessimistic"`` (default) or ``"reference"`` (see :func:`ranks_i2t`).
 
     Returns:
-        The summary dict; with ``F > 1`` folds each value is the mean over
-        folds and the extra key ``"folds"`` holds the list of per-fold dicts.
+        The summary dict (R@K in %, 1-based ``medr`` / ``meanr``, ``rsum``); with ``F > 1`` folds each
+        value is the mean over folds and the extra key ``"folds"`` holds the list of per-fold dicts.
 
     Raises:
         ValueError: on inconsistent shapes, out-of-range ``cap2img``, an image
-            without captions, or ``N`` not divisible by ``folds``.
+            without captions or an unknown tie rule; :class:`~vsekit.errors.ProtocolError` (also a
+            ``ValueError``) when the images do not split into ``folds`` folds of >= 10 images.
     """
     ks = _check_ks(ks)
     chunk_size = _check_chunk_size(chunk_size)
@@ -460,14 +465,15 @@ def recall(
     n_img = img_t.shape[0]
     if n_img == 0:
         raise ValueError("img is empty: nothing to evaluate")
-    n_folds = _check_folds(folds, n_img)
+    n_folds = check_folds(folds, n_img)
+    check_ties(ties)
     if n_folds == 1:
-        r_i2t, r_t2i = _ranks_both_prepared(img_t, cap_t, c2i, chunk_size)
+        r_i2t, r_t2i = _ranks(img_t, cap_t, c2i, chunk_size, ties)
         return recall_summary(r_i2t, r_t2i, ks)
 
     size = n_img // n_folds
     per_fold = [
-        _fold_summary(img_t, cap_t, c2i, f * size, (f + 1) * size, ks, chunk_size)
+        _fold_summary(img_t, cap_t, c2i, f * size, (f + 1) * size, ks, chunk_size, ties)
         for f in range(n_folds)
     ]
     out: dict[str, Any] = {key: float(np.mean([d[key] for d in per_fold])) for key in per_fold[0]}
@@ -508,3 +514,49 @@ def chance_rsum(
         p_t2i = min(k, n) / n
         prob_sum += p_i2t + p_t2i
     return 100.0 * prob_sum
+
+
+# --------------------------------------------------------------------------- #
+# Inputs that make a table meaningless
+# --------------------------------------------------------------------------- #
+TINY_SPLIT_IMAGES = 10
+"""A split of at most this many images gets a warning: its recalls move in steps of 10 % or more."""
+
+
+def input_warnings(features: ArrayLike, what: str = "image features", tiny: bool = True) -> list[str]:
+    """Warnings about evaluation inputs that make a retrieval table meaningless.
+
+    Args:
+        features: ``(N, D)`` image feature (or embedding) rows of one split.
+        what: how the messages name the rows, e.g. ``"dev image features"``.
+        tiny: also warn about a split of at most :data:`TINY_SPLIT_IMAGES` rows.
+
+    Returns:
+        One sentence per problem found, in this order: a split of at most
+        :data:`TINY_SPLIT_IMAGES` images; all-zero rows; other constant rows (every entry
+        equal); rows identical to an earlier row. Empty when nothing is wrong.
+    """
+    a = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    if a.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (n, dim), got shape {a.shape}")
+    n = a.shape[0]
+    out = []
+    if tiny and n <= TINY_SPLIT_IMAGES:
+        out.append(f"{what}: only {n} images; recalls of so small a split move in steps of "
+                   f"{100 / max(n, 1):.0f} % and say little")
+    if n == 0:
+        return out
+    zero = ~a.any(axis=1)
+    constant = (a == a[:, :1]).all(axis=1) & ~zero
+    for mask, kind in ((zero, "all-zero"), (constant, "constant (every entry equal)")):
+        k = int(mask.sum())
+        if k:
+            rows = ", ".join(map(str, np.flatnonzero(mask)[:5].tolist())) + (", ..." if k > 5 else "")
+            out.append(f"{what}: {k} of {n} rows are {kind} (rows {rows}); a failed extraction leaves such rows, "
+                       f"and they tie with each other")
+    _, first, counts = np.unique(np.ascontiguousarray(a), axis=0, return_index=True, return_counts=True)
+    dup = n - len(first)
+    if dup:
+        out.append(f"{what}: {dup} of {n} rows repeat an earlier row ({int((counts > 1).sum())} distinct rows "
+                   f"occur more than once); repeated images tie with each other")
+    return out

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vsekit.data.batching import TextBatch
-from vsekit.data.vocab import Vocab
+from vsekit.data.tokenize import DEFAULT, get_tokenizer, tokenize_all
+from vsekit.data.vocab import Vocab, encode_all
 from vsekit.spec import Component
 
 
@@ -30,16 +32,20 @@ class JointModel(nn.Module):
     ``append_eos`` feeds one ``<eos>`` step after each caption (the
     reference's encoder did; native vsekit models do not). ``n_words`` maps
     word indices >= n_words to ``<unk>`` (the reference's vocabulary cutoff).
+    ``tokenizer`` names the entry of :data:`vsekit.data.tokenize.TOKENIZERS`
+    that turns text into tokens on every path (:meth:`tokens`); an unknown
+    name raises :class:`~vsekit.errors.SpecError`.
     """
 
     def __init__(self, sentence_encoder: nn.Module, image_encoder: nn.Module, vocab: Vocab,
-                 *, append_eos: bool = False, n_words: int | None = None, tokenizer: str = "regex") -> None:
+                 *, append_eos: bool = False, n_words: int | None = None, tokenizer: str = DEFAULT) -> None:
         super().__init__()
         self.sentence_encoder = sentence_encoder
         self.image_encoder = image_encoder
         self.vocab = vocab
         self.append_eos = append_eos
         self.n_words = n_words
+        get_tokenizer(tokenizer)  # refuse an unknown name now, not at the first caption
         self.tokenizer = tokenizer
 
     @classmethod
@@ -54,6 +60,15 @@ class JointModel(nn.Module):
     @property
     def dim_image(self) -> int:
         return self.image_encoder.dim_image
+
+    def tokens(self, texts: Sequence[str | Sequence[str]]) -> list[list[str]]:
+        """The model's tokens of each text (token lists are joined with spaces and tokenized again)."""
+        return tokenize_all(texts, self.tokenizer)
+
+    def token_ids(self, texts: Sequence[str | Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """The word ids of ``texts`` as the model reads them: one flat int64 array and (N,) int64 lengths
+        (``<eos>`` appended when ``append_eos``; ids >= ``n_words`` mapped to ``<unk>``)."""
+        return encode_all(self.vocab, self.tokens(texts), append_eos=self.append_eos, n_words=self.n_words)
 
     def encode_text(self, batch: TextBatch) -> torch.Tensor:
         return F.normalize(self.sentence_encoder.encode(batch), dim=-1)

@@ -31,6 +31,7 @@ import numpy as np
 
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write_bytes, atomic_write_text
+from vsekit.metrics_core import ranks_both
 
 log = logging.getLogger(__name__)
 
@@ -289,13 +290,14 @@ def write_report(run: str | Path, out: str | Path | None = None, *, split: str =
     ims = encode_images(model, data.images)
     caps = encode_sentences(model, data.captions)
     cap2img = data.cap2img
-    texts = [" ".join(c) for c in data.captions]
+    texts = list(data.captions)
     picks = np.unique(np.linspace(0, data.n_images - 1, num=min(n, data.n_images)).round().astype(int))
+    ranks_i2t, ranks_t2i = ranks_both(ims, caps, cap2img)  # the metrics' own ranks (ties against the query)
     queries: list[Query] = []
     for i in picks:
         scores = caps @ ims[i]
         top = np.argsort(-scores, kind="stable")[:k]
-        gt_rank = int((scores > scores[cap2img == i].max()).sum()) + 1
+        gt_rank = int(ranks_i2t[i]) + 1
         results = [Result(r_ + 1, float(scores[j]), texts[j], ids[cap2img[j]], None, bool(cap2img[j] == i))
                    for r_, j in enumerate(top)]
         queries.append(Query("image-to-text", results, id=ids[i], image=retrieval.find_image(ids[i], *roots),
@@ -305,7 +307,7 @@ def write_report(run: str | Path, out: str | Path | None = None, *, split: str =
         j = int(np.flatnonzero(cap2img == i)[0])
         scores = ims @ caps[j]
         top = np.argsort(-scores, kind="stable")[:k]
-        gt_rank = int((scores > scores[i]).sum()) + 1
+        gt_rank = int(ranks_t2i[j]) + 1
         results = [Result(r_ + 1, float(scores[m]), None, ids[m], retrieval.find_image(ids[m], *roots), bool(m == i))
                    for r_, m in enumerate(top)]
         queries.append(Query("text-to-image", results, text=texts[j], id=None,

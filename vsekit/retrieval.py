@@ -51,9 +51,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vsekit import __version__
+from vsekit._version import __version__
 from vsekit.errors import CheckpointError, DataError, VsekitError
-from vsekit.io import atomic_write, atomic_write_text, sha256_file
+from vsekit.io import atomic_write, atomic_write_text, read_lines, sha256_file
 from vsekit.model import JointModel
 
 log = logging.getLogger(__name__)
@@ -372,34 +372,28 @@ def build_image_bank(model: JointModel, features: np.ndarray | torch.Tensor, ids
 def read_captions(path: str | Path) -> tuple[list[str], list[str] | None]:
     """Captions from a file: one a line, or a CSV with the header ``image,caption`` (Flickr8K's ``captions.txt``).
 
-    Returns ``(texts, image_ids or None)``; blank lines are skipped.
+    Returns ``(texts, image_ids or None)``, one text per record, in file
+    order, so that row i of anything computed from them is record i. Lines
+    follow :func:`vsekit.io.read_lines`: trailing blank lines are ignored and
+    any other empty caption is refused with its line number.
+    Raises :class:`~vsekit.errors.DataError` naming the file and line.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected a captions file") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    lines = text.splitlines()
-    if lines and [h.strip().lower() for h in lines[0].split(",")] == ["image", "caption"]:
-        texts, ids = [], []
-        for lineno, row in enumerate(csv.reader(lines[1:]), 2):
-            if not row:
-                continue
-            if len(row) != 2:
-                raise DataError(f"{path}: line {lineno}: expected 2 CSV fields (image,caption), got {len(row)}")
-            ids.append(row[0].strip())
-            texts.append(row[1].strip())
-        if not texts:
-            raise DataError(f"{path}: no captions")
-        return texts, ids
-    texts = [line.strip() for line in lines if line.strip()]
+    lines = read_lines(path, "caption")
+    if [h.strip().lower() for h in lines[0].split(",")] != ["image", "caption"]:
+        return [line.strip() for line in lines], None
+    texts, ids = [], []
+    for lineno, line in enumerate(lines[1:], 2):
+        row = next(csv.reader([line]), [])
+        if len(row) != 2:
+            raise DataError(f"{path}: line {lineno}: expected 2 CSV fields (image,caption), got {len(row)}")
+        if not row[1].strip():
+            raise DataError(f"{path}: line {lineno}: empty caption")
+        ids.append(row[0].strip())
+        texts.append(row[1].strip())
     if not texts:
-        raise DataError(f"{path}: no captions (empty file)")
-    return texts, None
+        raise DataError(f"{path}: no captions (only the header)")
+    return texts, ids
 
 
 def write_captions_csv(path: str | Path, texts: Sequence[str], ids: Sequence[str | None]) -> None:
@@ -424,9 +418,8 @@ def read_features(path: str | Path) -> np.ndarray:
 
 
 def read_ids(path: str | Path) -> list[str]:
-    from vsekit.data.readers import _read_lines
-
-    return [line.strip() for line in _read_lines(Path(path)) if line.strip()]
+    """Image ids, one a line (:func:`vsekit.io.read_lines`' rule; an empty id is refused with its line number)."""
+    return [line.strip() for line in read_lines(path, "image id")]
 
 
 def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], Path | None]:
@@ -524,10 +517,31 @@ def extract_features(extractor: Any, paths: Sequence[str | Path], dim_image: int
 # queries
 
 
+def check_query_text(model: JointModel, text: str | Sequence[str], what: str = "query text") -> None:
+    """Refuse a query the model cannot read: empty (no token after the model's tokenizer) or, for a model with a
+    word vocabulary, no word it knows -- its embedding would be the same for every such query, and a ranking
+    of it means nothing. Raises :class:`~vsekit.errors.DataError` saying which."""
+    from vsekit.data.vocab import UNK
+
+    tokens = model.tokens([text])[0]
+    shown = text if isinstance(text, str) else " ".join(text)
+    if not tokens:
+        raise DataError(f"{what} {shown!r} is empty: it has no words to search with")
+    if getattr(model.sentence_encoder, "needs_texts", False):
+        return  # the encoder reads the text itself: its own tokenizer knows no "unknown word"
+    if all(i == UNK for i in model.vocab.encode(tokens, model.n_words)):
+        raise DataError(f"{what} {shown!r}: none of its words is in the model's vocabulary "
+                        f"({len(model.vocab)} words, tokenizer {model.tokenizer!r}), so it would match at random")
+
+
 def embed_text(model: JointModel, text: str | Sequence[str]) -> np.ndarray:
-    """The unit-norm embedding (dim,) of one caption."""
+    """The unit-norm embedding (dim,) of one query caption.
+
+    Raises :class:`~vsekit.errors.DataError` for an empty text or one with no known word (:func:`check_query_text`).
+    """
     from vsekit.evaluate import encode_sentences
 
+    check_query_text(model, text)
     return encode_sentences(model, [text])[0]
 
 
@@ -553,6 +567,8 @@ def arithmetic(model: JointModel, image_vec: np.ndarray | torch.Tensor, minus: S
     if v.shape != (model.dim,):
         raise DataError(f"arithmetic: image_vec must be a joint-space embedding of shape ({model.dim},), got {v.shape} "
                         f"(encode image features with vsekit.encode_images first)")
+    for word in (*minus, *plus):
+        check_query_text(model, word, "--minus/--plus word")
     if minus:
         v -= encode_sentences(model, list(minus)).sum(axis=0)
     if plus:
@@ -779,7 +795,7 @@ class Retriever:
             raise VsekitError(f"no caption bank for this model and none can be built from its training data ({exc}): "
                               f"build one with `vsekit bank MODEL --captions FILE`, or pass --bank") from None
         ids = [img_ids[i] for i in data.cap2img] if img_ids else None
-        return [" ".join(c) for c in data.captions], ids, f"{data.source} (train split)"
+        return list(data.captions), ids, f"{data.source} (train split)"
 
     def _default_images(self) -> tuple[np.ndarray, list[str], Path | None, str]:
         try:

@@ -125,37 +125,69 @@ def retrieve_cmd(model: str | None, image: Path | None, text: str | None, featur
         click.echo(f"html: {html_out}")
 
 
+ENCODE_SUFFIXES = (".npy", ".npz")
+
+
 @click.command("encode")
 @_model_arg
 @click.option("--captions", "captions_file", type=click.Path(path_type=Path),
               help="Captions: one a line, or CSV with header image,caption.")
 @click.option("--features", "features_file", type=click.Path(path_type=Path), help="Image feature rows (.npy).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="OUT.npy")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="OUT.npy (the embeddings) or OUT.npz (embeddings, plus the texts and ids or the feature rows).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 def encode_cmd(model: str | None, captions_file: Path | None, features_file: Path | None, output: Path,
                dtype: str) -> None:
-    """Write the unit-norm embeddings of captions or image features to OUT.npy (one row each, in order)."""
+    """Write the unit-norm embeddings of captions or image features to OUT.npy or OUT.npz, row i for input i.
+
+    \b
+    Captions follow one rule for line files: trailing blank lines are ignored,
+    any other empty caption is refused by line number, so rows match lines.
+    OUT.npz holds "embeddings" (N, dim) and, for captions, "texts" (and "ids"
+    for an image,caption CSV), for features "rows" (their row numbers).
+    """
     import numpy as np
 
     from vsekit import retrieval
+    from vsekit.data.vocab import UNK
     from vsekit.errors import VsekitError
     from vsekit.evaluate import encode_images, encode_sentences
     from vsekit.io import atomic_write
 
     if (captions_file is None) == (features_file is None):
         raise VsekitError("give one input: --captions FILE or --features FILE.npy")
+    suffix = output.suffix.lower()
+    if suffix not in ENCODE_SUFFIXES:
+        raise VsekitError(f"{output}: cannot write {suffix or 'a file without a suffix'!r}: -o takes "
+                          f"{' or '.join(ENCODE_SUFFIXES)} (.npz: embeddings with their texts/ids)")
     # read the input before loading the model: a missing file fails fast
     if captions_file is not None:
-        texts, _ = retrieval.read_captions(captions_file)
+        texts, ids = retrieval.read_captions(captions_file)
     else:
         feats = retrieval.read_features(features_file)  # type: ignore[arg-type]
     m, _, _ = retrieval.load_model(model)
-    emb = encode_sentences(m, texts, verbose=True) if captions_file is not None else encode_images(m, feats)
+    if captions_file is not None:
+        emb = encode_sentences(m, texts, verbose=True)
+        if not getattr(m.sentence_encoder, "needs_texts", False):
+            unread = [i for i, toks in enumerate(m.tokens(texts))
+                      if all(t == UNK for t in m.vocab.encode(toks, m.n_words))]
+            if unread:
+                first = unread[0] + (2 if ids is not None else 1)
+                click.echo(f"warning: {captions_file}: {len(unread)} caption(s) with no word the model knows "
+                           f"(first: line {first}); their rows say nothing about them", err=True)
+    else:
+        emb = encode_images(m, feats)
     emb = emb.astype(dtype)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            np.save(fh, emb, allow_pickle=False)
+            if suffix == ".npy":
+                np.save(fh, emb, allow_pickle=False)
+            elif captions_file is not None:
+                extra = {"ids": np.array(ids, dtype=str)} if ids is not None else {}
+                np.savez(fh, embeddings=emb, texts=np.array(texts, dtype=str), **extra)
+            else:
+                np.savez(fh, embeddings=emb, rows=np.arange(len(emb), dtype=np.int64))
 
     atomic_write(output, write)
     click.echo(f"wrote {output}: {emb.shape[0]} x {emb.shape[1]} {dtype}")

@@ -34,6 +34,7 @@ from cattrs.errors import (
 
 from vsekit import registry
 from vsekit.errors import RegistryError, SpecError
+from vsekit.metrics_core import TIE_RULES
 
 EMBEDDED_PREFIX = "vsekit:"
 
@@ -329,6 +330,9 @@ class ModelSpec:
     dim: int = attrs.field(default=1024, validator=positive())
     #: feed one ``<eos>`` step after every caption, in training and at encode time (the reference did)
     append_eos: bool = False
+    #: the name of a tokenizer in ``vsekit.data.tokenize.TOKENIZERS`` (checked by ``vsekit validate`` and when
+    #: the model is built): it turns caption text into tokens in training, evaluation, encoding and retrieval
+    tokenizer: str = "regex"
     sentence_encoder: Component | None = None
     image_encoder: Component | None = None
 
@@ -376,6 +380,9 @@ class EvalSpec:
     split: str = "test"
     metric: Component | None = None
     folds: int | None = attrs.field(default=None, validator=positive())
+    #: how the final table ranks ties: "pessimistic" (a tie counts against the query) or "reference" (the
+    #: reference's stable argsort order); dev-rsum model selection always uses "pessimistic"
+    ties: str = attrs.field(default="pessimistic", validator=one_of(*TIE_RULES))
 
 
 @attrs.frozen
@@ -408,6 +415,8 @@ class Spec:
         model: dict[str, Any] = {"dim": self.model.dim}
         if self.model.append_eos:
             model["append_eos"] = True
+        if self.model.tokenizer != "regex":  # the default is left out: run folders written before it stay equal
+            model["tokenizer"] = self.model.tokenizer
         if self.model.sentence_encoder is not None:
             model["sentence_encoder"] = self.model.sentence_encoder.to_dict()
         if self.model.image_encoder is not None:
@@ -418,6 +427,8 @@ class Spec:
         ev = {"split": self.eval.split}
         if self.eval.folds is not None:
             ev["folds"] = self.eval.folds
+        if self.eval.ties != "pessimistic":  # unset keys keep specs of earlier versions equal for --resume
+            ev["ties"] = self.eval.ties
         if self.eval.metric is not None:
             ev["metric"] = self.eval.metric.to_dict()
         out["eval"] = ev

@@ -42,7 +42,7 @@ F8K_MINI = "vsekit:f8k_mini"
 
 __all__ = [
     "F8K_MINI", "InstalledPlugins", "check_image_feature_extractor", "check_sentence_encoder", "installed_plugin",
-    "isolated_plugins", "make_config", "missing_test_input", "shared_data",
+    "find_shared_data", "isolated_plugins", "make_config", "missing_test_input", "shared_data",
     "registered", "run_quick", "tiny_batch", "tiny_dataset", "tiny_spec", "tiny_split",
 ]
 
@@ -67,12 +67,11 @@ def missing_test_input(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def shared_data(*needs: str) -> Path:
-    """The real-data root holding every relative path in ``needs`` (e.g. ``"flickr8k/captions.txt"``).
+def find_shared_data(*needs: str) -> Path | None:
+    """The real-data root holding every relative path in ``needs`` (e.g. ``"flickr8k/captions.txt"``), or None.
 
     Looked for in ``$VSEKIT_SHARED_DATA``, then ``../shared/data`` beside the vsekit
-    checkout, then beside the current directory. When none holds them all, the
-    calling test is skipped, or failed under ``CI=true`` (:func:`missing_test_input`).
+    checkout, then beside the current directory.
     """
     here = Path(__file__).resolve().parents[1]  # the checkout (an editable or source install)
     candidates = [os.environ.get("VSEKIT_SHARED_DATA"), here.parent / "shared" / "data",
@@ -80,6 +79,15 @@ def shared_data(*needs: str) -> Path:
     for c in candidates:
         if c and Path(c).is_dir() and all((Path(c) / n).exists() for n in needs):
             return Path(c)
+    return None
+
+
+def shared_data(*needs: str) -> Path:
+    """:func:`find_shared_data`, for a test: when no folder holds ``needs``, the calling test is skipped,
+    or failed under ``CI=true`` (:func:`missing_test_input`)."""
+    found = find_shared_data(*needs)
+    if found is not None:
+        return found
     missing_test_input(f"real data not found: needs {', '.join(needs) or 'the shared data folder'} under "
                        "$VSEKIT_SHARED_DATA or ../shared/data beside the checkout")
 
@@ -102,7 +110,7 @@ def tiny_dataset(dest: str | Path, train: int = 40, dev: int = 20, test: int = 2
     dest.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", train), ("dev", dev), ("test", test)):
         s = tiny_split(split, n)
-        (dest / f"{split}_caps.txt").write_text("".join(" ".join(c) + "\n" for c in s.captions), encoding="utf-8")
+        (dest / f"{split}_caps.txt").write_text("".join(c + "\n" for c in s.captions), encoding="utf-8")
         np.save(dest / f"{split}_ims.npy", s.images)
     return dest
 
@@ -145,10 +153,11 @@ def tiny_spec(*, sentence_encoder: dict[str, Any] | None = None, image_encoder: 
 def tiny_batch(n: int = 6, split: str = "dev", with_texts: bool = True) -> tuple[Any, Any]:
     """(TextBatch, Vocab): ``n`` real captions of ``vsekit:f8k_mini``, padded, with their token lists."""
     from vsekit.data.batching import CaptionStore
+    from vsekit.data.tokenize import tokenize_all
     from vsekit.data.vocab import Vocab, encode_all
 
     s = tiny_split(split, n_images=max(1, (n + 4) // 5))
-    captions = s.captions[:n]
+    captions = tokenize_all(s.captions[:n], "regex")
     vocab = Vocab.build(captions)
     flat, lengths = encode_all(vocab, captions)
     store = CaptionStore(flat, lengths, captions)

@@ -37,11 +37,13 @@ from tqdm.auto import tqdm
 from vsekit import checkpoint, distributed
 from vsekit.data.batching import CaptionStore, bucketed_batches
 from vsekit.data.readers import Split
+from vsekit.data.tokenize import tokenize_all, tokenizer_problem
 from vsekit.data.vocab import Vocab, encode_all
-from vsekit.errors import CheckpointError, DataError, SpecError, VsekitError
-from vsekit.evaluate import COLUMNS, evaluate_split, format_table
+from vsekit.errors import CheckpointError, DataError, ProtocolError, SpecError, VsekitError
+from vsekit.evaluate import COLUMNS, evaluate_split, format_table, scalar_metrics
 from vsekit.io import atomic_write_bytes, atomic_write_text
 from vsekit.lock import LOCK_NAME, RunLock, check_free
+from vsekit.metrics_core import check_folds
 from vsekit.model import JointModel
 from vsekit.provenance import collect
 from vsekit.spec import Spec, dumps_toml
@@ -84,9 +86,10 @@ def load_data(spec: Spec) -> RunData:
     for s in (valid, test):
         if s.dim_image != train.dim_image:
             raise DataError(f"{s.source}: {s.dim_image}-d image features, but the train split has {train.dim_image}-d")
-    if spec.eval.folds and test.n_images % spec.eval.folds:
-        raise SpecError(f"{where}: [eval] folds: {test.n_images} {spec.eval.split!r} images ({test.source}) do not "
-                        f"split into {spec.eval.folds} equal folds")
+    try:
+        check_folds(spec.eval.folds, test.n_images)
+    except ProtocolError as exc:
+        raise SpecError(f"{where}: [eval] {exc} ({spec.eval.split!r} split, {test.source})") from None
     return RunData(train, valid, test)
 
 
@@ -579,8 +582,12 @@ class _Setup:
         if t.threads:
             torch.set_num_threads(t.threads)
         rng = seed_everything(t.seed)
-        vocab = Vocab.build(data.train.captions, spec.vocab.min_count, spec.vocab.max_size)
-        flat, lengths = encode_all(vocab, data.train.captions, append_eos=spec.model.append_eos)
+        tokenizer = spec.model.tokenizer
+        if problem := tokenizer_problem(tokenizer):
+            raise SpecError(f"{spec.source or '<spec>'}: [model] tokenizer: {problem}")
+        tokens = tokenize_all(data.train.captions, tokenizer)  # the same calls as JointModel.token_ids
+        vocab = Vocab.build(tokens, spec.vocab.min_count, spec.vocab.max_size)
+        flat, lengths = encode_all(vocab, tokens, append_eos=spec.model.append_eos)
         keep = np.flatnonzero(lengths <= t.maxlen_w)
         skipped = int(len(lengths) - len(keep))
         if len(keep) < 2:
@@ -589,7 +596,8 @@ class _Setup:
         files = [f for s in (data.train, data.valid, data.test) for f in s.files]
         prov = collect(files, spec.source)
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
-                                 data.train.dim_image, append_eos=spec.model.append_eos).to(device)
+                                 data.train.dim_image, append_eos=spec.model.append_eos,
+                                 tokenizer=tokenizer).to(device)
         loss_fn = spec.loss.build().to(device)
         images = torch.from_numpy(data.train.images).to(device)  # copied once: the batches' features index it there
         params = list(model.parameters()) + list(loss_fn.parameters())
@@ -597,7 +605,7 @@ class _Setup:
         batches_per_epoch = len(epoch_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket, d))
         return cls(rng=rng, vocab=vocab, lengths=lengths, keep=keep, skipped=skipped, prov=prov, model=model,
                    loss_fn=loss_fn, metric=spec.eval.metric.build(),
-                   store=CaptionStore(flat, lengths, data.train.captions),
+                   store=CaptionStore(flat, lengths, tokens),
                    needs_texts=getattr(model.sentence_encoder, "needs_texts", False), images=images,
                    cap2img=torch.from_numpy(data.train.cap2img), params=params,
                    optimizer=make_optimizer(params, spec), scaler=scaler, batches_per_epoch=batches_per_epoch,
@@ -744,6 +752,7 @@ class _Loop:
         self.saved_step: int | None = prog.step if prog.step else None
         self.t_start = time.perf_counter()
         self.t_epoch = time.perf_counter() - prog.epoch_seconds
+        self.first_validation = d.is_main  # rank 0 logs the dev data's warnings, once
 
     def seconds(self) -> float:
         return self.prog.train_seconds + (time.perf_counter() - self.t_start)
@@ -781,10 +790,12 @@ class _Loop:
         """Evaluate on the validation split; True when it is a new best (the caller saves state, then best)."""
         p = self.prog
         self.model.eval()
-        m = evaluate_split(self.model, self.data.valid, self.metric)
+        # model selection always ranks ties against the query; the data warnings are logged once
+        m = evaluate_split(self.model, self.data.valid, self.metric, log_warnings=self.first_validation)
+        self.first_validation = False
         self.model.train()
         key = self.metric.selection_key
-        self.mlog.write("valid", p.step, epoch=epoch_f, **{k: v for k, v in m.items() if k != "folds"})
+        self.mlog.write("valid", p.step, epoch=epoch_f, **scalar_metrics(m))
         improved = m[key] > p.best["rsum"]
         if improved:
             p.best = {"rsum": m[key], "step": p.step, "epoch": epoch_f, "metrics": m}
@@ -895,8 +906,9 @@ def _finish(spec: Spec, out: Path, loop: _Loop, model: JointModel, metric: Any, 
     train_seconds = loop.seconds()
     best_model, _, _ = checkpoint.load(out / "best.json")
     best_model.to(loop.device)
-    test_metrics = evaluate_split(best_model, data.test, metric, folds=spec.eval.folds)
-    mlog.write("test", p.step, split=spec.eval.split, **{k: v for k, v in test_metrics.items() if k != "folds"})
+    test_metrics = evaluate_split(best_model, data.test, metric, folds=spec.eval.folds, ties=spec.eval.ties)
+    mlog.write("test", p.step, split=spec.eval.split, **scalar_metrics(test_metrics))
+    valid_metrics = p.best.get("metrics", {})
     results = {
         "name": spec.name,
         "seed": t.seed,
@@ -906,8 +918,9 @@ def _finish(spec: Spec, out: Path, loop: _Loop, model: JointModel, metric: Any, 
         "train_seconds": train_seconds,
         "train_captions": int(len(keep)),
         "skipped_over_maxlen_w": skipped,
-        "valid": {"split": t.valid_split, **p.best.get("metrics", {})},
+        "valid": {"split": t.valid_split, **valid_metrics},
         "test": {"split": spec.eval.split, **test_metrics},
+        "warnings": list(dict.fromkeys(valid_metrics.get("warnings", []) + test_metrics["warnings"])),
         "run_dir": str(out),
     }
     write_results(out, results)

@@ -1,7 +1,9 @@
 """Dataset readers: ``precomp`` (the reference's folder layout) and ``flickr8k`` (raw captions + features).
 
-A reader turns a split name into a :class:`Split`: tokenized captions, one
-feature row per image, and the caption -> image map. Readers refuse
+A reader turns a split name into a :class:`Split`: caption texts (strings,
+never token lists: the model's tokenizer splits them), one feature row per
+image, and the caption -> image map. Line files are read by
+:func:`vsekit.io.read_lines` (one rule for every line file). Readers refuse
 inconsistent data with a :class:`~vsekit.errors.DataError` naming the file.
 """
 
@@ -16,8 +18,8 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-from vsekit.data.tokenize import split_tokens, tokenize
 from vsekit.errors import DataError
+from vsekit.io import read_lines
 from vsekit.spec import EMBEDDED_PREFIX, component_field, path_field, positive
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,11 @@ def embedded_path(value: str) -> Path:
 
 @attrs.define
 class Split:
-    """One split: captions (token lists), image features (one row per image), caption -> image map."""
+    """One split: caption texts (strings, never token lists), image features (one row per image),
+    caption -> image map."""
 
     name: str
-    captions: list[list[str]]
+    captions: list[str]
     images: np.ndarray
     cap2img: np.ndarray
     image_ids: list[str] | None = None
@@ -58,6 +61,10 @@ class Split:
             raise DataError(f"{where}: expected a non-empty 2-D feature array, got shape {self.images.shape}")
         if len(self.captions) == 0:
             raise DataError(f"{where}: no captions")
+        bad_text = next((i for i, c in enumerate(self.captions) if not isinstance(c, str)), None)
+        if bad_text is not None:
+            raise DataError(f"{where}: caption {bad_text} is a {type(self.captions[bad_text]).__name__}, expected text "
+                            f"(a reader returns caption strings; the model's tokenizer splits them)")
         if len(self.cap2img) != len(self.captions):
             raise DataError(f"{where}: {len(self.captions)} captions but {len(self.cap2img)} caption->image entries")
         if self.cap2img.min() < 0 or self.cap2img.max() >= len(self.images):
@@ -108,20 +115,6 @@ class DatasetReader:
 
 # --------------------------------------------------------------------------
 # precomp
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first caption
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = text.splitlines()
-    if not lines:
-        raise DataError(f"{path}: empty file")
-    return lines
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -179,13 +172,7 @@ class PrecompReader(DatasetReader):
         if not root.is_dir():
             raise DataError(f"{root}: no such dataset folder")
         caps_path, ims_path = self.paths(split)
-        lines = _read_lines(caps_path)
-        captions = []
-        for i, line in enumerate(lines, 1):
-            tokens = split_tokens(line)
-            if not tokens:
-                raise DataError(f"{caps_path}: line {i} is an empty caption")
-            captions.append(tokens)
+        captions = read_lines(caps_path, "caption")
         feats = _load_npy(ims_path)
         k = self.config.caps_per_image
         n_caps, n_rows = len(captions), len(feats)
@@ -218,7 +205,7 @@ class PrecompReader(DatasetReader):
 class Flickr8kReader(DatasetReader):
     """Flickr8K as released: ``captions.txt`` (CSV ``image,caption``) and ``splits/{train,dev,test}.txt``.
 
-    Captions are lowercased and tokenized with ``\\w+|'\\w+|[^\\w\\s]``. Image
+    Captions are kept as written (the model's tokenizer splits them). Image
     features come from an image feature extractor (``features``), e.g.
     ``{type = "precomputed", dir = ".../flickr8k-effnet-lite0"}``. Images
     without features or with fewer than ``caps_per_image`` captions are
@@ -271,27 +258,25 @@ class Flickr8kReader(DatasetReader):
         return self._extractor
 
     def captions_by_image(self) -> OrderedDict[str, list[str]]:
+        """Caption texts by image name, in file order. Each CSV row is one line (:func:`vsekit.io.read_lines`'s
+        rule); a row with an empty image name or caption is refused with its line number."""
         if self._captions is None:
             path = self.root / self.config.captions_file
-            try:
-                fh = open(path, encoding="utf-8-sig", newline="")
-            except FileNotFoundError:
-                raise DataError(f"{path}: no such file") from None
+            lines = read_lines(path, "CSV row")
+            header = next(csv.reader(lines[:1]))
+            if [h.strip().lower() for h in header[:2]] != ["image", "caption"]:
+                raise DataError(f"{path}: expected a CSV header 'image,caption', got {','.join(header)!r}")
             by_image: OrderedDict[str, list[str]] = OrderedDict()
-            with fh:
-                try:
-                    reader = csv.reader(fh)
-                    header = next(reader, None)
-                    if header is None:
-                        raise DataError(f"{path}: empty file")
-                    if [h.strip().lower() for h in header[:2]] != ["image", "caption"]:
-                        raise DataError(f"{path}: expected a CSV header 'image,caption', got {','.join(header)!r}")
-                    for lineno, row in enumerate(reader, 2):
-                        if len(row) != 2:
-                            raise DataError(f"{path}: line {lineno}: expected 2 CSV fields, got {len(row)}")
-                        by_image.setdefault(row[0].strip(), []).append(row[1])
-                except UnicodeDecodeError as exc:
-                    raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+            for lineno, line in enumerate(lines[1:], 2):
+                row = next(csv.reader([line]), [])
+                if len(row) != 2:
+                    raise DataError(f"{path}: line {lineno}: expected 2 CSV fields, got {len(row)}")
+                name, text = row[0].strip(), row[1]
+                if not name:
+                    raise DataError(f"{path}: line {lineno}: empty image name")
+                if not text.strip():
+                    raise DataError(f"{path}: line {lineno}: empty caption for {name!r}")
+                by_image.setdefault(name, []).append(text)
             if not by_image:
                 raise DataError(f"{path}: no captions")
             self._captions = by_image
@@ -301,7 +286,7 @@ class Flickr8kReader(DatasetReader):
         if split not in self.splits:
             raise self._unknown_split(split)
         split_path = self.root / self.config.splits_dir / f"{split}.txt"
-        names = [n.strip() for n in _read_lines(split_path) if n.strip()]
+        names = [n.strip() for n in read_lines(split_path, "image name")]
         dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
         if dupes:
             raise DataError(f"{split_path}: duplicate image ids, e.g. {dupes[0]!r}")
@@ -333,11 +318,7 @@ class Flickr8kReader(DatasetReader):
         kept = [n for n, ok in zip(keep, result.ok) if ok]
         if not kept:
             raise DataError(f"{split_path}: no image of split {split!r} has both {k} captions and features")
-        captions = []
-        for name in kept:
-            for text in caps[name][:k]:
-                tokens = tokenize(text)
-                captions.append(tokens if tokens else ["<unk>"])
+        captions = [text for name in kept for text in caps[name][:k]]
         cap2img = np.repeat(np.arange(len(kept), dtype=np.int64), k)
         report["images"] = len(kept)
         return Split(split, captions, result.features, cap2img, image_ids=kept,

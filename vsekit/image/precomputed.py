@@ -8,9 +8,10 @@ from typing import Any, Sequence
 import attrs
 import numpy as np
 
-from vsekit.data.readers import _load_npy, _read_lines, embedded_path
+from vsekit.data.readers import _load_npy, embedded_path
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
+from vsekit.io import read_lines
 from vsekit.spec import path_field
 
 
@@ -62,7 +63,7 @@ class PrecomputedFeatures(ImageFeatureExtractor):
             table: dict[str, tuple[np.ndarray, int]] = {}
             for feats_path, ids_path in self.pairs():
                 feats = _load_npy(feats_path)
-                ids = [line.strip() for line in _read_lines(ids_path)]
+                ids = [line.strip() for line in read_lines(ids_path, "image id")]
                 if len(ids) != len(feats):
                     raise DataError(f"{ids_path} has {len(ids)} ids but {feats_path} has {len(feats)} rows")
                 if self._dim is not None and feats.shape[1] != self._dim:
