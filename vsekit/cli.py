@@ -69,7 +69,7 @@ class VsekitGroup(click.Group):
             extra["obj"] = {}
         with user_errors(extra["obj"]):  # --debug sets obj["debug"] before any subcommand runs
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        sys.exit(rv if isinstance(rv, int) else 0)  # a ctx.exit(code) comes back as its code
+        sys.exit(rv if type(rv) is int else 0)  # a ctx.exit(code) comes back as its code; a return value does not
 
 
 def _setup_logging(quiet: bool, debug: bool) -> None:
