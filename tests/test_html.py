@@ -26,6 +26,8 @@ from vsekit.cli import cli
 from vsekit.retrieval import build_image_bank
 from vsekit.retrieval_cli import add_commands
 
+from conftest import write_precomp
+
 add_commands(cli)
 
 APT = "apt-get install -y chromium"
@@ -325,7 +327,6 @@ def test_report_gallery_escapes_hostile_captions_ids_and_file_names(tmp_path):
     data_dir.mkdir()
     ids = [f"{n}.png" for n in HOSTILE_NAMES]
     caps = [f"red car {HOSTILE[(5 * i + j) % len(HOSTILE)]}" for i in range(4) for j in range(5)]
-    write_precomp = __import__("conftest").write_precomp
     feats = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1], [1, 1, 1, 1]], np.float32)
     for split in ("train", "dev", "test"):
         write_precomp(data_dir, split, caps, feats)
