@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from vsekit import testing
 from vsekit.data.readers import EMBEDDED_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 MINI = EMBEDDED_ROOT / "f8k_mini"
 THRESHOLDS = REPO / "benchmarks" / "results" / "thresholds.json"
+#: the real Flickr8K data root, or None (tests ask for it through the ``shared_data`` fixture)
+SHARED = testing.find_shared_data("flickr8k/captions.txt", "flickr8k-effnet-lite0/test_ims.npy")
 
 
 @functools.cache
@@ -41,18 +43,6 @@ def threshold(config: str, metric: str = "test_rsum") -> float:
     return float(m["threshold"])
 
 
-def _shared_data_root() -> Path | None:
-    """The real Flickr8K data: $VSEKIT_SHARED_DATA, else ../shared/data next to the repo (as CI has it)."""
-    candidates = [os.environ.get("VSEKIT_SHARED_DATA"), REPO.parent / "shared" / "data", REPO.parent / "shared"]
-    for c in candidates:
-        if c and (Path(c) / "flickr8k" / "captions.txt").is_file():
-            return Path(c)
-    return None
-
-
-SHARED = _shared_data_root()
-
-
 @pytest.fixture(autouse=True)
 def _few_threads():
     """Tests share two cores: keep torch from oversubscribing them."""
@@ -64,11 +54,8 @@ def _few_threads():
 
 @pytest.fixture
 def shared_data() -> Path:
-    if SHARED is None:
-        pytest.skip("real Flickr8K data not found (set VSEKIT_SHARED_DATA or place it at ../shared/data)")
-    if not (SHARED / "flickr8k-effnet-lite0" / "test_ims.npy").is_file():
-        pytest.skip("flickr8k-effnet-lite0 features not found next to the real Flickr8K data")
-    return SHARED
+    """The real Flickr8K data and its features; skips when absent, fails under CI=true (testing.shared_data)."""
+    return testing.shared_data("flickr8k/captions.txt", "flickr8k-effnet-lite0/test_ims.npy")
 
 
 def write_precomp(folder: Path, split: str, captions: list[str], feats: np.ndarray, prefix: str = "") -> Path:

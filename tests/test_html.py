@@ -7,6 +7,7 @@ Without it the tests skip, except under ``CI=true``, where they fail.
 from __future__ import annotations
 
 import html
+import html.parser
 import json
 import os
 import re
@@ -20,10 +21,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vsekit import checkpoint, report
+from vsekit import checkpoint, report, testing
 from vsekit.cli import cli
 from vsekit.retrieval import build_image_bank
 from vsekit.retrieval_cli import add_commands
+
+from conftest import write_precomp
 
 add_commands(cli)
 
@@ -56,10 +59,7 @@ def chromium() -> str:
                  "google-chrome-stable"):
         if name and shutil.which(name):
             return shutil.which(name)  # type: ignore[return-value]
-    msg = f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(msg + " — required under CI=true")
-    pytest.skip(msg)
+    testing.missing_test_input(f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM")
 
 
 def run_chromium(page: Path, tmp_path: Path, *extra: str) -> str:
@@ -174,3 +174,173 @@ def test_cli_html_page_and_screenshot(pictures, tmp_path):
     run_chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=800,600")
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and struct.unpack(">II", data[16:24]) == (800, 600)
+
+
+# --------------------------------------------------------------------------
+# static pages have no script: hostile captions, ids, file and folder names on every page kind
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<ScRiPt src=//evil.example/x.js></sCrIpT>",
+    '"><img src=x onerror=alert(1)>',
+    "' onmouseover='alert(2)",
+    "<svg/onload=alert(3)>",
+    "<IMG SRC=javascript:alert(4) OnErRoR=alert(5)>",
+    "</title><script>alert(6)</script>",
+    "<!--",
+]
+# file and folder names cannot hold "/": these keep the attack without one
+HOSTILE_NAMES = ['"><img src=x onerror=alert(1)>', "<ScRiPt>alert(1)<!--", "x' OnMouseOver='alert(2)",
+                 "javascript:alert(3)"]
+
+
+class _Page(html.parser.HTMLParser):
+    """Every tag and attribute a browser would build from the page, and its text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, attrs))
+
+    handle_startendtag = handle_starttag
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def handle_comment(self, data):
+        raise AssertionError(f"a comment opened in the page: {data[:80]!r}")
+
+
+SAFE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "p", "section", "div", "ol", "ul", "li", "span",
+             "img", "details", "summary"}
+
+
+def assert_static(page: Path, *shown: str) -> str:
+    """No script anywhere (case-insensitive), no event-handler or javascript: attribute, and every hostile
+    string shown as text (escaped, not dropped)."""
+    src = page.read_text(encoding="utf-8")
+    low = src.lower()
+    assert "<script" not in low, page
+    bare = re.sub(r'"[^"]*"', '""', low)  # every attribute value is double-quoted: what is left is markup
+    for tag in re.findall(r"<[^>]*>", bare):
+        assert not re.search(r"[\s/'\"]on[a-z]+\s*=", tag), tag
+    parsed = _Page()
+    parsed.feed(src)
+    parsed.close()
+    tags = {t for t, _ in parsed.tags}
+    assert tags <= SAFE_TAGS, tags - SAFE_TAGS
+    for tag, attrs in parsed.tags:
+        for name, value in attrs:
+            assert not name.lower().startswith("on"), (tag, name, value)
+            v = (value or "").strip().lower()
+            if name in ("src", "href", "action", "formaction", "data", "srcset", "poster"):  # URLs: a file or data
+                assert v.startswith(("data:image/", "file:")) or ":" not in v.split("/", 1)[0], (tag, name, value)
+    text = "".join(parsed.text)
+    for s in shown:
+        assert s in text or any(s in (v or "") for _, a in parsed.tags for _, v in a), (s, text[:2000])
+    return src
+
+
+@pytest.mark.parametrize("embed", [False, True], ids=["file-paths", "data-uris"])
+def test_write_html_escapes_hostile_text_and_names(tmp_path, embed):
+    folder = tmp_path / HOSTILE_NAMES[0]
+    folder.mkdir()
+    files = [png(folder / f"{n}.png", 4, 4, (10 * i, 0, 0)) for i, n in enumerate(HOSTILE_NAMES)]
+    results = [report.Result(i + 1, 0.5, cap, f"{HOSTILE_NAMES[i % 4]}.png", files[i % 4], gt=i == 0)
+               for i, cap in enumerate(HOSTILE)]
+    queries = [
+        report.Query("image-to-text", results, id=HOSTILE_NAMES[1], image=files[1], ground_truth=HOSTILE[:3],
+                     note=HOSTILE[6]),
+        report.Query("text-to-image", [report.Result(1, 0.1, None, HOSTILE_NAMES[2], files[2])], text=HOSTILE[2],
+                     id=HOSTILE[3]),
+        report.Query(HOSTILE[2], [], text=HOSTILE[0]),  # even the kind lands in an attribute
+    ]
+    (tmp_path / "pages").mkdir()
+    beside = png(tmp_path / "pages" / "javascript:alert(7).png", 4, 4, (0, 0, 9))  # a relative src that looks a URL
+    queries.append(report.Query("text-to-image", [report.Result(1, 0.2, None, beside.name, beside)], text="q"))
+    page = report.write_html(tmp_path / "pages" / "page.html", HOSTILE[6], queries, embed_images=embed,
+                             intro=HOSTILE)
+    assert_static(page, *HOSTILE)
+
+
+def _toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Path:
+    """The 4-word, 4-d bag-of-words model of test_cli_html_page_and_screenshot, saved as a run folder."""
+    import torch
+
+    from vsekit.data.vocab import Vocab
+    from vsekit.image.linear import LinearImageEncoder
+    from vsekit.model import JointModel
+    from vsekit.text.bow import BoWEncoder
+
+    vocab = Vocab(["red", "blue", "car", "dog"])
+    model = JointModel(BoWEncoder(BoWEncoder.Config(), len(vocab), 4),
+                       LinearImageEncoder(LinearImageEncoder.Config(), 4, 4), vocab).eval()
+    with torch.no_grad():
+        model.sentence_encoder.embed.weight.zero_()
+        for axis, word in enumerate(["red", "blue", "car", "dog"]):
+            model.sentence_encoder.embed.weight[vocab.index[word], axis] = 1.0
+        model.image_encoder.fc.weight.copy_(torch.eye(4))
+    spec = {"name": name, "model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}},
+            "loss": {"type": "infonce"}, **({"data": data} if data else {})}
+    run = tmp_path / "toy"
+    checkpoint.save(run, "best", model, spec)
+    return run
+
+
+def test_retrieve_html_escapes_hostile_captions_ids_and_file_names(tmp_path):
+    run = _toy_run(tmp_path)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    ids = [f"{n} red car.png" for n in HOSTILE_NAMES]
+    for i, name in enumerate(ids):
+        png(pics / name, 4, 4, (200, 10 * i, 0))
+    feats = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1], [1, 1, 1, 1]], np.float32)
+    build_image_bank(checkpoint.load(run)[0], feats, ids, image_root=pics).save(tmp_path / HOSTILE_NAMES[0])
+    caps = tmp_path / "caps.csv"
+    caps.write_text("image,caption\n" + "".join(f'"{ids[i % 4].replace(chr(34), 2 * chr(34))}",'
+                                                f'"red car {c.replace(chr(34), 2 * chr(34))}"\n'
+                                                for i, c in enumerate(HOSTILE)), encoding="utf-8")
+    res = CliRunner().invoke(cli, ["bank", str(run), "--captions", str(caps), "-o", str(tmp_path / "capbank")], obj={})
+    assert res.exit_code == 0, res.output
+    qfile = tmp_path / f"{HOSTILE_NAMES[1]}.npy"
+    np.save(qfile, feats)
+    pages = {
+        "text-to-image": ["--text", f"red car {HOSTILE[0]} {HOSTILE[2]}", "--bank", str(tmp_path / HOSTILE_NAMES[0])],
+        "image-to-text": ["--features", str(qfile), "--row", "0", "--bank", str(tmp_path / "capbank")],
+    }
+    for kind, args in pages.items():
+        for embed in ([], ["--embed-images"]):
+            page = tmp_path / HOSTILE_NAMES[2] / f"{kind}{len(embed)}.html"
+            res = CliRunner().invoke(cli, ["retrieve", str(run), *args, "-k", "4", "--html", str(page), *embed],
+                                     obj={})
+            assert res.exit_code == 0, res.output
+            src = assert_static(page)
+            shown = [s for s in HOSTILE + HOSTILE_NAMES if html.escape(s) in src]
+            assert len(shown) >= 4, (kind, shown)  # the hostile strings are on the page, escaped
+
+
+def test_report_gallery_escapes_hostile_captions_ids_and_file_names(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    ids = [f"{n}.png" for n in HOSTILE_NAMES]
+    caps = [f"red car {HOSTILE[(5 * i + j) % len(HOSTILE)]}" for i in range(4) for j in range(5)]
+    feats = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1], [1, 1, 1, 1]], np.float32)
+    for split in ("train", "dev", "test"):
+        write_precomp(data_dir, split, caps, feats)
+        (data_dir / f"{split}_ids.txt").write_text("".join(i + "\n" for i in ids), encoding="utf-8")
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i, name in enumerate(ids):
+        png(pics / name, 4, 4, (0, 50 * i, 0))
+    run = _toy_run(tmp_path, name=HOSTILE[6], data={"type": "precomp", "dir": str(data_dir)})
+    (run / "metrics.jsonl").write_text('{"event": "' + HOSTILE[0].replace('"', '\\"') + '"}\n', encoding="utf-8")
+    for embed in ([], ["--embed-images"]):
+        out = tmp_path / f"{HOSTILE_NAMES[0]}{len(embed)}"
+        res = CliRunner().invoke(cli, ["report", str(run), "-o", str(out), "-n", "4", "-k", "5", "--images-dir",
+                                       str(pics), *embed], obj={})
+        assert res.exit_code == 0, res.output
+        src = assert_static(out / "gallery.html", HOSTILE[6])
+        assert sum(html.escape(c) in src for c in set(caps)) >= 4 and sum(html.escape(i) in src for i in ids) >= 2

@@ -685,9 +685,9 @@ def shared_case(name: str) -> Path:
     """A folder of ../shared/cases; absent, the test skips, or fails under CI=true (CI has ../shared)."""
     folder = SHARED_CASES / name
     if not folder.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{folder} is missing: CI must provide ../shared next to the repository")
-        pytest.skip(f"{folder} not found (the shared cases live in ../shared next to the repository)")
+        from vsekit import testing
+
+        testing.missing_test_input(f"{folder} not found (the shared cases live in ../shared next to the repository)")
     return folder
 
 

@@ -215,7 +215,9 @@ def test_unknown_component_via_cli_suggests_and_exits_2(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(FLICKR_SPEC.format(root=tmp_path.as_posix()), encoding="utf-8")
     result = CliRunner().invoke(cli, ["validate", str(spec)])
-    assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr.startswith("error: ") and result.stdout == "", result.output
     assert ("[data.features] type: unknown image feature extractor 'precomputd' — known: precomputed, "
             "did you mean 'precomputed'?") in result.output
     assert "Traceback" not in result.output

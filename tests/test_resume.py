@@ -326,3 +326,72 @@ def test_a_diverging_loss_stops_with_one_clear_message(tmp_path, monkeypatch):
     assert result.stderr.startswith(f"error: {spec}: [train] lr: the training loss became nan at step 3"), result.stderr
     assert not (tmp_path / "run" / "results.json").exists()
     RunLock(tmp_path / "run").acquire().release()  # the folder is not left locked
+
+
+# --------------------------------------------------------------------------
+# resume equals an uninterrupted run with a cosine schedule, gradient clipping and early stopping
+
+CONFIGS = {
+    # lr follows the step: a resume that miscounts steps or total steps changes every later lr
+    "cosine": {"lr_schedule": "cosine", "max_epochs": 2},
+    # clipping at 0.01 is active on every step (the gradient norms here are far larger)
+    "grad_clip": {"grad_clip": 0.01, "max_epochs": 2},
+    # a high lr peaks early: the run stops after 2 validations without improvement, well before max_epochs
+    # (saves every 5 steps: one falls between the first validation without improvement and the stop)
+    "early_stopping": {"early_stopping": 2, "lr": 0.02, "max_epochs": 6, "save_freq": 5},
+}
+STEPS_PER_EPOCH = 16  # 100 train images, 500 captions, batch 32
+
+
+class Crash(RuntimeError):
+    """Stands for a SIGKILL: nothing is saved, the folder keeps the last periodic save."""
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_resume_after_a_crash_matches_uninterrupted(name, tmp_path, monkeypatch):
+    data = mini_slice(tmp_path / "data", {"train": 100, "dev": 20, "test": 20})
+    tables = {
+        "name": "resume-" + name,
+        "data": {"type": "precomp", "dir": str(data)},
+        "model": {"dim": 32, "sentence_encoder": {"type": "gru", "dim_word": 16, "word_dropout": 0.1}},
+        "loss": {"type": "infonce"},
+        "train": {"batch_size": 32, "lr": 0.002, "seed": 0, "threads": 1, "disp_freq": 1, "save_freq": 4,
+                  "valid_freq": 3, **CONFIGS[name]},
+    }
+    spec = tmp_path / "spec.toml"
+    spec.write_text(dumps_toml(tables))
+    ref = tmp_path / "ref"
+    results = vsekit.train(spec, ref, quiet=True)
+    valid = [(e["step"], e["rsum"]) for e in events(ref) if e["event"] == "valid"]
+    lrs = [e["lr"] for e in events(ref) if e["event"] == "train"]
+    if name == "early_stopping":
+        assert results["steps"] < CONFIGS[name]["max_epochs"] * STEPS_PER_EPOCH, results["steps"]
+        # crash right after a save made while the run had already seen a validation without improvement
+        best_so_far = [max(r for _, r in valid[: i + 1]) for i in range(len(valid))]
+        after_worse = [s for i, (s, r) in enumerate(valid) if i and r < best_so_far[i - 1]]
+        freq = tables["train"]["save_freq"]
+        saves = [s for s in range(freq, results["steps"], freq) if s > after_worse[0]]
+        assert saves, (valid, results["steps"])
+        crash_after = saves[0] + 1  # resumed from that save, with one validation without improvement counted
+    else:
+        assert results["steps"] == 2 * STEPS_PER_EPOCH
+        crash_after = 11  # the last save is at step 8 or 9 (a better validation saves too): steps after it rerun
+        if name == "cosine":
+            assert lrs[0] > lrs[len(lrs) // 2] > lrs[-1] > 0
+    real, calls = trainer.train_step, []
+
+    def crash_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == crash_after + 1:
+            raise Crash(f"crash during step {crash_after + 1}")
+        return real(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(trainer, "train_step", crash_once)
+    with pytest.raises(Crash):
+        vsekit.train(spec, out, quiet=True)
+    monkeypatch.setattr(trainer, "train_step", real)
+    state = json.loads((out / "last.json").read_text())
+    assert 0 < state["step"] < crash_after and not (out / "results.json").exists()  # some steps are done again
+    assert vsekit.train(spec, out, quiet=True, resume=True)["steps"] == results["steps"]
+    assert_same_run(out, ref)

@@ -122,6 +122,54 @@ def test_bank_checks(tiny, tmp_path):
         retrieval.load_bank(tmp_path / "missing")
 
 
+@pytest.fixture(scope="module")
+def sibling_run(tiny_run, tmp_path_factory) -> Path:
+    """Another checkpoint of the tiny run's exact architecture (same spec, vocab and shapes): one weight moved by 1e-3."""
+    model, meta, _ = checkpoint.load(tiny_run)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3
+    out = tmp_path_factory.mktemp("sibling") / "run"
+    out.mkdir()
+    checkpoint.save(out, "best", model, meta["spec"])
+    return out
+
+
+def test_a_bank_from_another_checkpoint_of_the_same_architecture_is_refused(tiny_run, sibling_run, tmp_path):
+    own, _, _ = retrieval.load_model(tiny_run)
+    sib, _, sib_meta = retrieval.load_model(sibling_run)
+    assert [(k, v.shape) for k, v in own.state_dict().items()] == [(k, v.shape) for k, v in sib.state_dict().items()]
+    assert sib_meta["weights_sha256"] != own.weights_sha256
+    texts = ["a dog runs on the beach .", "two men play football"]
+    build_caption_bank(own, texts).save(tmp_path / "own")
+    assert retrieval.load_bank(tmp_path / "own", retrieval.load_model(tiny_run)[0]).texts == texts  # same weights: kept
+    with pytest.raises(VsekitError, match="another model's weights"):
+        retrieval.load_bank(tmp_path / "own", sib)
+    with pytest.raises(VsekitError, match="another model's weights"):
+        Retriever.load(sibling_run, caption_bank=tmp_path / "own")
+    # models that never saw a checkpoint (no weights_sha256) are told apart by their weights' fingerprint
+    copy_of_own = retrieval.load_model(tiny_run)[0]
+    del copy_of_own.weights_sha256
+    build_caption_bank(copy_of_own, texts).save(tmp_path / "mem")
+    assert retrieval.load_bank(tmp_path / "mem", copy_of_own).texts == texts
+    with torch.no_grad():
+        next(copy_of_own.parameters()).view(-1)[-1] -= 1e-3
+    with pytest.raises(VsekitError, match="another model's weights"):
+        retrieval.load_bank(tmp_path / "mem", copy_of_own)
+
+
+def test_cli_bank_of_a_sibling_checkpoint_is_refused(tiny_run, sibling_run, tmp_path):
+    caps = tmp_path / "caps.txt"
+    caps.write_text("a dog runs on the beach .\ntwo men play football .\n")
+    assert invoke("bank", tiny_run, "--captions", caps, "-o", tmp_path / "bank").exit_code == 0
+    ok = invoke("retrieve", tiny_run, "--features", MINI / "test_ims.npy", "--row", 0, "--bank", tmp_path / "bank",
+                "-k", 1, "--json")
+    assert ok.exit_code == 0, ok.output
+    refused = CliRunner().invoke(cli, [str(a) for a in ("retrieve", sibling_run, "--features", MINI / "test_ims.npy",
+                                                        "--row", 0, "--bank", tmp_path / "bank", "-k", 1)], obj={})
+    assert_user_error(refused, "another model's weights", "bank")
+    assert refused.stdout == ""
+
+
 def test_topk_matches_brute_force():
     rng = np.random.default_rng(1)
     emb = rng.standard_normal((500, 16)).astype(np.float32)

@@ -1,34 +1,75 @@
 """The ``vsekit`` command: a thin click shell over the Python API.
 
-User errors (:class:`~vsekit.errors.VsekitError`) print one message and exit
-with status 2; ``--debug`` shows the traceback instead.
+User errors (:class:`~vsekit.errors.VsekitError` and click's usage errors)
+print one ``error:`` line each and exit with status 2, all through
+:func:`user_errors`; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
 from vsekit.errors import VsekitError
 
 
-class VsekitGroup(click.Group):
-    """Turns user errors into one line on stderr and exit status 2."""
+@contextlib.contextmanager
+def user_errors(obj: dict[str, Any] | None = None) -> Iterator[None]:
+    """The one place a user error leaves the ``vsekit`` command.
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except VsekitError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            if not getattr(exc, "silent", False):  # a rank of a torchrun job whose error rank 0 reports
-                click.echo(f"{getattr(exc, 'prefix', 'error: ')}{exc}", err=True)
-            ctx.exit(exc.exit_code)
+    A :class:`~vsekit.errors.VsekitError` or a click usage error (unknown
+    option or command, missing argument, bad value such as ``--seeds 0``)
+    becomes ``error: MESSAGE`` on stderr, one line per problem, and exit status
+    2 (a VsekitError's own ``exit_code`` where it sets one, e.g. 130 after
+    Ctrl-C). With ``--debug`` (``obj["debug"]``) the exception propagates with
+    its traceback. Other exceptions are bugs and are never caught here.
+
+    Raises:
+        SystemExit: with the exit status, after printing.
+    """
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `vsekit`: the help, as click prints it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.ClickException, VsekitError) as exc:
+        if obj and obj.get("debug"):
+            raise
+        if isinstance(exc, VsekitError):
+            message, prefix, code = str(exc), getattr(exc, "prefix", "error: "), exc.exit_code
+            if getattr(exc, "silent", False):  # a rank of a torchrun job whose error rank 0 reports
+                sys.exit(code)
+        else:
+            message, prefix, code = exc.format_message(), "error: ", 2
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                message = f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
+        lines = [line for line in message.splitlines() if line.strip()] or [type(exc).__name__]
+        click.echo("\n".join(prefix + line for line in lines), err=True)
+        sys.exit(code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+
+
+class VsekitGroup(click.Group):
+    """The ``vsekit`` group: every error of a run goes through :func:`user_errors`."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:  # the caller handles exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        if extra.get("obj") is None:
+            extra["obj"] = {}
+        with user_errors(extra["obj"]):  # --debug sets obj["debug"] before any subcommand runs
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        sys.exit(rv if type(rv) is int else 0)  # a ctx.exit(code) comes back as its code; a return value does not
 
 
 def _setup_logging(quiet: bool, debug: bool) -> None:
@@ -36,7 +77,7 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-@click.group(cls=VsekitGroup)
+@click.group("vsekit", cls=VsekitGroup)
 @click.version_option(package_name="vsekit")
 @click.option("--debug", is_flag=True, help="Show tracebacks for user errors.")
 @click.pass_context
@@ -147,15 +188,12 @@ def plugins(as_json: bool) -> None:
 def _add_plugin_commands() -> None:
     from vsekit import registry
 
-    try:
-        registry.manager().add_commands(cli)
-    except VsekitError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    registry.manager().add_commands(cli)
 
 
 def main() -> None:
-    _add_plugin_commands()
+    with user_errors():
+        _add_plugin_commands()
     cli(obj={})
 
 

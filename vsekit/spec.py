@@ -29,6 +29,7 @@ from cattrs.errors import (
     ForbiddenExtraKeysError,
     IterableValidationError,
     IterableValidationNote,  # a str subclass carrying .index and .type
+    StructureHandlerNotFoundError,
 )
 
 from vsekit import registry
@@ -203,7 +204,7 @@ def structure(data: Any, cls: type, path: str) -> Any:
     except (ClassValidationError, ForbiddenExtraKeysError, FieldError) as exc:
         problems = _messages(exc, path, cls)
         subs = exc.exceptions if isinstance(exc, ClassValidationError) else [exc]
-        if any(isinstance(e, FieldError) for e in subs):  # attrs stops at the first failing validator
+        if any(_validator_failed(e) for e in subs):  # attrs stops at the first failing validator
             problems = _all_field_errors(data, cls, path) or problems
         elif isinstance(data, dict):  # bad types or keys stop before the validators: check the other keys too
             bad = {n.name for e in subs for n in getattr(e, "__notes__", []) if hasattr(n, "name")}
@@ -212,8 +213,19 @@ def structure(data: Any, cls: type, path: str) -> Any:
             extra = _all_field_errors({k: v for k, v in data.items() if k not in bad}, cls, path, skip=bad)
             problems += [p for p in extra if p not in problems]
         raise _SpecProblems(problems) from None
+    except StructureHandlerNotFoundError as exc:  # a user Config field of a type TOML values cannot become
+        raise _SpecProblems([(path, f"{_type_name(cls)} has a field vsekit cannot read from a spec: {exc}")]) from exc
     except (TypeError, ValueError) as exc:
         raise _SpecProblems([(path, str(exc))]) from None
+    except Exception as exc:  # a user Config's own checks (__attrs_post_init__, converters) may raise anything
+        raise _SpecProblems([(path, f"{_type_name(cls)} refused these values: {type(exc).__name__}: {exc}")]) from exc
+
+
+def _validator_failed(exc: BaseException) -> bool:
+    """A validator's error from ``__init__`` (a FieldError, or attrs' own ValueError), not a per-key structuring one."""
+    if isinstance(exc, FieldError):
+        return True
+    return isinstance(exc, ValueError) and not any(hasattr(n, "name") for n in getattr(exc, "__notes__", []))
 
 
 def _all_field_errors(data: Any, cls: type, path: str, skip: Iterable[str] = ()) -> list[tuple[str, str]]:
@@ -231,9 +243,16 @@ def _all_field_errors(data: Any, cls: type, path: str, skip: Iterable[str] = ())
             field.validator(inst, field, getattr(inst, field.name))
         except FieldError as err:
             out.append((f"{path}.{err.name}" if path else err.name, err.message))
-        except TypeError as err:
-            out += _attrs_type_error(err, path) or []
+        except (TypeError, ValueError) as err:  # attrs' own validators (instance_of, gt, in_, ...) or a user's
+            where = f"{path}.{field.name}" if path else field.name
+            out += _attrs_type_error(err, path) or [(where, _validator_message(err, field.name))]
     return out
+
+
+def _validator_message(err: BaseException, name: str) -> str:
+    """attrs' validator text ``'n' must be > 0: -1`` without the field name the problem's key already gives."""
+    msg = str(err.args[0]) if err.args else str(err)
+    return msg.removeprefix(f"'{name}' ").strip() or type(err).__name__
 
 
 class _SpecProblems(Exception):

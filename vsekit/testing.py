@@ -30,7 +30,7 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 import attrs
 import numpy as np
@@ -42,13 +42,54 @@ F8K_MINI = "vsekit:f8k_mini"
 
 __all__ = [
     "F8K_MINI", "InstalledPlugins", "check_image_feature_extractor", "check_sentence_encoder", "installed_plugin",
-    "isolated_plugins", "make_config",
+    "find_shared_data", "isolated_plugins", "make_config", "missing_test_input", "shared_data",
     "registered", "run_quick", "tiny_batch", "tiny_dataset", "tiny_spec", "tiny_split",
 ]
 
 
 # --------------------------------------------------------------------------
 # data
+
+
+def missing_test_input(reason: str) -> NoReturn:
+    """Skip the calling pytest test because data or a tool it needs is absent; under ``CI=true``, fail it.
+
+    CI has every input (``.ci/run`` sets ``CI=true``), so a missing one there is
+    a broken setup that a skip would hide.
+
+    Raises:
+        pytest.skip.Exception: outside CI. ``pytest.fail.Exception``: under ``CI=true``.
+    """
+    import pytest
+
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{reason} (required under CI=true)", pytrace=False)
+    pytest.skip(reason)
+
+
+def find_shared_data(*needs: str) -> Path | None:
+    """The real-data root holding every relative path in ``needs`` (e.g. ``"flickr8k/captions.txt"``), or None.
+
+    Looked for in ``$VSEKIT_SHARED_DATA``, then ``../shared/data`` beside the vsekit
+    checkout, then beside the current directory.
+    """
+    here = Path(__file__).resolve().parents[1]  # the checkout (an editable or source install)
+    candidates = [os.environ.get("VSEKIT_SHARED_DATA"), here.parent / "shared" / "data",
+                  Path.cwd().parent / "shared" / "data"]
+    for c in candidates:
+        if c and Path(c).is_dir() and all((Path(c) / n).exists() for n in needs):
+            return Path(c)
+    return None
+
+
+def shared_data(*needs: str) -> Path:
+    """:func:`find_shared_data`, for a test: when no folder holds ``needs``, the calling test is skipped,
+    or failed under ``CI=true`` (:func:`missing_test_input`)."""
+    found = find_shared_data(*needs)
+    if found is not None:
+        return found
+    missing_test_input(f"real data not found: needs {', '.join(needs) or 'the shared data folder'} under "
+                       "$VSEKIT_SHARED_DATA or ../shared/data beside the checkout")
 
 
 def tiny_split(split: str = "train", n_images: int = 20) -> Any:

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
-import pytest
 from safetensors import safe_open
 
 import vsekit_f8k
 from vsekit import retrieval
 
 DATA = vsekit_f8k.DATA
-SHARED = Path(os.environ.get("VSEKIT_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
-FEATURES = SHARED / "flickr8k-effnet-lite0"
 
 
 def test_installed_as_a_model():
@@ -48,12 +43,14 @@ def test_text_query_over_the_shipped_test_images():
     assert len(hits) == 5 and all(h.id.endswith(".jpg") for h in hits)
 
 
-@pytest.mark.skipif(not (FEATURES / "test_ims.npy").is_file(), reason="Flickr8K reference features not found")
 def test_both_directions_on_test_images():
+    from vsekit import testing
+
+    features = testing.shared_data("flickr8k-effnet-lite0/test_ims.npy") / "flickr8k-effnet-lite0"
     r = retrieval.Retriever.load("f8k")
-    ids = retrieval.read_ids(FEATURES / "test_ids.txt")[:100]
-    feats = np.load(FEATURES / "test_ims.npy")[:100]
-    caps = (FEATURES / "test_caps.txt").read_text().splitlines()[:500]
+    ids = retrieval.read_ids(features / "test_ids.txt")[:100]
+    feats = np.load(features / "test_ims.npy")[:100]
+    caps = (features / "test_caps.txt").read_text().splitlines()[:500]
     cbank = retrieval.build_caption_bank(r.model, caps, [ids[i // 5] for i in range(500)])
     i2t = [next(h.rank for h in cbank.search(retrieval.embed_features(r.model, feats[i]), k=500) if h.id == ids[i])
            for i in range(0, 100, 5)]
