@@ -29,14 +29,14 @@ from typing import Any, Iterable, Sequence
 import attrs
 import numpy as np
 
+from vsekit.data import files
 from vsekit.errors import DataError, SpecError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.io import atomic_write, atomic_write_text, read_lines
 
 log = logging.getLogger(__name__)
 
-#: File suffixes taken from a folder (files named one by one are taken whatever their suffix).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_SUFFIXES = files.IMAGE_SUFFIXES  # one suffix set: vsekit.data.files
 #: Extractor options that do not change the numbers: a file extracted with other values of these is reused.
 RUNTIME_OPTIONS = frozenset({"batch_size", "workers", "threads", "device", "progress"})
 DTYPES = ("float32", "float16")
@@ -64,26 +64,13 @@ def meta_path(out: str | Path) -> Path:
 
 
 def list_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Folders (their ``.jpg/.jpeg/.png/.webp`` files, any case, sorted, not recursive) and files, in order.
+    """The images to extract (:func:`vsekit.data.files.list_images`), refusing two with the same file name.
 
-    A folder without images, or a path that does not exist, is a
-    :class:`DataError`; so are two images with the same file name (ids are
-    file names).
+    Raises:
+        DataError: as :func:`vsekit.data.files.list_images`, and for two images with the same file name
+            (ids are file names).
     """
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())
-            if not found:
-                raise DataError(f"{p}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
-            paths += found
-        elif p.exists() or p.is_symlink():
-            paths.append(p)
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    if not paths:
-        raise DataError("no images given")
+    paths = files.list_images(inputs)
     seen: dict[str, Path] = {}
     for p in paths:
         if p.name in seen and seen[p.name] != p:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsekit.spec import non_negative, one_of, positive
+from vsekit.config import non_negative, one_of, positive
 
 
 class Loss(nn.Module):

@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 
 from vsekit.metrics_core import recall
-from vsekit.spec import FieldError, positive
+from vsekit.config import FieldError, positive
 
 
 def _valid_ks(_inst: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:

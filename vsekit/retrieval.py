@@ -52,6 +52,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vsekit._version import __version__
+from vsekit.data import files as files_mod
+from vsekit.data.files import list_images
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write, atomic_write_text, read_lines, sha256_file
 from vsekit.model import JointModel
@@ -64,7 +66,7 @@ ENV_MODEL = "VSEKIT_MODEL"
 ENV_CACHE = "VSEKIT_CACHE_DIR"
 #: the package to install for an extractor a model records but this environment lacks
 EXTRACTOR_PACKAGES = {"efficientnet_lite0": "vsekit-efficientnet"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+IMAGE_SUFFIXES = files_mod.IMAGE_SUFFIXES  # one suffix set: vsekit.data.files
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 KINDS = ("captions", "images")
 
@@ -421,22 +423,11 @@ def read_ids(path: str | Path) -> list[str]:
 
 
 def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], Path | None]:
-    """Image files named directly or found (sorted, not recursive) in folders; returns (files, root if one folder)."""
-    files: list[Path] = []
-    folders = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            folders.append(p)
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DataError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    if not files:
-        raise DataError("no images given")
+    """Image files named directly or found in folders (:func:`vsekit.data.files.list_images`); returns
+    (files, the folder when they all come from one)."""
+    paths = [Path(p) for p in paths]
+    files = list_images(paths)
+    folders = [p for p in paths if p.is_dir()]
     root = folders[0] if len(folders) == 1 and all(f.parent == folders[0] for f in files) else None
     return files, root
 

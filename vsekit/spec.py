@@ -36,73 +36,20 @@ from vsekit import registry
 from vsekit.errors import RegistryError, SpecError
 from vsekit.metrics_core import TIE_RULES
 
-EMBEDDED_PREFIX = "vsekit:"
-
-# --------------------------------------------------------------------------
-# field helpers for component configs
-
-
-class FieldError(ValueError):
-    """A config value that has the right type but a wrong value."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
-        self.name = name
-        self.message = message
-
-
-def _check(pred: Callable[[Any], bool], what: str) -> Callable[[Any, attrs.Attribute, Any], None]:
-    def validator(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value is not None and not pred(value):
-            raise FieldError(attribute.name, f"expected {what}, got {value!r}")
-
-    return validator
-
-
-def positive() -> Callable:
-    return _check(lambda v: v > 0, "a number > 0")
-
-
-def non_negative() -> Callable:
-    return _check(lambda v: v >= 0, "a number >= 0")
-
-
-def in_range(lo: float, hi: float) -> Callable:
-    return _check(lambda v: lo <= v <= hi, f"a number in [{lo}, {hi}]")
-
-
-def one_of(*choices: Any) -> Callable:
-    return _check(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
-
-
-def path_field(default: Any = None, **kw: Any) -> Any:
-    """A config field holding a path; relative paths resolve from the spec file's folder."""
-    return attrs.field(default=default, metadata={"vsekit_path": True}, **kw)
-
-
-def component_field(kind: str, default: Any = None) -> Any:
-    """A config field holding a nested component table (e.g. a reader's image feature extractor)."""
-    return attrs.field(default=default, metadata={"vsekit_component": kind})
-
-
-def resolve_path(value: str | None, base: Path) -> str | None:
-    if value is None or value.startswith(EMBEDDED_PREFIX):
-        return value
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
-
-
-def resolve_paths(config: Any, base: Path) -> Any:
-    """Return ``config`` with every :func:`path_field` resolved against ``base``."""
-    changes = {}
-    for field in attrs.fields(type(config)):
-        if field.metadata.get("vsekit_path"):
-            value = getattr(config, field.name)
-            if isinstance(value, str):
-                changes[field.name] = resolve_path(value, base)
-            elif isinstance(value, (list, tuple)):
-                changes[field.name] = type(value)(resolve_path(v, base) for v in value)
-    return attrs.evolve(config, **changes) if changes else config
+# The field helpers live in vsekit.config; importing them from here keeps working.
+from vsekit.config import (  # noqa: E402,F401
+    EMBEDDED_PREFIX,
+    FieldError,
+    check,
+    component_field,
+    in_range,
+    non_negative,
+    one_of,
+    path_field,
+    positive,
+    resolve_path,
+    resolve_paths,
+)
 
 
 # --------------------------------------------------------------------------
@@ -352,7 +299,7 @@ def _is_device(value: str) -> bool:
 @attrs.frozen
 class TrainSpec:
     max_epochs: int = attrs.field(default=15, validator=positive())
-    batch_size: int = attrs.field(default=128, validator=_check(lambda v: v >= 2, "an integer >= 2"))
+    batch_size: int = attrs.field(default=128, validator=check(lambda v: v >= 2, "an integer >= 2"))
     lr: float = attrs.field(default=2e-4, validator=positive())
     weight_decay: float = attrs.field(default=0.0, validator=non_negative())
     grad_clip: float = attrs.field(default=2.0, validator=non_negative())
@@ -369,7 +316,7 @@ class TrainSpec:
     seed: int = 0
     threads: int = attrs.field(default=0, validator=non_negative())
     device: str = attrs.field(default="cpu",
-                              validator=_check(_is_device, "'auto' or a torch device: 'cpu', 'cuda', 'cuda:1', ..."))
+                              validator=check(_is_device, "'auto' or a torch device: 'cpu', 'cuda', 'cuda:1', ..."))
     precision: str = attrs.field(default="fp32", validator=one_of("fp32", "bf16", "fp16"))
     tensorboard: bool = False
     valid_split: str = "dev"

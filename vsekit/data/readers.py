@@ -20,7 +20,7 @@ import numpy as np
 
 from vsekit.errors import DataError
 from vsekit.io import read_lines
-from vsekit.spec import EMBEDDED_PREFIX, component_field, path_field, positive
+from vsekit.config import EMBEDDED_PREFIX, component_field, path_field, positive
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from vsekit.data.readers import _load_npy, embedded_path
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.io import read_lines
-from vsekit.spec import path_field
+from vsekit.config import path_field
 
 
 class PrecomputedFeatures(ImageFeatureExtractor):

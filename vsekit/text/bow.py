@@ -8,7 +8,7 @@ import attrs
 import torch
 from torch import nn
 
-from vsekit.spec import positive
+from vsekit.config import positive
 from vsekit.text.base import SentenceEncoder
 
 

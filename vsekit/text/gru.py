@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from vsekit.spec import in_range, one_of, positive
+from vsekit.config import in_range, one_of, positive
 from vsekit.text._gru_fused import gru_last_states, packing
 from vsekit.text.base import SentenceEncoder
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.spec import FieldError, non_negative, path_field, positive
+from vsekit.config import FieldError, non_negative, path_field, positive
 
 from vsekit_efficientnet.pixels import ImageProblem, crops, load_rgb
 

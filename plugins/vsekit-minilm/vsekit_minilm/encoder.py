@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsekit.errors import VsekitError
-from vsekit.spec import in_range, non_negative, one_of, path_field, positive
+from vsekit.config import in_range, non_negative, one_of, path_field, positive
 from vsekit.text.base import SentenceEncoder
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ import attrs
 import numpy as np
 
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.spec import FieldError, in_range, path_field, positive
+from vsekit.config import FieldError, in_range, path_field, positive
 
 log = logging.getLogger(__name__)
 

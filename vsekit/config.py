@@ -1,0 +1,91 @@
+"""Field helpers for component configs: validators, path fields and nested component fields.
+
+A component's attrs ``Config`` uses these (``positive()``, ``one_of(...)``, ``path_field()``, ...); they raise
+:class:`FieldError`, which the spec turns into a message naming the key. This module imports only attrs, so
+components, plugins and the spec share it without importing one another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["EMBEDDED_PREFIX", "FieldError", "check", "component_field", "in_range", "non_negative", "one_of", "path_field",
+           "positive", "resolve_path", "resolve_paths"]
+
+EMBEDDED_PREFIX = "vsekit:"
+
+# --------------------------------------------------------------------------
+# field helpers for component configs
+
+
+class FieldError(ValueError):
+    """A config value that has the right type but a wrong value."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def check(pred: Callable[[Any], bool], what: str) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """An attrs validator: ``pred(value)`` must hold (None passes); else :class:`FieldError` saying ``expected what``."""
+    def validator(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is not None and not pred(value):
+            raise FieldError(attribute.name, f"expected {what}, got {value!r}")
+
+    return validator
+
+
+def positive() -> Callable:
+    """A validator: the value (if not None) is > 0; raises :class:`FieldError`."""
+    return check(lambda v: v > 0, "a number > 0")
+
+
+def non_negative() -> Callable:
+    """A validator: the value (if not None) is >= 0; raises :class:`FieldError`."""
+    return check(lambda v: v >= 0, "a number >= 0")
+
+
+def in_range(lo: float, hi: float) -> Callable:
+    """A validator: ``lo <= value <= hi`` (if not None); raises :class:`FieldError`."""
+    return check(lambda v: lo <= v <= hi, f"a number in [{lo}, {hi}]")
+
+
+def one_of(*choices: Any) -> Callable:
+    """A validator: the value (if not None) is one of ``choices``; raises :class:`FieldError`."""
+    return check(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def path_field(default: Any = None, **kw: Any) -> Any:
+    """A config field holding a path; relative paths resolve from the spec file's folder."""
+    return attrs.field(default=default, metadata={"vsekit_path": True}, **kw)
+
+
+def component_field(kind: str, default: Any = None) -> Any:
+    """A config field holding a nested component table (e.g. a reader's image feature extractor)."""
+    return attrs.field(default=default, metadata={"vsekit_component": kind})
+
+
+def resolve_path(value: str | None, base: Path) -> str | None:
+    """``value`` as an absolute path string, relative ones taken from ``base``; ``vsekit:`` names and None as given."""
+    if value is None or value.startswith(EMBEDDED_PREFIX):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def resolve_paths(config: Any, base: Path) -> Any:
+    """Return ``config`` with every :func:`path_field` resolved against ``base``."""
+    changes = {}
+    for field in attrs.fields(type(config)):
+        if field.metadata.get("vsekit_path"):
+            value = getattr(config, field.name)
+            if isinstance(value, str):
+                changes[field.name] = resolve_path(value, base)
+            elif isinstance(value, (list, tuple)):
+                changes[field.name] = type(value)(resolve_path(v, base) for v in value)
+    return attrs.evolve(config, **changes) if changes else config
