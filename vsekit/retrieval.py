@@ -643,11 +643,17 @@ def load_model(ref: str | Path | None = None) -> tuple[JointModel, ModelRef, dic
 
 
 def cache_dir() -> Path:
+    """The cache folder: ``$VSEKIT_CACHE_DIR``, else the platform's user cache folder for vsekit.
+
+    That is ``$XDG_CACHE_HOME/vsekit`` or ``~/.cache/vsekit`` on Linux (``platformdirs`` knows the
+    other systems' places). Nothing is created here.
+    """
     env = os.environ.get(ENV_CACHE)
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "vsekit"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("vsekit", appauthor=False))
 
 
 # --------------------------------------------------------------------------
