@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 import vsekit
-from vsekit import hookimpl, registry, testing
+from vsekit import hookimpl, plugins, registry, testing
 from vsekit.errors import RegistryError
 from vsekit.losses import InfoNCELoss
 from vsekit.text.bow import BoWEncoder
@@ -225,7 +225,7 @@ def test_a_failing_hook_leaves_nothing_behind():
         raise RuntimeError("model files missing")
 
     mgr = registry.manager()
-    with pytest.raises(registry._HookFailed, match="register_sentence_encoders raised RuntimeError"):
+    with pytest.raises(plugins.HookFailed, match="register_sentence_encoders raised RuntimeError"):
         mgr.add_plugin(plugin(register_losses=register_losses, register_sentence_encoders=register_sentence_encoders),
                        "halfway")
     assert "half_done" not in registry.registry("loss")
@@ -251,7 +251,7 @@ def test_a_failing_command_hook_is_skipped_with_a_warning(caplog):
 
     mgr.add_plugin(plugin(register_commands=register_commands), "badcmds")
     group = click.Group()
-    with caplog.at_level(logging.WARNING, logger="vsekit.registry"):
+    with caplog.at_level(logging.WARNING, logger="vsekit.plugins"):
         mgr.add_commands(group)
     lines = [r.getMessage() for r in caplog.records if "badcmds" in r.getMessage()]
     assert len(lines) == 1 and "register_commands raised ImportError: no click extras" in lines[0]
