@@ -272,6 +272,6 @@ def test_spec_component_config_is_structured_for_plugin_classes(tmp_path):
     with testing.registered("sentence_encoder", "configured", Configured):
         comp = spec_mod.build_component("sentence_encoder", {"type": "configured", "width": 5}, "model.x", tmp_path)
         assert comp.config == Cfg(width=5) and comp.cls is Configured
-        with pytest.raises(spec_mod._SpecProblems) as err:
+        with pytest.raises(spec_mod.SpecProblems) as err:
             spec_mod.build_component("sentence_encoder", {"type": "configured", "widht": 5}, "model.x", tmp_path)
         assert "did you mean 'width'" in str(err.value.problems)

@@ -128,4 +128,5 @@ def register_commands(cli: "click.Group") -> None:
 
 
 #: every hook name a plugin may implement
-HOOKS: tuple[str, ...] = tuple(sorted(n for n, v in list(globals().items()) if n.startswith("register_") and callable(v)))
+HOOKS: tuple[str, ...] = tuple(sorted(n for n, v in list(globals().items())
+                                      if n.startswith("register_") and callable(v)))

@@ -266,7 +266,7 @@ class PluginManager:
     # -- commands --------------------------------------------------------------
 
     def add_commands(self, cli: Any) -> None:
-        """Let every plugin add its subcommands to the click group ``cli``; a failing plugin is skipped with a warning."""
+        """Let every plugin add its subcommands to the click group ``cli``; a failing plugin is skipped, warned."""
         for impl in self.pm.hook.register_commands.get_hookimpls():
             before = set(getattr(cli, "commands", {}))
             try:

@@ -472,7 +472,7 @@ def build_extractor(table: dict[str, Any]) -> Any:
         if "progress" not in table and "progress" in attrs.fields_dict(type(component.config)):
             component = attrs.evolve(component, config=attrs.evolve(component.config, progress=False))  # one query
         return component.build()
-    except spec_mod._SpecProblems as exc:
+    except spec_mod.SpecProblems as exc:
         msg = "; ".join(m for _, m in exc.problems)
         if name in EXTRACTOR_PACKAGES and name not in _registered_extractors():
             msg = (f"image queries need the image feature extractor {name!r}, which is not installed: "

@@ -335,7 +335,7 @@ def make_config(cls: type, config: dict[str, Any] | Any = None, where: str = "co
         raise AssertionError(f"{cls.__qualname__} has no attrs Config class")
     try:
         return spec_mod.structure(config or {}, config_cls, where)
-    except spec_mod._SpecProblems as exc:
+    except spec_mod.SpecProblems as exc:
         raise AssertionError("; ".join(f"{p}: {m}" for p, m in exc.problems)) from None
 
 
