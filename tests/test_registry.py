@@ -275,3 +275,21 @@ def test_spec_component_config_is_structured_for_plugin_classes(tmp_path):
         with pytest.raises(spec_mod.SpecProblems) as err:
             spec_mod.build_component("sentence_encoder", {"type": "configured", "widht": 5}, "model.x", tmp_path)
         assert "did you mean 'width'" in str(err.value.problems)
+
+
+def test_names_moved_to_plugins_still_work_with_a_warning():
+    """``vsekit.registry.ENV_ONLY`` & co. moved to ``vsekit.plugins``; the old names warn for one release."""
+    with pytest.warns(DeprecationWarning, match="use vsekit.plugins.ENV_ONLY"):
+        assert registry.ENV_ONLY == plugins.ENV_ONLY == "VSEKIT_PLUGINS"
+    with pytest.warns(DeprecationWarning, match="vsekit.plugins.PluginManager"):
+        assert registry.PluginManager is plugins.PluginManager
+    with pytest.raises(AttributeError):
+        registry.no_such_name  # noqa: B018
+
+
+def test_isolated_gives_a_fresh_manager_and_restores_the_old_one():
+    before = registry.manager()
+    with registry.isolated() as mgr:
+        assert mgr is registry.manager() and mgr is not before
+        assert set(mgr.plugins) <= {"vsekit"} | {n for n in mgr.plugins if not n.startswith("user:")}
+    assert registry.manager() is before

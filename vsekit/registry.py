@@ -26,7 +26,7 @@ import attrs
 from vsekit import plugins
 from vsekit.errors import RegistryError
 from vsekit.hookspecs import KINDS
-from vsekit.plugins import BUILTIN, ENV_DISABLE, PluginManager, one_line, qualname
+from vsekit.plugins import one_line, qualname
 
 
 def _import_dotted(dotted: str) -> Any:
@@ -168,8 +168,8 @@ class Registry:
                                 f"{qualname(base)}")
         old = self._entries.get(name)
         if old is not None and old.cls is not cls and old.plugin != plugin and not _same_definition(old.cls, cls):
-            external = [p for p in (old.plugin, plugin) if p != BUILTIN and ":" not in p and p != "test"]
-            fix = (f"skip one with {ENV_DISABLE}={' or '.join(external)}" if external
+            external = [p for p in (old.plugin, plugin) if p != plugins.BUILTIN and ":" not in p and p != "test"]
+            fix = (f"skip one with {plugins.ENV_DISABLE}={' or '.join(external)}" if external
                    else "choose another name")
             raise RegistryError(
                 f"{self.label} {name!r} is registered twice: by plugin {old.plugin!r} ({qualname(old.cls)}) "
@@ -227,14 +227,14 @@ class Registry:
 
 #: (kind, name, cls, plugin) registered by user code with :func:`register`; replayed after :func:`reset`
 _USER: list[tuple[str, str, type, str]] = []
-_MANAGER: PluginManager | None = None
+_MANAGER: plugins.PluginManager | None = None
 
 
-def manager() -> PluginManager:
+def manager() -> plugins.PluginManager:
     """The process-wide plugin manager, created (built-ins, plugins, then user classes loaded) on first use."""
     global _MANAGER
     if _MANAGER is None:
-        mgr = PluginManager({kind: Registry(kind) for kind in KINDS})
+        mgr = plugins.PluginManager({kind: Registry(kind) for kind in KINDS})
         for kind, name, cls, plugin in _USER:
             mgr.add_user(kind, name, cls, plugin)
         _MANAGER = mgr
@@ -259,7 +259,7 @@ def reset(forget_user: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def isolated() -> Iterator[PluginManager]:
+def isolated() -> Iterator[plugins.PluginManager]:
     """A fresh manager without user registrations for the block; the previous manager and registrations after it.
 
     The fresh manager reads the environment switches when the block starts.
