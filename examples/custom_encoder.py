@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import vsekit
-from vsekit.spec import FieldError, in_range, positive
+from vsekit.config import FieldError, in_range, positive
 
 
 def _widths(_inst: Any, attribute: Any, value: tuple[int, ...]) -> None:

@@ -81,7 +81,7 @@ def test_fused_layer_gradcheck(last):
         return (torch.rand(*shape, generator=g, dtype=torch.float64) - 0.5).requires_grad_()
 
     x, w_ih, w_hh, b_ih, b_hh = p(pk.n, d), p(3 * h, d), p(3 * h, h), p(3 * h), p(3 * h)
-    assert torch.autograd.gradcheck(lambda *a: gru_layer(*a, pk, last), (x, w_ih, w_hh, b_ih, b_hh))
+    assert torch.autograd.gradcheck(lambda *a: gru_layer(*a, pk=pk, last=last), (x, w_ih, w_hh, b_ih, b_hh))
 
 
 def test_word_dropout_draws_match_packed():

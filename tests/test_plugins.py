@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import vsekit
-from vsekit import registry, testing
+from vsekit import plugins, registry, testing
 from vsekit.cli import cli
 from vsekit.errors import RegistryError
 from vsekit.testing import vsekit_registry, vsekit_tiny_spec, vsekit_tiny_split  # noqa: F401 (fixtures)
@@ -41,7 +41,7 @@ def _clean_env():
     The switches are saved and restored by hand (not with monkeypatch): tests
     change them inside ``installed_plugin`` blocks, which restore them too.
     """
-    saved = {k: os.environ.pop(k, None) for k in (registry.ENV_ONLY, registry.ENV_DISABLE)}
+    saved = {k: os.environ.pop(k, None) for k in (plugins.ENV_ONLY, plugins.ENV_DISABLE)}
     registry.reset()
     yield
     for k, v in saved.items():
@@ -127,7 +127,7 @@ def packages(mgr) -> set[str]:
 def test_off_switches(caplog):
     env = os.environ
     with testing.installed_plugin(TESTPLUGIN, BROKEN):
-        env[registry.ENV_DISABLE] = "testplugin, brokenplugin"
+        env[plugins.ENV_DISABLE] = "testplugin, brokenplugin"
         registry.reset()
         mgr = registry.manager()
         assert packages(mgr) == {"vsekit"} and not mgr.skipped
@@ -135,16 +135,16 @@ def test_off_switches(caplog):
         with pytest.raises(RegistryError, match="unknown sentence encoder 'meanpool'"):
             registry.get("sentence_encoder", "meanpool")
 
-        del env[registry.ENV_DISABLE]
-        del env[registry.ENV_ONLY]  # unset: every installed plugin
+        del env[plugins.ENV_DISABLE]
+        del env[plugins.ENV_ONLY]  # unset: every installed plugin
         registry.reset()
         assert {"testplugin", "brokenplugin"} <= set(registry.manager().plugins) | set(registry.manager().skipped)
 
-        env[registry.ENV_ONLY] = ""  # set but empty: no plugin at all
+        env[plugins.ENV_ONLY] = ""  # set but empty: no plugin at all
         registry.reset()
         assert packages(registry.manager()) == {"vsekit"}
 
-        env[registry.ENV_ONLY] = "testplugin,nosuchplugin"  # the broken one is never imported
+        env[plugins.ENV_ONLY] = "testplugin,nosuchplugin"  # the broken one is never imported
         registry.reset()
         with caplog.at_level(logging.WARNING):
             mgr = registry.manager()
@@ -177,7 +177,7 @@ def test_the_installed_cli_sees_plugins_and_their_commands():
     with testing.installed_plugin(TESTPLUGIN, BROKEN) as inst:
         env = inst.env
         listing = run_cli("plugins", "--json", env=env)
-        hello = run_cli("testplugin-hello", env={**env, registry.ENV_DISABLE: "brokenplugin"})
+        hello = run_cli("testplugin-hello", env={**env, plugins.ENV_DISABLE: "brokenplugin"})
     assert listing.returncode == 0, listing.stderr
     data = json.loads(listing.stdout)
     tp = next(p for p in data["plugins"] if p["name"] == "testplugin")
@@ -211,7 +211,7 @@ type = "infonce"
 
 
 def test_unknown_component_via_cli_suggests_and_exits_2(tmp_path):
-    os.environ[registry.ENV_ONLY] = ""  # the built-ins only, whatever else is installed here (undone by _clean_env)
+    os.environ[plugins.ENV_ONLY] = ""  # the built-ins only, whatever else is installed here (undone by _clean_env)
     spec = tmp_path / "spec.toml"
     spec.write_text(FLICKR_SPEC.format(root=tmp_path.as_posix()), encoding="utf-8")
     result = CliRunner().invoke(cli, ["validate", str(spec)])

@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 import vsekit
-from vsekit import hookimpl, registry, testing
+from vsekit import hookimpl, plugins, registry, testing
 from vsekit.errors import RegistryError
 from vsekit.losses import InfoNCELoss
 from vsekit.text.bow import BoWEncoder
@@ -225,7 +225,7 @@ def test_a_failing_hook_leaves_nothing_behind():
         raise RuntimeError("model files missing")
 
     mgr = registry.manager()
-    with pytest.raises(registry._HookFailed, match="register_sentence_encoders raised RuntimeError"):
+    with pytest.raises(plugins.HookFailed, match="register_sentence_encoders raised RuntimeError"):
         mgr.add_plugin(plugin(register_losses=register_losses, register_sentence_encoders=register_sentence_encoders),
                        "halfway")
     assert "half_done" not in registry.registry("loss")
@@ -251,7 +251,7 @@ def test_a_failing_command_hook_is_skipped_with_a_warning(caplog):
 
     mgr.add_plugin(plugin(register_commands=register_commands), "badcmds")
     group = click.Group()
-    with caplog.at_level(logging.WARNING, logger="vsekit.registry"):
+    with caplog.at_level(logging.WARNING, logger="vsekit.plugins"):
         mgr.add_commands(group)
     lines = [r.getMessage() for r in caplog.records if "badcmds" in r.getMessage()]
     assert len(lines) == 1 and "register_commands raised ImportError: no click extras" in lines[0]
@@ -272,6 +272,24 @@ def test_spec_component_config_is_structured_for_plugin_classes(tmp_path):
     with testing.registered("sentence_encoder", "configured", Configured):
         comp = spec_mod.build_component("sentence_encoder", {"type": "configured", "width": 5}, "model.x", tmp_path)
         assert comp.config == Cfg(width=5) and comp.cls is Configured
-        with pytest.raises(spec_mod._SpecProblems) as err:
+        with pytest.raises(spec_mod.SpecProblems) as err:
             spec_mod.build_component("sentence_encoder", {"type": "configured", "widht": 5}, "model.x", tmp_path)
         assert "did you mean 'width'" in str(err.value.problems)
+
+
+def test_names_moved_to_plugins_still_work_with_a_warning():
+    """``vsekit.registry.ENV_ONLY`` & co. moved to ``vsekit.plugins``; the old names warn for one release."""
+    with pytest.warns(DeprecationWarning, match="use vsekit.plugins.ENV_ONLY"):
+        assert registry.ENV_ONLY == plugins.ENV_ONLY == "VSEKIT_PLUGINS"
+    with pytest.warns(DeprecationWarning, match="vsekit.plugins.PluginManager"):
+        assert registry.PluginManager is plugins.PluginManager
+    with pytest.raises(AttributeError):
+        registry.no_such_name  # noqa: B018
+
+
+def test_isolated_gives_a_fresh_manager_and_restores_the_old_one():
+    before = registry.manager()
+    with registry.isolated() as mgr:
+        assert mgr is registry.manager() and mgr is not before
+        assert set(mgr.plugins) <= {"vsekit"} | {n for n in mgr.plugins if not n.startswith("user:")}
+    assert registry.manager() is before

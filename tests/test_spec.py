@@ -436,3 +436,24 @@ def test_to_dict_is_plain_data(tmp_path):
 
     walk(s.to_dict())
     assert re.search(r"^\[eval\.metric\]$", spec_mod.dumps_toml(s.to_dict()), re.M)
+
+
+def test_field_helpers_imported_from_spec_still_work_with_a_warning():
+    """The validators moved to ``vsekit.config``; ``vsekit.spec`` hands them out with a DeprecationWarning."""
+    from vsekit import config
+
+    with pytest.warns(DeprecationWarning, match="use vsekit.config.positive"):
+        from vsekit.spec import positive
+    assert positive is config.positive
+    with pytest.raises(AttributeError):
+        spec_mod.no_such_name  # noqa: B018
+
+
+def test_dumps_toml_reads_back_the_same_dict_without_none():
+    import tomllib
+
+    data = {"name": "x", "imports": ["a.py", "b"], "train": {"lr": 0.1, "seed": 3, "bucket": True},
+            "model": {"dim": 8, "sentence_encoder": {"type": "gru", "note": 'q"\\\n\x01'}},
+            "output": {"dir": None}, "eval": {}}
+    back = tomllib.loads(spec_mod.dumps_toml(data))
+    assert back == {**data, "output": {}}

@@ -1,4 +1,7 @@
-"""The built-in components, registered through the same hooks as any plugin."""
+"""The built-in components, registered through the same hooks as any plugin.
+
+Only components: the CLI adds its own built-in commands itself (:mod:`vsekit.cli`).
+"""
 
 from __future__ import annotations
 
@@ -50,12 +53,3 @@ def register_metrics(register):
     from vsekit.metrics import RecallMetric
 
     register("recall", RecallMetric)
-
-
-@hookimpl
-def register_commands(cli):
-    from vsekit import extract_cli, legacy_cli, retrieval_cli
-
-    legacy_cli.add_commands(cli)
-    extract_cli.add_commands(cli)
-    retrieval_cli.add_commands(cli)

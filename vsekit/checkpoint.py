@@ -183,12 +183,12 @@ def load(path: str | Path, map_location: str = "cpu") -> tuple[JointModel, dict[
     base = meta_path.parent
     try:
         for module in meta["spec"].get("imports", []):  # user code that registers the model's components
-            spec_mod._import_user_module(module, base)
+            spec_mod.import_user_module(module, base)
         senc = spec_mod.build_component("sentence_encoder", model_spec.get("sentence_encoder", {"type": "gru"}),
                                         "model.sentence_encoder", base)
         ienc = spec_mod.build_component("image_encoder", model_spec.get("image_encoder", {"type": "linear"}),
                                         "model.image_encoder", base)
-    except spec_mod._SpecProblems as exc:
+    except spec_mod.SpecProblems as exc:
         raise SpecError("\n".join(f"{meta_path}: [{p}] {m}" for p, m in exc.problems)) from None
     vocab = Vocab(meta["vocab"])
     tokenizer = meta.get("tokenizer", DEFAULT)  # every checkpoint so far records it; older ones used regex

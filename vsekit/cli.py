@@ -166,6 +166,7 @@ def eval_cmd(checkpoint: Path, split: str, data_spec: Path | None, folds: int | 
 def plugins(as_json: bool) -> None:
     """List plugins: versions, hooks and the components each registers; skipped and disabled ones."""
     from vsekit import registry
+    from vsekit.hookspecs import KINDS
 
     mgr = registry.manager()
     info = mgr.describe()
@@ -176,7 +177,7 @@ def plugins(as_json: bool) -> None:
         dist = f" [{p['distribution']}]" if p["distribution"] and p["distribution"] != p["name"] else ""
         click.echo(f"{p['name']} {p['version'] or ''}{dist} ({p['module']})".replace("  ", " "))
         for kind, names in p["components"].items():
-            click.echo(f"  {registry.KINDS[kind][0]}: {', '.join(names)}")
+            click.echo(f"  {KINDS[kind][0]}: {', '.join(names)}")
         if p["commands"]:
             click.echo(f"  commands: {', '.join(p['commands'])}")
     for name, why in info["skipped"].items():
@@ -186,9 +187,14 @@ def plugins(as_json: bool) -> None:
 
 
 def _add_plugin_commands() -> None:
-    from vsekit import registry
+    from vsekit import extract_cli, legacy_cli, plugins, registry, retrieval_cli
 
-    registry.manager().add_commands(cli)
+    mgr, before = registry.manager(), set(cli.commands)
+    for module in (legacy_cli, extract_cli, retrieval_cli):  # the CLI's own commands first, then the plugins'
+        module.add_commands(cli)
+    builtin = mgr.plugins[plugins.BUILTIN]  # `vsekit plugins` lists them under vsekit, as before
+    builtin.commands = sorted(set(builtin.commands) | (set(cli.commands) - before))
+    mgr.add_commands(cli)
 
 
 def main() -> None:

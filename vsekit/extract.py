@@ -112,7 +112,7 @@ def resolve_extractor(name_or_file: str | Path, options: Sequence[str] = ()) -> 
         table[keys[0]] = value
     try:
         return spec_mod.build_component("image_feature_extractor", table, section, base)
-    except spec_mod._SpecProblems as exc:
+    except spec_mod.SpecProblems as exc:
         raise SpecError("\n".join(f"{where}: [{p}] {m}" for p, m in exc.problems)) from None
 
 

@@ -19,7 +19,7 @@ exposed through the ``vsekit`` entry-point group::
 
         register("colorhist", ColorHistExtractor)
 
-Rules the plugin manager enforces (see :mod:`vsekit.registry`):
+Rules the plugin manager enforces (see :mod:`vsekit.plugins`):
 
 * a function named like a hook but not marked ``@hookimpl``, or marked but
   named like no hook (a typo), is an error naming the plugin;
@@ -41,6 +41,20 @@ if TYPE_CHECKING:  # pragma: no cover
     import click
 
 PROJECT = "vsekit"
+
+#: component kind -> (human label, hook name, dotted base class): the kinds the registries hold
+KINDS: dict[str, tuple[str, str, str]] = {
+    "dataset_reader": ("dataset reader", "register_dataset_readers", "vsekit.data.readers:DatasetReader"),
+    "sentence_encoder": ("sentence encoder", "register_sentence_encoders", "vsekit.text.base:SentenceEncoder"),
+    "image_feature_extractor": (
+        "image feature extractor",
+        "register_image_feature_extractors",
+        "vsekit.image.base:ImageFeatureExtractor",
+    ),
+    "image_encoder": ("image encoder", "register_image_encoders", "vsekit.image.base:ImageEncoder"),
+    "loss": ("loss", "register_losses", "vsekit.losses:Loss"),
+    "metric": ("metric", "register_metrics", "vsekit.metrics:Metric"),
+}
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -111,3 +125,8 @@ def register_commands(cli: "click.Group") -> None:
     Commands should import heavy modules inside the command function, not at
     plugin import time: every ``vsekit`` invocation loads every plugin.
     """
+
+
+#: every hook name a plugin may implement
+HOOKS: tuple[str, ...] = tuple(sorted(n for n, v in list(globals().items())
+                                      if n.startswith("register_") and callable(v)))

@@ -485,7 +485,7 @@ def load_legacy(path: str | Path) -> JointModel:
         senc = spec_mod.build_component("sentence_encoder", model_spec["sentence_encoder"], "model.sentence_encoder",
                                         npz.parent)
         ienc = spec_mod.build_component("image_encoder", model_spec["image_encoder"], "model.image_encoder", npz.parent)
-    except spec_mod._SpecProblems as exc:
+    except spec_mod.SpecProblems as exc:
         raise SpecError("\n".join(f"{opt_path}: [{p}] {m}" for p, m in exc.problems)) from None
     model = JointModel.build(senc, ienc, Vocab(words), dim, dim_image, append_eos=True, n_words=n_words,
                              tokenizer="split")

@@ -7,8 +7,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from vsekit.metrics_core import recall
 from vsekit.config import FieldError, positive
+from vsekit.metrics_core import recall
 
 
 def _valid_ks(_inst: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:

@@ -163,11 +163,33 @@ def _get(raw: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def translate(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """``raw`` with its ``[reference]`` table turned into vsekit sections (explicit sections win)."""
+    """``raw`` with its ``[reference]`` table turned into vsekit sections (explicit sections win).
+
+    Raises:
+        SpecError: an unknown or badly typed reference option, or an unknown dataset preset
+            (every problem, one line each).
+    """
     ref = raw.get("reference")
-    problems: list[str] = []
     if not isinstance(ref, dict):
         raise SpecError(f"{source}: [reference]: expected a table of the reference's options, got {ref!r}")
+    problems = _option_problems(ref, source)
+    if problems:
+        raise SpecError("\n".join(problems))
+    derived = _derived_sections(raw, ref, source)
+    out = copy.deepcopy({k: v for k, v in raw.items() if k != "reference"})
+    for key in ref:
+        path = tuple(TARGETS[key].split(".")) if key in TARGETS else None
+        if path and _get(out, path) is not None and _get(out, path) != _get(derived, path):
+            log.warning("%s: [reference] %s ignored: [%s] %s is given explicitly", source, key,
+                        ".".join(path[:-1]), path[-1])
+    _merge_components(out, derived, ref)
+    _merge(out, derived)  # plain keys: fill what the vsekit sections leave out
+    return out
+
+
+def _option_problems(ref: dict[str, Any], source: str) -> list[str]:
+    """One message per unknown or bad option of the ``[reference]`` table ``ref``."""
+    problems: list[str] = []
     for key in ref:
         if key not in OPTIONS:
             problems.append(f"{source}: [reference] {key}: {_unknown_message(key)}")
@@ -187,12 +209,13 @@ def translate(raw: dict[str, Any], source: str) -> dict[str, Any]:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(f"{source}: [reference] data: unknown dataset preset {ref['data']!r} — known: "
                             f"{', '.join(PRESETS)}{hint} (or give a [data] section instead)")
-    if problems:
-        raise SpecError("\n".join(problems))
+    return problems
 
+
+def _derived_sections(raw: dict[str, Any], ref: dict[str, Any], source: str) -> dict[str, Any]:
+    """The vsekit sections the reference options (``ref`` over their defaults) stand for."""
     opts = {k: v for k, v in ((k, spec[3]) for k, spec in OPTIONS.items()) if v is not None}
     opts.update(ref)
-
     derived: dict[str, Any] = {
         "loss": {"type": "contrastive", "same_image_negatives": True},
         "model": {"append_eos": True, "sentence_encoder": {},
@@ -219,14 +242,11 @@ def translate(raw: dict[str, Any], source: str) -> dict[str, Any]:
                 derived["data"] = preset_table(ref["data"])
             except DataError as exc:
                 raise SpecError(f"{source}: [reference] data: {exc}; or give a [data] section") from None
+    return derived
 
-    out = copy.deepcopy({k: v for k, v in raw.items() if k != "reference"})
-    for key in ref:
-        path = tuple(TARGETS[key].split(".")) if key in TARGETS else None
-        if path and _get(out, path) is not None and _get(out, path) != _get(derived, path):
-            log.warning("%s: [reference] %s ignored: [%s] %s is given explicitly", source, key,
-                        ".".join(path[:-1]), path[-1])
-    # component tables: an explicit table keeps its type and takes only the options its config knows
+
+def _merge_components(out: dict[str, Any], derived: dict[str, Any], ref: dict[str, Any]) -> None:
+    """Component tables: an explicit table keeps its type and takes only the options its config knows."""
     for path, kind in _COMPONENTS.items():
         want = _get(derived, path)
         have = _get(out, path)
@@ -247,8 +267,6 @@ def translate(raw: dict[str, Any], source: str) -> dict[str, Any]:
             merged[k] = v
         _pop(derived, path)
         _put(out, path, merged)
-    _merge(out, derived)  # plain keys: fill what the vsekit sections leave out
-    return out
 
 
 def _pop(table: dict[str, Any], path: tuple[str, ...]) -> None:

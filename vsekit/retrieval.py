@@ -472,7 +472,7 @@ def build_extractor(table: dict[str, Any]) -> Any:
         if "progress" not in table and "progress" in attrs.fields_dict(type(component.config)):
             component = attrs.evolve(component, config=attrs.evolve(component.config, progress=False))  # one query
         return component.build()
-    except spec_mod._SpecProblems as exc:
+    except spec_mod.SpecProblems as exc:
         msg = "; ".join(m for _, m in exc.problems)
         if name in EXTRACTOR_PACKAGES and name not in _registered_extractors():
             msg = (f"image queries need the image feature extractor {name!r}, which is not installed: "
@@ -643,11 +643,17 @@ def load_model(ref: str | Path | None = None) -> tuple[JointModel, ModelRef, dic
 
 
 def cache_dir() -> Path:
+    """The cache folder: ``$VSEKIT_CACHE_DIR``, else the platform's user cache folder for vsekit.
+
+    That is ``$XDG_CACHE_HOME/vsekit`` or ``~/.cache/vsekit`` on Linux (``platformdirs`` knows the
+    other systems' places). Nothing is created here.
+    """
     env = os.environ.get(ENV_CACHE)
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "vsekit"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("vsekit", appauthor=False))
 
 
 # --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any, Iterator, NoReturn, Sequence
 import attrs
 import numpy as np
 
+from vsekit import plugins
 from vsekit import registry as reg
 from vsekit.errors import VsekitError
 
@@ -199,29 +200,24 @@ def registered(kind: str, name: str, cls: type) -> Iterator[type]:
 
 
 @contextlib.contextmanager
-def isolated_plugins(only: Sequence[str] = (), disable: Sequence[str] = ()) -> Iterator[reg.PluginManager]:
+def isolated_plugins(only: Sequence[str] = (), disable: Sequence[str] = ()) -> Iterator[plugins.PluginManager]:
     """A fresh plugin manager with the built-ins and only the entry points named in ``only`` (none by default).
 
     Classes that user code registered with ``vsekit.register`` are left out
     too. The environment switches, those registrations and the previous
     manager are restored after the block.
     """
-    saved = {k: os.environ.get(k) for k in (reg.ENV_ONLY, reg.ENV_DISABLE)}
-    saved_user = list(reg._USER)
-    saved_manager = reg._MANAGER
-    os.environ[reg.ENV_ONLY] = ",".join(only)
+    saved = {k: os.environ.get(k) for k in (plugins.ENV_ONLY, plugins.ENV_DISABLE)}
+    os.environ[plugins.ENV_ONLY] = ",".join(only)
     if disable:
-        os.environ[reg.ENV_DISABLE] = ",".join(disable)
+        os.environ[plugins.ENV_DISABLE] = ",".join(disable)
     else:
-        os.environ.pop(reg.ENV_DISABLE, None)
-    reg._USER.clear()
-    reg.reset()
+        os.environ.pop(plugins.ENV_DISABLE, None)
     try:
-        yield reg.manager()
+        with reg.isolated() as mgr:
+            yield mgr
     finally:
         _restore_env(saved)
-        reg._USER[:] = saved_user
-        reg._MANAGER = saved_manager
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:
@@ -251,7 +247,7 @@ class InstalledPlugins:
     @property
     def env(self) -> dict[str, str]:
         """Environment variables that let a subprocess (``vsekit plugins``) see the same plugins, and only them."""
-        return {"PYTHONPATH": self.pythonpath, reg.ENV_ONLY: ",".join(self.names)}
+        return {"PYTHONPATH": self.pythonpath, plugins.ENV_ONLY: ",".join(self.names)}
 
 
 @contextlib.contextmanager
@@ -269,7 +265,7 @@ def installed_plugin(project: str | Path, *more: str | Path, only: bool = True) 
     unloaded and the registry reset.
     """
     projects = [Path(p).resolve() for p in (project, *more)]
-    saved_env = {k: os.environ.get(k) for k in (reg.ENV_ONLY, reg.ENV_DISABLE)}
+    saved_env = {k: os.environ.get(k) for k in (plugins.ENV_ONLY, plugins.ENV_DISABLE)}
     with tempfile.TemporaryDirectory(prefix="vsekit-plugin-") as tmp:
         site = Path(tmp)
         names: list[str] = []
@@ -282,7 +278,7 @@ def installed_plugin(project: str | Path, *more: str | Path, only: bool = True) 
         before = set(sys.modules)
         sys.path[:0] = added
         if only:
-            os.environ[reg.ENV_ONLY] = ",".join(names)
+            os.environ[plugins.ENV_ONLY] = ",".join(names)
         importlib.invalidate_caches()
         reg.reset()
         try:
@@ -307,14 +303,14 @@ def _write_dist_info(project: Path, site: Path) -> tuple[Path, list[str]]:
         name, version = meta["name"], meta.get("version", "0")
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
         raise VsekitError(f"{pyproject}: not a project file with [project] name: {exc}") from None
-    eps = meta.get("entry-points", {}).get(reg.ENTRY_POINT_GROUP, {})
+    eps = meta.get("entry-points", {}).get(plugins.ENTRY_POINT_GROUP, {})
     if not eps:
-        raise VsekitError(f"{pyproject}: no [project.entry-points.{reg.ENTRY_POINT_GROUP}] table: "
+        raise VsekitError(f"{pyproject}: no [project.entry-points.{plugins.ENTRY_POINT_GROUP}] table: "
                           f"vsekit will not find this plugin")
     info = site / f"{_normalize(name)}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
-    lines = [f"[{reg.ENTRY_POINT_GROUP}]"] + [f"{k} = {v}" for k, v in eps.items()]
+    lines = [f"[{plugins.ENTRY_POINT_GROUP}]"] + [f"{k} = {v}" for k, v in eps.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     src = project / "src"
     return (src if src.is_dir() else project), list(eps)
@@ -339,7 +335,7 @@ def make_config(cls: type, config: dict[str, Any] | Any = None, where: str = "co
         raise AssertionError(f"{cls.__qualname__} has no attrs Config class")
     try:
         return spec_mod.structure(config or {}, config_cls, where)
-    except spec_mod._SpecProblems as exc:
+    except spec_mod.SpecProblems as exc:
         raise AssertionError("; ".join(f"{p}: {m}" for p, m in exc.problems)) from None
 
 
@@ -419,7 +415,7 @@ except ImportError:  # pragma: no cover
 if pytest is not None:
 
     @pytest.fixture
-    def vsekit_registry() -> Iterator[reg.PluginManager]:
+    def vsekit_registry() -> Iterator[plugins.PluginManager]:
         """A fresh plugin manager with the built-ins only; the previous one is restored after the test."""
         with isolated_plugins() as mgr:
             yield mgr

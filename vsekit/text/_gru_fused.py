@@ -138,9 +138,12 @@ def _recurrence(act: torch.Tensor, pk: Packing, w_hh: torch.Tensor, b_hh: torch.
 
 
 class _GRULayerFn(torch.autograd.Function):
+    """One GRU layer with its fused backward; ``apply(plan, x, w_ih, w_hh, b_ih, b_hh)`` with ``plan = (pk, last)``."""
+
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
-                b_hh: torch.Tensor, pk: Packing, last: bool) -> torch.Tensor:
+    def forward(ctx: Any, plan: tuple[Packing, bool], x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        pk, last = plan
+        w_ih, w_hh, b_ih, b_hh = params  # nn.GRU's order
         h = w_hh.shape[1]
         act = _input_projection(x, w_ih, b_ih, b_hh)
         states = act.new_empty(pk.n, h)
@@ -191,7 +194,7 @@ class _GRULayerFn(torch.autograd.Function):
                 else:
                     dst.addcmul_(gt, z[s : s + bt])
                 dst.addmm_(dgh_t, w_hh)
-        need = ctx.needs_input_grad
+        need = ctx.needs_input_grad[1:]  # (plan,) x, w_ih, w_hh, b_ih, b_hh
         dx = dw_ih = dw_hh = db_ih = db_hh = db_hn = None
         if need[2]:  # step 0's previous state is 0: only the rows of steps >= 1
             hprev = torch.index_select(states, 0, pk.prev_index, out=ws("hprev", (n - b, h)))
@@ -207,15 +210,15 @@ class _GRULayerFn(torch.autograd.Function):
             db_ih = dg.sum(0)
         if need[4]:
             db_hh = torch.cat([db_ih[: 2 * h], db_hn])
-        return dx, dw_ih, dw_hh, db_ih if need[3] else None, db_hh, None, None
+        return None, dx, dw_ih, dw_hh, db_ih if need[3] else None, db_hh
 
 
-def gru_layer(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor,
+def gru_layer(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, *,
               pk: Packing, last: bool) -> torch.Tensor:
     """One GRU layer over packed ``x`` (n, D). ``last``: each caption's final state (B, H) in sorted order;
     else every step's state, packed (n, H)."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w_ih, w_hh, b_ih, b_hh)):
-        return _GRULayerFn.apply(x, w_ih, w_hh, b_ih, b_hh, pk, last)
+        return _GRULayerFn.apply((pk, last), x, w_ih, w_hh, b_ih, b_hh)
     act = _input_projection(x, w_ih, b_ih, b_hh, out=_workspace(x)("act", (pk.n, w_ih.shape[0])))
     if last:
         return _recurrence(act, pk, w_hh, b_hh, None, None)
@@ -234,7 +237,7 @@ def gru_last_states(rnn: torch.nn.GRU, x: torch.Tensor, pk: Packing, dropout: fl
     for k in range(layers):
         top = k == layers - 1
         x = gru_layer(x, getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}"),
-                      getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}"), pk, last=top)
+                      getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}"), pk=pk, last=top)
         if not top and dropout > 0 and training:
             x = torch.nn.functional.dropout(x, dropout, training=True)
     return x.index_select(0, pk.inverse)

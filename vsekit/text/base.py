@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import torch
 from torch import nn
 
-from vsekit.data.batching import TextBatch
+if TYPE_CHECKING:  # only the annotation: a component does not import the data layer
+    from vsekit.data.batching import TextBatch
 
 
 class SentenceEncoder(nn.Module):

@@ -40,7 +40,7 @@ def test_config_from_a_spec_table(tmp_path):
 @pytest.mark.parametrize("options, needle", [({"resize": 200}, "resize"), ({"crop": 0}, "crop"),
                                              ({"ten_crops": True}, "ten_crops"), ({"batch_size": "8"}, "batch_size")])
 def test_bad_config_refused(tmp_path, options, needle):
-    with pytest.raises(spec._SpecProblems) as exc:
+    with pytest.raises(spec.SpecProblems) as exc:
         component(tmp_path, **options)
     assert any(needle in p for p, _ in exc.value.problems) or needle in str(exc.value.problems)
 

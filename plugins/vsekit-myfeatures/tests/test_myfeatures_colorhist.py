@@ -111,7 +111,7 @@ def test_dim_follows_the_config_and_bad_configs_are_spec_errors(tmp_path):
     assert ext.dim == 64 * 4 + 6 * 9
     table = {"type": "colorhist", "hsv_bins": [8, 4], "grid": 40, "size": 64, "sise": 1}
     with testing.registered("image_feature_extractor", "colorhist_t", ColorHistExtractor):
-        with pytest.raises(spec_mod._SpecProblems) as err:
+        with pytest.raises(spec_mod.SpecProblems) as err:
             spec_mod.build_component("image_feature_extractor", {**table, "type": "colorhist_t"}, "data.features",
                                      tmp_path)
     text = str(err.value.problems)

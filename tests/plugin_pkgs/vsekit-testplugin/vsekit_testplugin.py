@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsekit import Loss, SentenceEncoder, hookimpl
-from vsekit.spec import positive
+from vsekit.config import positive
 
 
 class MeanPoolEncoder(SentenceEncoder):

@@ -1,0 +1,229 @@
+"""The run spec: attrs classes, TOML loading and ``--set`` overrides.
+
+A spec is a TOML file. Component tables name their ``type``; the remaining
+keys of the table are structured into that component's own frozen attrs
+``Config`` with extra keys forbidden::
+
+    [loss]
+    type = "contrastive"
+    margin = 0.2
+
+The component class is resolved from the registry first, then its config is
+structured: there is no global union over every class. Every problem becomes
+one :class:`~vsekit.errors.SpecError` line: file, TOML path, what was
+expected, what was found.
+
+The package: :mod:`vsekit.spec.convert` (the cattrs converter and the
+problems it finds), :mod:`vsekit.spec.component` (component tables and the
+spec's ``imports``), :mod:`vsekit.spec.sections` (the plain sections),
+:mod:`vsekit.spec.files` (TOML files and overrides); this module puts them
+together into a :class:`Spec`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import attrs
+
+from vsekit import config
+from vsekit.errors import SpecError
+from vsekit.spec.component import Component, build_component, import_user_module
+from vsekit.spec.convert import SpecProblems, converter, make_converter, structure
+from vsekit.spec.files import apply_overrides, dumps_toml, parse_override, read_toml
+from vsekit.spec.sections import EvalSpec, ModelSpec, OutputSpec, TrainSpec, VocabSpec
+
+__all__ = [
+    "Component", "EvalSpec", "ModelSpec", "OutputSpec", "Spec", "SpecProblems", "TrainSpec", "VocabSpec",
+    "apply_overrides", "build_component", "converter", "dumps_toml", "from_dict", "import_user_module", "load",
+    "make_converter", "parse_override", "read_toml", "structure",
+]
+
+
+@attrs.frozen
+class Spec:
+    """A whole run: data, model, loss, training, evaluation and output."""
+
+    data: Component
+    model: ModelSpec
+    loss: Component
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    output: OutputSpec = OutputSpec()
+    vocab: VocabSpec = VocabSpec()
+    name: str = "run"
+    imports: tuple[str, ...] = ()
+    source: str | None = None  # the file it came from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain TOML-able data (round-trips through :func:`from_dict`)."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.imports:
+            out["imports"] = list(self.imports)
+        out["data"] = self.data.to_dict()
+        model: dict[str, Any] = {"dim": self.model.dim}
+        if self.model.append_eos:
+            model["append_eos"] = True
+        if self.model.tokenizer != "regex":  # the default is left out: run folders written before it stay equal
+            model["tokenizer"] = self.model.tokenizer
+        if self.model.sentence_encoder is not None:
+            model["sentence_encoder"] = self.model.sentence_encoder.to_dict()
+        if self.model.image_encoder is not None:
+            model["image_encoder"] = self.model.image_encoder.to_dict()
+        out["model"] = model
+        out["loss"] = self.loss.to_dict()
+        out["train"] = converter.unstructure(self.train)
+        ev = {"split": self.eval.split}
+        if self.eval.folds is not None:
+            ev["folds"] = self.eval.folds
+        if self.eval.ties != "pessimistic":  # unset keys keep specs of earlier versions equal for --resume
+            ev["ties"] = self.eval.ties
+        if self.eval.metric is not None:
+            ev["metric"] = self.eval.metric.to_dict()
+        out["eval"] = ev
+        out["output"] = {k: v for k, v in converter.unstructure(self.output).items() if v is not None}
+        out["vocab"] = {k: v for k, v in converter.unstructure(self.vocab).items() if v is not None}
+        return out
+
+
+_SECTIONS = {"name", "imports", "data", "model", "loss", "train", "eval", "output", "vocab", "reference"}
+DEFAULT_SENTENCE_ENCODER = {"type": "gru"}
+DEFAULT_IMAGE_ENCODER = {"type": "linear"}
+DEFAULT_METRIC = {"type": "recall"}
+
+
+class _Problems(list):
+    """The (toml path, message) pairs found so far; :meth:`attempt` runs one step and collects its problems."""
+
+    def attempt(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except SpecProblems as exc:
+            self.extend(exc.problems)
+            return None
+
+
+def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = None) -> Spec:
+    """Build a :class:`Spec` from parsed TOML; every problem is reported at once.
+
+    ``base`` (default: the current directory) is where relative paths and ``file.py:Class`` names resolve.
+
+    Raises:
+        SpecError: one line per problem: ``SOURCE: [section] key: message``.
+    """
+    base = base if base is not None else Path.cwd()
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: expected a TOML table at the top level")
+    if "reference" in raw:  # the reference release's option names (margin, dim, lrate, ...)
+        from vsekit.reference_options import translate
+
+        raw = translate(raw, source)
+    problems = _Problems()
+    for key in sorted(set(raw) - _SECTIONS):
+        close = difflib.get_close_matches(key, sorted(_SECTIONS), n=1)
+        hint = f", did you mean {close[0]!r}?" if close else ""
+        problems.append((key, f"unknown section — known: {', '.join(sorted(_SECTIONS))}{hint}"))
+    name = raw.get("name", Path(source).stem if source != "<spec>" else "run")
+    if not isinstance(name, str) or not name:
+        problems.append(("name", f"expected a non-empty string, got {name!r}"))
+    imports = _imports(raw, base, problems)
+    for section in ("data", "model", "loss"):
+        if section not in raw:
+            problems.append((section, "missing section"))
+    data = problems.attempt(lambda: build_component("dataset_reader", raw["data"], "data", base)) if "data" in raw \
+        else None
+    loss = problems.attempt(lambda: build_component("loss", raw["loss"], "loss", base)) if "loss" in raw else None
+    model = _model(raw["model"], base, problems) if "model" in raw else None
+    train = problems.attempt(lambda: structure(raw.get("train", {}), TrainSpec, "train"))
+    vocab = problems.attempt(lambda: structure(raw.get("vocab", {}), VocabSpec, "vocab"))
+    output = problems.attempt(lambda: structure(raw.get("output", {}), OutputSpec, "output"))
+    if output is not None:
+        output = config.resolve_paths(output, base)
+    ev = _eval(raw.get("eval", {}), base, problems)
+    if problems:
+        lines = (f"{source}: [{_section(p)}] {_field(p)}: {m}".replace(" : ", ": ") for p, m in problems)
+        raise SpecError("\n".join(lines))
+    return Spec(
+        data=data, model=model, loss=loss, train=train, eval=ev, output=output, vocab=vocab,
+        name=name, imports=tuple(str((base / i).resolve()) if i.endswith(".py") else i for i in imports), source=source,
+    )
+
+
+def _imports(raw: dict[str, Any], base: Path, problems: _Problems) -> list[str]:
+    """The spec's ``imports`` list, each imported (so its ``@register`` calls run); [] if it is malformed."""
+    imports = raw.get("imports", [])
+    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+        problems.append(("imports", f"expected a list of module names, got {imports!r}"))
+        return []
+    for module in imports:
+        problems.attempt(lambda m=module: import_user_module(m, base))
+    return imports
+
+
+def _model(model_raw: Any, base: Path, problems: _Problems) -> ModelSpec | None:
+    """``[model]`` with its two encoder components (defaults: gru and linear), checked against each other."""
+    if not isinstance(model_raw, dict):
+        problems.append(("model", f"expected a table, got {model_raw!r}"))
+        return None
+    model_raw = dict(model_raw)
+    senc = problems.attempt(lambda: build_component(
+        "sentence_encoder", model_raw.pop("sentence_encoder", DEFAULT_SENTENCE_ENCODER), "model.sentence_encoder",
+        base))
+    ienc = problems.attempt(lambda: build_component(
+        "image_encoder", model_raw.pop("image_encoder", DEFAULT_IMAGE_ENCODER), "model.image_encoder", base))
+    plain = problems.attempt(lambda: structure(model_raw, ModelSpec, "model"))
+    if plain is None:
+        return None
+    if senc is not None:
+        for field, msg in senc.cls.check_config(senc.config, dim=plain.dim):
+            problems.append((f"model.sentence_encoder.{field}", msg))
+    return attrs.evolve(plain, sentence_encoder=senc, image_encoder=ienc)
+
+
+def _eval(ev_raw: Any, base: Path, problems: _Problems) -> EvalSpec | None:
+    """``[eval]`` with its metric component (default: recall)."""
+    if not isinstance(ev_raw, dict):
+        problems.append(("eval", f"expected a table, got {ev_raw!r}"))
+        return None
+    ev_raw = dict(ev_raw)
+    metric = problems.attempt(
+        lambda: build_component("metric", ev_raw.pop("metric", DEFAULT_METRIC), "eval.metric", base))
+    plain_ev = problems.attempt(lambda: structure(ev_raw, EvalSpec, "eval"))
+    return attrs.evolve(plain_ev, metric=metric) if plain_ev is not None else None
+
+
+def _section(path: str) -> str:
+    head, _, _ = path.rpartition(".")
+    return head or path
+
+
+def _field(path: str) -> str:
+    head, _, tail = path.rpartition(".")
+    return tail if head else ""
+
+
+def load(path: str | Path, overrides: Iterable[str] = ()) -> Spec:
+    """Read, override (``--set`` items) and structure the spec file at ``path``.
+
+    Raises:
+        SpecError: the file is missing or not TOML, an override is malformed, or the spec has problems.
+    """
+    path = Path(path)
+    raw = apply_overrides(read_toml(path), overrides)
+    return from_dict(raw, source=str(path), base=path.resolve().parent)
+
+
+#: the field helpers that moved to :mod:`vsekit.config`; importing them from here warns (for one release)
+_MOVED_TO_CONFIG = ("EMBEDDED_PREFIX", "FieldError", "check", "component_field", "in_range", "non_negative",
+                    "one_of", "path_field", "positive", "resolve_path", "resolve_paths")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_CONFIG:
+        warnings.warn(f"vsekit.spec.{name} is deprecated; use vsekit.config.{name}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,81 @@
+"""Spec files: reading TOML, ``--set KEY=VALUE`` overrides, writing a spec dict back as TOML."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable
+
+import tomli_w
+
+from vsekit.errors import SpecError
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``train.lr=1e-4`` -> (["train", "lr"], 1e-4); values are TOML literals, else strings.
+
+    Raises:
+        SpecError: ``item`` is not ``KEY=VALUE`` with a non-empty dotted key.
+    """
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with every ``KEY=VALUE`` of ``overrides`` set (tables made as needed).
+
+    Raises:
+        SpecError: a malformed override, or a key whose parent is not a table.
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise SpecError(f"--set {item!r}: {'.'.join(keys[:-1])} is not a table")
+            node = nxt
+        node[keys[-1]] = value
+    return raw
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML file at ``path``.
+
+    Raises:
+        SpecError: no such file, not valid TOML, or not UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text: {exc}") from None
+
+
+def _without_none(table: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in table.items() if v is not None}
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """``data`` (a spec dict: tables, scalars, lists) as TOML text; keys whose value is None are left out.
+
+    ``tomllib.loads(dumps_toml(d))`` gives ``d`` back, less its None values.
+
+    Raises:
+        TypeError: a value TOML cannot hold (None in a list, an object).
+    """
+    return tomli_w.dumps(_without_none(data))
