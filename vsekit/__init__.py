@@ -43,7 +43,14 @@ _EXPORTS: dict[str, str] = {
     "SentenceEncoder": "vsekit.text.base",
 }
 
-__all__ = sorted(["__version__", *_EXPORTS])
+__all__ = [
+    "CaptionBank", "DataError", "DatasetReader", "Extracted", "FieldError", "ImageBank", "ImageEncoder",
+    "ImageFeatureExtractor", "JointModel", "Loss", "Metric", "Retriever", "SentenceEncoder", "SpecError", "Split",
+    "VsekitError", "__version__", "arithmetic", "build_caption_bank", "build_image_bank", "component_field",
+    "encode_images", "encode_sentences", "eval_checkpoint", "evalrank", "format_table", "hookimpl", "in_range",
+    "load_bank", "load_model", "load_spec", "non_negative", "one_of", "path_field", "positive", "register",
+    "retrieve", "train",
+]
 
 
 def __getattr__(name: str) -> Any:

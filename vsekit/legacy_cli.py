@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import warnings
 
-from vsekit.cli.legacy import COMMANDS, add_commands, export_legacy_cmd, import_legacy_cmd
+from vsekit.cli.legacy import (
+    COMMANDS,
+    add_commands,
+    export_legacy_cmd,
+    import_legacy_cmd,
+)
 
 __all__ = ["COMMANDS", "add_commands", "export_legacy_cmd", "import_legacy_cmd"]
 

@@ -11,7 +11,8 @@ import click
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True)
-@click.option("--data", "data_spec", type=click.Path(dir_okay=False, path_type=Path), help="Evaluate on this spec's data instead of the model's own.")
+@click.option("--data", "data_spec", type=click.Path(dir_okay=False, path_type=Path),
+              help="Evaluate on this spec's data instead of the model's own.")
 @click.option("--folds", type=click.IntRange(min=1), default=None, help="Average over N equal folds (COCO 5-fold 1K).")
 @click.option("--ties", type=click.Choice(["pessimistic", "reference"]), default="pessimistic", show_default=True,
               help="Tie rule: a tie counts against the query, or the reference's stable argsort order.")

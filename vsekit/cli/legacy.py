@@ -1,4 +1,4 @@
-"""``vsekit import-legacy`` and ``vsekit export-legacy``: the reference release's model files (over :mod:`vsekit.legacy`)."""
+"""``vsekit import-legacy`` and ``export-legacy``: the reference release's model files (over :mod:`vsekit.legacy`)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def import_legacy_cmd(*, path: Path, out_dir: Path, force: bool) -> None:
 @click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="PATH.npz; PATH.npz.pkl and PATH.npz.dictionary.pkl are written beside it.")
 def export_legacy_cmd(*, model: Path, out_path: Path) -> None:
-    """Write MODEL (a run folder or checkpoint) in the reference release's layout (gru without recurrent biases, or bow)."""
+    """Write MODEL (a run folder or checkpoint) in the reference release's layout
+    (gru without recurrent biases, or bow)."""
     from vsekit.legacy import export_legacy, sidecar_paths
 
     npz = export_legacy(model, out_path)
@@ -43,6 +44,6 @@ COMMANDS = (import_legacy_cmd, export_legacy_cmd)
 
 
 def add_commands(cli: click.Group) -> None:
-    """Add ``import-legacy`` and ``export-legacy`` to the click group ``cli`` (:mod:`vsekit.cli` does for ``vsekit``)."""
+    """Add ``import-legacy`` and ``export-legacy`` to the click group ``cli`` (as :mod:`vsekit.cli` does)."""
     for cmd in COMMANDS:
         cli.add_command(cmd)

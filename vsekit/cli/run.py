@@ -20,8 +20,10 @@ def setup_logging(*, quiet: bool, debug: bool) -> None:
 @click.command("run")
 @click.argument("spec", type=SPEC)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key, e.g. train.lr=1e-4.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default: output.dir or runs/NAME).")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with seeds seed..seed+N-1; report mean ± std.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (default: output.dir or runs/NAME).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Repeat with seeds seed..seed+N-1; report mean ± std.")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in the folder from its latest saved state.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
