@@ -3,8 +3,8 @@
 One module per command group (:mod:`~vsekit.cli.run`: run, validate; :mod:`~vsekit.cli.evaluate`: eval;
 :mod:`~vsekit.cli.plugins`; :mod:`~vsekit.cli.extract`; :mod:`~vsekit.cli.legacy`: import-legacy,
 export-legacy; :mod:`vsekit.retrieval_cli`: retrieve, encode, bank, report, models). Each command parses its
-arguments, makes one API call and prints; the API is imported inside the command, so ``vsekit --help`` does not
-import torch. :func:`main` adds vsekit's own commands, then the plugins' (``register_commands``).
+arguments, makes one API call and prints; the API is imported inside the command, so importing the CLI imports
+no torch. The group holds vsekit's own commands; :func:`main` then adds the plugins' (``register_commands``).
 
 User errors (:class:`~vsekit.errors.VsekitError` and click's usage errors)
 print one ``error:`` line each and exit with status 2, all through
