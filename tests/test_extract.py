@@ -23,10 +23,7 @@ from vsekit.cli import cli
 from vsekit.errors import DataError, SpecError
 from vsekit.extract import (FeatureFile, extract_cached, extract_folder, ids_path, list_images, meta_path,
                             recorded_extractor, update)
-from vsekit.extract_cli import add_commands
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-
-add_commands(cli)  # `vsekit` adds it at start-up through the built-in register_commands hook
 
 
 class Fake(ImageFeatureExtractor):

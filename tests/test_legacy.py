@@ -434,9 +434,9 @@ def test_export_refuses_what_the_reference_cannot_represent(tmp_path):
 
 
 def test_cli_import_and_export(tmp_path):
-    from vsekit.cli import _add_plugin_commands, cli
+    from vsekit.cli import add_plugin_commands, cli
 
-    _add_plugin_commands()
+    add_plugin_commands()
     npz, *_ = make_reference(tmp_path)
     runner = CliRunner()
     res = runner.invoke(cli, ["import-legacy", str(npz), "-o", str(tmp_path / "m")], obj={})
@@ -661,9 +661,9 @@ def test_damaged_pickles_give_one_checkpoint_error_line(tmp_path):
 
 
 def test_cli_refuses_a_hostile_dictionary_in_one_line(tmp_path):
-    from vsekit.cli import _add_plugin_commands, cli
+    from vsekit.cli import add_plugin_commands, cli
 
-    _add_plugin_commands()
+    add_plugin_commands()
     npz, *_ = make_reference(tmp_path)
     dict_path = npz.with_name(npz.name + ".dictionary.pkl")
     dict_path.write_bytes(HOSTILE["os_system_p0"][0])
@@ -694,13 +694,13 @@ def shared_case(name: str) -> Path:
 def test_imports_the_reference_ordered_dict_case(tmp_path, monkeypatch):
     import shutil
 
-    from vsekit.cli import _add_plugin_commands, cli
+    from vsekit.cli import add_plugin_commands, cli
 
     case = shared_case("legacy-ordereddict")
     for name in ("ref.npz", "ref.npz.pkl", "ref.npz.dictionary.pkl"):
         shutil.copy(case / name, tmp_path / name)
     assert (tmp_path / "ref.npz.dictionary.pkl").read_bytes().startswith(b"ccollections\nOrderedDict\n")
-    _add_plugin_commands()
+    add_plugin_commands()
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli, ["import-legacy", "ref.npz", "-o", "out"], obj={})
     assert res.exit_code == 0, res.output

@@ -8,29 +8,71 @@ The public Python API::
     caps = vsekit.encode_sentences(model, ["a dog runs on the beach"])
     ims = vsekit.encode_images(model, features)
     vsekit.evalrank(model, data="examples/quickstart.toml", split="test")
+
+A plugin needs only ``import vsekit``: the base classes (``SentenceEncoder``, ``ImageFeatureExtractor``,
+``Extracted``, ...), ``hookimpl``, ``register`` and the config field helpers (``positive``, ``one_of``,
+``path_field``, ``component_field``, ``FieldError``, ...) are all here.
+
+The names are resolved lazily (PEP 562): ``import vsekit`` or ``import vsekit.errors`` imports neither
+torch nor the rest of the package; the first use of a name imports the module that defines it.
 """
 
 from __future__ import annotations
 
-from vsekit._version import __version__  # noqa: E402
+import importlib
+from typing import Any
 
-from vsekit.api import eval_checkpoint, load_model, load_spec, train  # noqa: E402
-from vsekit.data.readers import DatasetReader, Split  # noqa: E402
-from vsekit.errors import DataError, SpecError, VsekitError  # noqa: E402
-from vsekit.evaluate import encode_images, encode_sentences, evalrank, format_table  # noqa: E402
-from vsekit.hookspecs import hookimpl  # noqa: E402
-from vsekit.image.base import ImageEncoder, ImageFeatureExtractor  # noqa: E402
-from vsekit.losses import Loss  # noqa: E402
-from vsekit.metrics import Metric  # noqa: E402
-from vsekit.model import JointModel  # noqa: E402
-from vsekit.registry import register  # noqa: E402
-from vsekit.retrieval import CaptionBank, ImageBank, Retriever, arithmetic, build_caption_bank, build_image_bank, load_bank, retrieve  # noqa: E402,E501
-from vsekit.text.base import SentenceEncoder  # noqa: E402
+from vsekit._version import __version__
+
+#: public name -> the module that defines it (the one place to update when a name moves)
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["eval_checkpoint", "load_model", "load_spec", "train"], "vsekit.api"),
+    **dict.fromkeys(["FieldError", "component_field", "in_range", "non_negative", "one_of", "path_field",
+                     "positive"], "vsekit.config"),
+    **dict.fromkeys(["DatasetReader", "Split"], "vsekit.data.readers"),
+    **dict.fromkeys(["DataError", "SpecError", "VsekitError"], "vsekit.errors"),
+    **dict.fromkeys(["encode_images", "encode_sentences", "evalrank", "format_table"], "vsekit.evaluate"),
+    "hookimpl": "vsekit.hookspecs",
+    **dict.fromkeys(["Extracted", "ImageEncoder", "ImageFeatureExtractor"], "vsekit.image.base"),
+    "Loss": "vsekit.losses",
+    "Metric": "vsekit.metrics",
+    "JointModel": "vsekit.model",
+    "register": "vsekit.registry",
+    **dict.fromkeys(["CaptionBank", "ImageBank", "Retriever", "arithmetic", "build_caption_bank",
+                     "build_image_bank", "load_bank", "retrieve"], "vsekit.retrieval"),
+    "SentenceEncoder": "vsekit.text.base",
+}
 
 __all__ = [
-    "DataError", "DatasetReader", "ImageEncoder", "ImageFeatureExtractor", "JointModel", "Loss", "Metric",
-    "SentenceEncoder", "SpecError", "Split", "VsekitError", "__version__", "encode_images", "encode_sentences",
-    "eval_checkpoint", "evalrank", "format_table", "hookimpl", "load_model", "load_spec", "register", "train",
-    "CaptionBank", "ImageBank", "Retriever", "arithmetic", "build_caption_bank", "build_image_bank", "load_bank",
-    "retrieve",
+    "CaptionBank", "DataError", "DatasetReader", "Extracted", "FieldError", "ImageBank", "ImageEncoder",
+    "ImageFeatureExtractor", "JointModel", "Loss", "Metric", "Retriever", "SentenceEncoder", "SpecError", "Split",
+    "VsekitError", "__version__", "arithmetic", "build_caption_bank", "build_image_bank", "component_field",
+    "encode_images", "encode_sentences", "eval_checkpoint", "evalrank", "format_table", "hookimpl", "in_range",
+    "load_bank", "load_model", "load_spec", "non_negative", "one_of", "path_field", "positive", "register",
+    "retrieve", "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve a public name (importing its module on first use), or a submodule such as ``vsekit.retrieval``.
+
+    Raises:
+        AttributeError: ``name`` is neither a public name nor a submodule.
+    """
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # the next access is a plain attribute lookup
+        return value
+    if not name.startswith("_"):  # `import vsekit; vsekit.retrieval.load_bank(...)` as when the root imported all
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's attributes plus every public name, resolved or not."""
+    return sorted(set(globals()) | set(__all__))

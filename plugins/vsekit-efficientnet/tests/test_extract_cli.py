@@ -9,11 +9,8 @@ from click.testing import CliRunner
 
 from vsekit import spec
 from vsekit.cli import cli
-from vsekit.extract_cli import add_commands
 
 from test_bad_images import photo
-
-add_commands(cli)  # `vsekit` adds it through the built-in register_commands hook at start-up
 
 
 def invoke(*args):

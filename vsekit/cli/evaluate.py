@@ -1,0 +1,40 @@
+"""``vsekit eval``: a run folder or checkpoint on a split, as the paper's table plus a metrics JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("--data", "data_spec", type=click.Path(dir_okay=False, path_type=Path),
+              help="Evaluate on this spec's data instead of the model's own.")
+@click.option("--folds", type=click.IntRange(min=1), default=None, help="Average over N equal folds (COCO 5-fold 1K).")
+@click.option("--ties", type=click.Choice(["pessimistic", "reference"]), default="pessimistic", show_default=True,
+              help="Tie rule: a tie counts against the query, or the reference's stable argsort order.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the metrics JSON here (default: RUN/eval_SPLIT[_DATA-HASH][_foldsF][_ties-RULE].json).")
+@click.option("-q", "--quiet", is_flag=True)
+def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int | None, ties: str,
+             output: Path | None, quiet: bool) -> None:
+    """Evaluate a run folder or checkpoint on a split: the paper's table, plus JSON recording the data and protocol."""
+    from vsekit import api
+    from vsekit.evaluate import format_table, reference_lines
+    from vsekit.io import atomic_write_text
+
+    metrics, meta_path = api.eval_checkpoint(checkpoint, split=split, data=data_spec, folds=folds, ties=ties,
+                                             verbose=not quiet, log_warnings=False)
+    for w in metrics["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(reference_lines(metrics))
+    click.echo(format_table({split: metrics}))
+    target = output or meta_path.parent / api.eval_result_name(split, metrics)
+    atomic_write_text(target, json.dumps({"checkpoint": str(meta_path), "split": split, **metrics}, indent=1))
+    click.echo(f"metrics: {target}")
+
+
+COMMANDS = (eval_cmd,)

@@ -1,0 +1,67 @@
+"""``vsekit run`` and ``vsekit validate``: train a spec, or check it without running anything."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+SPEC = click.Path(dir_okay=False, path_type=Path)
+
+
+def setup_logging(*, quiet: bool, debug: bool) -> None:
+    """Log to stderr: DEBUG with ``--debug``, WARNING with ``-q``, else INFO."""
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@click.command("run")
+@click.argument("spec", type=SPEC)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key, e.g. train.lr=1e-4.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (default: output.dir or runs/NAME).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Repeat with seeds seed..seed+N-1; report mean ± std.")
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in the folder from its latest saved state.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.pass_context
+def run_cmd(ctx: click.Context, *, spec: Path, overrides: tuple[str, ...], out: Path | None, seeds: int, force: bool,
+            resume: bool, quiet: bool) -> None:
+    """Train and evaluate the model that SPEC describes.
+
+    Ctrl-C saves the training state and exits with status 130; --resume continues from it.
+    """
+    from vsekit import api
+    from vsekit.distributed import from_env
+    from vsekit.evaluate import format_table
+
+    setup_logging(quiet=quiet, debug=ctx.obj["debug"])
+    results = api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)
+    if quiet and from_env().is_main:  # -q silences progress, not the result (printed by rank 0 under torchrun)
+        if "mean" in results:
+            click.echo(format_table({"mean": results["mean"]}, std={"mean": results["std"]}))
+        else:
+            click.echo(format_table({results["test"].get("split", "test"): results["test"]}))
+
+
+@click.command("validate")
+@click.argument("spec", type=SPEC)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key.")
+def validate_cmd(*, spec: Path, overrides: tuple[str, ...]) -> None:
+    """Check SPEC (keys, types, components, files it names) without running anything."""
+    from vsekit import api
+    from vsekit.errors import SpecError
+
+    s = api.load_spec(spec, overrides)
+    problems = api.check_spec(s)
+    if problems:
+        raise SpecError("\n".join(f"{spec}: {p}" for p in problems))
+    senc = s.model.sentence_encoder
+    click.echo(f"{spec}: ok — data {s.data.type}, sentence encoder {senc.type}, image encoder "
+               f"{s.model.image_encoder.type}, dim {s.model.dim}, loss {s.loss.type}, {s.train.max_epochs} epochs")
+
+
+COMMANDS = (run_cmd, validate_cmd)
