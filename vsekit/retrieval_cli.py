@@ -43,7 +43,7 @@ def _model_arg(f: Any) -> Any:
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an HTML page of the query and its results.")
 @click.option("--embed-images", is_flag=True, help="Embed thumbnails in the HTML as data URIs (self-contained file).")
-def retrieve_cmd(model: str | None, image: Path | None, text: str | None, features_file: Path | None, row: int,
+def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, features_file: Path | None, row: int,
                  k: int, bank_path: Path | None, search: str | None, minus: tuple[str, ...], plus: tuple[str, ...],
                  extractor: str | None, images_dir: Path | None, as_json: bool, html_out: Path | None,
                  embed_images: bool) -> None:
@@ -55,77 +55,27 @@ def retrieve_cmd(model: str | None, image: Path | None, text: str | None, featur
       vsekit retrieve --image car.jpg --minus blue --plus red --bank my_photos
     """
     from vsekit import retrieval
-    from vsekit.errors import VsekitError
 
-    given = [n for n, v in (("--image", image), ("--text", text), ("--features", features_file)) if v is not None]
-    if len(given) != 1:
-        raise VsekitError("give one query: --image PATH, --text TEXT or --features FILE.npy"
-                          + (f" (got {' and '.join(given)})" if given else ""))
-    if image is not None and not image.is_file():
-        raise VsekitError(f"{image}: no such image file")
-    r = retrieval.Retriever.load(model, extractor=extractor)
-    bank = retrieval.load_bank(bank_path, r.model) if bank_path is not None else None
-    if bank is not None and search is not None and search != bank.kind:
-        raise VsekitError(f"--search {search}, but {bank.path} is a bank of {bank.kind}")
-    kind = search or (bank.kind if bank is not None else
-                      ("images" if text is not None or minus or plus else "captions"))
-    if image is not None:
-        vec = r.embed_image(image)
-    elif features_file is not None:
-        feats = retrieval.read_features(features_file)
-        if row >= len(feats):
-            raise VsekitError(f"{features_file}: --row {row}, but the file has {len(feats)} rows")
-        vec = retrieval.embed_features(r.model, feats[row])
-    else:
-        vec = r.embed_text(text)  # type: ignore[arg-type]
-    if minus or plus:
-        vec = retrieval.arithmetic(r.model, vec, minus, plus)
-    bank = bank if bank is not None else r.bank(kind)
-    hits = bank.search(vec, k)
-    roots = (images_dir, bank.meta.get("image_root"))
-    query_id = image.name if image is not None else None
-    rows = []
-    for h in hits:
-        d = h.to_dict()
-        path = retrieval.find_image(h.id, *roots)
-        d["image"] = str(path) if path else None
-        d["ground_truth"] = bool(query_id and h.id == query_id)
-        rows.append(d)
-    query: dict[str, Any] = {"image": str(image) if image else None, "text": text,
-                             "features": str(features_file) if features_file else None,
-                             "row": row if features_file else None, "minus": list(minus), "plus": list(plus)}
+    req = retrieval.RetrieveRequest(model=model, image=image, text=text, features=features_file, row=row, k=k,
+                                    bank=bank_path, search=search, minus=minus, plus=plus, extractor=extractor,
+                                    images_dir=images_dir)
+    res = retrieval.run_query(req)
     if html_out is not None:
         from vsekit import report
 
-        qkind = ("text" if text is not None else "image") + ("-to-text" if kind == "captions" else "-to-image")
-        results = [report.Result(d["rank"], d["score"], d["text"], d["id"],
-                                 Path(d["image"]) if d["image"] else None, d["ground_truth"]) for d in rows]
-        label = text if text is not None else (str(image) if image else f"{features_file} row {row}")
-        if minus or plus:
-            label = " ".join([label] + [f"− {w}" for w in minus] + [f"+ {w}" for w in plus])
-        q = report.Query(qkind, results, text=label if text is not None or minus or plus else None,
-                         id=None if image is not None else (f"{features_file} row {row}" if features_file else None),
-                         image=image)
-        report.write_html(html_out, "vsekit retrieve", [q], embed_images=embed_images,
-                          intro=[f"model: {r.ref.path if r.ref else '?'}",
-                                 f"bank: {bank.path or '(in memory)'} ({len(bank)} {bank.kind})"])
+        report.write_retrieval_page(html_out, res, embed_images=embed_images)
     if as_json:
-        click.echo(json.dumps({"model": str(r.ref.path) if r.ref else None, "bank": str(bank.path) if bank.path else None,
-                               "bank_size": len(bank), "search": kind, "k": k, "query": query, "results": rows,
-                               "html": str(html_out) if html_out else None}, indent=1, ensure_ascii=False))
+        click.echo(json.dumps(res.to_dict(html_out), indent=1, ensure_ascii=False))
         return
-    what = f"{len(bank)} {bank.kind}" + (f" in {bank.path}" if bank.path else "")
-    click.echo(f"top {len(hits)} of {what}:")
-    for d in rows:
-        label = d["text"] if kind == "captions" else d["id"]
-        extra = f"  [{d['id']}]" if kind == "captions" and d["id"] else ""
+    bank = res.bank
+    click.echo(f"top {len(res.rows)} of {len(bank)} {bank.kind}" + (f" in {bank.path}" if bank.path else "") + ":")
+    for d in res.rows:
+        label = d["text"] if res.kind == "captions" else d["id"]
+        extra = f"  [{d['id']}]" if res.kind == "captions" and d["id"] else ""
         mark = "  ✓" if d["ground_truth"] else ""
         click.echo(f"{d['rank']:>3}  {d['score']:.3f}  {label}{extra}{mark}")
     if html_out is not None:
         click.echo(f"html: {html_out}")
-
-
-ENCODE_SUFFIXES = (".npy", ".npz")
 
 
 @click.command("encode")
@@ -146,51 +96,13 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
     OUT.npz holds "embeddings" (N, dim) and, for captions, "texts" (and "ids"
     for an image,caption CSV), for features "rows" (their row numbers).
     """
-    import numpy as np
-
     from vsekit import retrieval
-    from vsekit.data.vocab import UNK
-    from vsekit.errors import VsekitError
-    from vsekit.evaluate import encode_images, encode_sentences
-    from vsekit.io import atomic_write
 
-    if (captions_file is None) == (features_file is None):
-        raise VsekitError("give one input: --captions FILE or --features FILE.npy")
-    suffix = output.suffix.lower()
-    if suffix not in ENCODE_SUFFIXES:
-        raise VsekitError(f"{output}: cannot write {suffix or 'a file without a suffix'!r}: -o takes "
-                          f"{' or '.join(ENCODE_SUFFIXES)} (.npz: embeddings with their texts/ids)")
-    # read the input before loading the model: a missing file fails fast
-    if captions_file is not None:
-        texts, ids = retrieval.read_captions(captions_file)
-    else:
-        feats = retrieval.read_features(features_file)  # type: ignore[arg-type]
-    m, _, _ = retrieval.load_model(model)
-    if captions_file is not None:
-        emb = encode_sentences(m, texts, verbose=True)
-        if not getattr(m.sentence_encoder, "needs_texts", False):
-            unread = [i for i, toks in enumerate(m.tokens(texts))
-                      if all(t == UNK for t in m.vocab.encode(toks, m.n_words))]
-            if unread:
-                first = unread[0] + (2 if ids is not None else 1)
-                click.echo(f"warning: {captions_file}: {len(unread)} caption(s) with no word the model knows "
-                           f"(first: line {first}); their rows say nothing about them", err=True)
-    else:
-        emb = encode_images(m, feats)
-    emb = emb.astype(dtype)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            if suffix == ".npy":
-                np.save(fh, emb, allow_pickle=False)
-            elif captions_file is not None:
-                extra = {"ids": np.array(ids, dtype=str)} if ids is not None else {}
-                np.savez(fh, embeddings=emb, texts=np.array(texts, dtype=str), **extra)
-            else:
-                np.savez(fh, embeddings=emb, rows=np.arange(len(emb), dtype=np.int64))
-
-    atomic_write(output, write)
-    click.echo(f"wrote {output}: {emb.shape[0]} x {emb.shape[1]} {dtype}")
+    res = retrieval.encode_file(model, captions=captions_file, features=features_file, output=output, dtype=dtype)
+    if res.unread_lines:
+        click.echo(f"warning: {captions_file}: {len(res.unread_lines)} caption(s) with no word the model knows "
+                   f"(first: line {res.unread_lines[0]}); their rows say nothing about them", err=True)
+    click.echo(f"wrote {output}: {res.shape[0]} x {res.shape[1]} {dtype}")
 
 
 @click.command("bank")
@@ -207,7 +119,7 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="BANK: writes BANK.json + BANK.safetensors (default: the model's default bank).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-def bank_cmd(model: str | None, captions_file: Path | None, features_file: Path | None, ids_file: Path | None,
+def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Path | None, ids_file: Path | None,
              images: tuple[Path, ...], image_root: Path | None, extractor: str | None, output: Path | None,
              dtype: str) -> None:
     """Encode a caption bank (--captions) or an image bank (--features + --ids, or --images) once.
@@ -216,40 +128,11 @@ def bank_cmd(model: str | None, captions_file: Path | None, features_file: Path 
     or its training split) where retrieve looks for it.
     """
     from vsekit import retrieval
-    from vsekit.errors import VsekitError
 
-    sources = [n for n, v in (("--captions", captions_file), ("--features", features_file), ("--images", images)) if v]
-    if len(sources) > 1:
-        raise VsekitError(f"give one input, not {' and '.join(sources)}")
-    if features_file is not None and ids_file is None:
-        raise VsekitError("--features needs --ids (one image id a line, in row order)")
-    if captions_file is not None:
-        texts, ids = retrieval.read_captions(captions_file)
-    elif features_file is not None:
-        feats = retrieval.read_features(features_file)
-        fids = retrieval.read_ids(ids_file)  # type: ignore[arg-type]
-    elif images:
-        files, folder = retrieval.image_files(images)
-    r = retrieval.Retriever.load(model, extractor=extractor)
-    if captions_file is not None:
-        bank: retrieval.Bank = retrieval.build_caption_bank(r.model, texts, ids, dtype=dtype,
-                                                            source=str(captions_file), verbose=True)
-    elif features_file is not None:
-        bank = retrieval.build_image_bank(r.model, feats, fids, dtype=dtype, image_root=image_root,
-                                          source=str(features_file))
-    elif images:
-        feats = r.image_features(files)
-        ids = [f.relative_to(folder).as_posix() if folder else str(f.resolve()) for f in files]
-        table = retrieval.extractor_table(r.meta, r.model.dim_image, extractor)
-        bank = retrieval.build_image_bank(r.model, feats, ids, dtype=dtype, image_root=folder, extractor=table,
-                                          source=", ".join(str(p) for p in images))
-    else:
-        bank = r.build_default_bank("captions")
-    target = output if output is not None else r._save_target(bank.kind)
-    if target is None:
-        raise VsekitError("give -o BANK: this model has no folder for a default bank")
-    path = bank.save(target)
-    click.echo(f"wrote {path} ({len(bank)} {bank.kind}, {bank.dim}-d {bank.dtype})")
+    bank = retrieval.make_bank(retrieval.BankRequest(model=model, captions=captions_file, features=features_file,
+                                                     ids=ids_file, images=images, image_root=image_root,
+                                                     extractor=extractor, output=output, dtype=dtype))
+    click.echo(f"wrote {bank.path} ({len(bank)} {bank.kind}, {bank.dim}-d {bank.dtype})")
 
 
 @click.command("report")
@@ -262,7 +145,7 @@ def bank_cmd(model: str | None, captions_file: Path | None, features_file: Path 
 @click.option("--images-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the split's image files, for thumbnails (the flickr8k reader knows its own).")
 @click.option("--embed-images", is_flag=True, help="Embed thumbnails as data URIs (self-contained page).")
-def report_cmd(run: Path, output: Path | None, split: str, n: int, k: int, images_dir: Path | None,
+def report_cmd(run: Path, *, output: Path | None, split: str, n: int, k: int, images_dir: Path | None,
                embed_images: bool) -> None:
     """Training curves (curves.png) and a gallery of test queries (gallery.html) for a run folder."""
     from vsekit.report import write_report
@@ -280,16 +163,8 @@ def report_cmd(run: Path, output: Path | None, split: str, n: int, k: int, image
 def models_cmd(as_json: bool) -> None:
     """List installed models (packages exposing the entry-point group vsekit.models)."""
     from vsekit import retrieval
-    from vsekit.errors import VsekitError
 
-    out = []
-    for name, ep in retrieval.installed_models().items():
-        try:
-            path, problem = str(retrieval.installed_model_path(name, ep)), None
-        except VsekitError as exc:
-            path, problem = None, str(exc)
-        out.append({"name": name, "value": ep.value, "distribution": ep.dist.name if ep.dist else None,
-                    "version": ep.dist.version if ep.dist else None, "path": path, "problem": problem})
+    out = retrieval.list_installed_models()
     if as_json:
         click.echo(json.dumps(out, indent=1))
         return
