@@ -23,8 +23,9 @@ import logging
 import mimetypes
 import os
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -258,7 +259,7 @@ def plot_curves(metrics: Sequence[dict[str, Any]], out: str | Path, title: str =
 # retrieval pages
 
 
-def retrieval_query(res: "RetrieveResult") -> Query:
+def retrieval_query(res: RetrieveResult) -> Query:
     """The page entry of a ``vsekit retrieve`` answer (:class:`vsekit.retrieval.RetrieveResult`)."""
     req, rows = res.request, res.rows
     qkind = ("text" if req.text is not None else "image") + ("-to-text" if res.kind == "captions" else "-to-image")
@@ -272,7 +273,7 @@ def retrieval_query(res: "RetrieveResult") -> Query:
                  image=req.image)
 
 
-def write_retrieval_page(path: str | Path, res: "RetrieveResult", *, embed_images: bool = False) -> Path:
+def write_retrieval_page(path: str | Path, res: RetrieveResult, *, embed_images: bool = False) -> Path:
     """Write the HTML page of one ``vsekit retrieve`` answer: the query, its ranked results, the model and bank."""
     bank = res.bank
     return write_html(path, "vsekit retrieve", [retrieval_query(res)], embed_images=embed_images,
@@ -310,7 +311,7 @@ class Gallery:
     ranks_t2i: np.ndarray
 
     @classmethod
-    def encode(cls, model: Any, data: Any, ids: list[str] | None, roots: list[Any]) -> "Gallery":
+    def encode(cls, model: Any, data: Any, ids: list[str] | None, roots: list[Any]) -> Gallery:
         """Encode a :class:`~vsekit.data.readers.Split` (ids default to ``image I``)."""
         from vsekit.evaluate import encode_images, encode_sentences
 
@@ -348,11 +349,10 @@ def gallery_queries(g: Gallery, picks: np.ndarray, k: int) -> list[Query]:
     return queries
 
 
-def report_intro(queries: Sequence[Query], model_path: Path, split: str, data: Any,
-                 meta: dict[str, Any]) -> list[str]:
+def report_intro(queries: Sequence[Query], model_path: Path, split: str, data: Any, meta: dict) -> list[str]:
     """The page's first lines: the model, the split, the checkpoint's dev metrics, a hint when no image is found."""
-    intro = [f"model: {model_path}", f"{split} split: {data.n_images} images, {len(data.captions)} captions "
-             f"({data.source})"]
+    caps = f"{len(data.captions)} captions ({data.source})"
+    intro = [f"model: {model_path}", f"{split} split: {data.n_images} images, {caps}"]
     best = meta.get("metrics") or {}
     if best:
         intro.append("checkpoint metrics (dev): " + ", ".join(f"{key} {best[key]:.1f}" for key in DEV_METRICS

@@ -53,16 +53,41 @@ from typing import Any
 
 from vsekit.data.files import IMAGE_SUFFIXES  # one suffix set: vsekit.data.files
 from vsekit.model import JointModel
-from vsekit.retrieval.banks import (DTYPES, FORMAT, KINDS, Bank, CaptionBank, Hit, ImageBank, bank_files,
-                                    build_caption_bank, build_image_bank, check_bank, find_image, load_bank,
-                                    model_fingerprint, same_model)
+from vsekit.retrieval.banks import (
+    DTYPES,
+    FORMAT,
+    KINDS,
+    Bank,
+    CaptionBank,
+    Hit,
+    ImageBank,
+    bank_files,
+    build_caption_bank,
+    build_image_bank,
+    check_bank,
+    find_image,
+    load_bank,
+    model_fingerprint,
+    same_model,
+)
 from vsekit.retrieval.building import BankRequest, make_bank
 from vsekit.retrieval.encoding import ENCODE_SUFFIXES, Encoded, encode_file
 from vsekit.retrieval.extractors import EXTRACTOR_PACKAGES, build_extractor, extract_features, extractor_table
 from vsekit.retrieval.files import image_files, read_captions, read_features, read_ids, write_captions_csv
-from vsekit.retrieval.models import (ENV_CACHE, ENV_MODEL, MODELS_GROUP, ModelRef, cache_dir, default_model,
-                                     installed_model_path, installed_models, list_installed_models, locate_model,
-                                     open_model, resolve_model)
+from vsekit.retrieval.models import (
+    ENV_CACHE,
+    ENV_MODEL,
+    MODELS_GROUP,
+    ModelRef,
+    cache_dir,
+    default_model,
+    installed_model_path,
+    installed_models,
+    list_installed_models,
+    locate_model,
+    open_model,
+    resolve_model,
+)
 from vsekit.retrieval.queries import arithmetic, check_query_text, embed_features, embed_text, unreadable_captions
 from vsekit.retrieval.retriever import Retriever, retrieve
 from vsekit.retrieval.search import RetrieveRequest, RetrieveResult, run_query

@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -60,7 +61,11 @@ def bank_files(path: str | Path) -> tuple[Path, Path]:
 
 
 class Bank:
-    """Unit-norm embeddings (N, dim), float16 or float32, with an id per row. See :class:`CaptionBank`, :class:`ImageBank`."""
+    """Unit-norm embeddings (N, dim), float16 or float32, with an id per row.
+
+    See :class:`CaptionBank`, :class:`ImageBank`. Raises :class:`DataError` for a matrix that is not 2-D, or ids or
+    texts that do not match its rows.
+    """
 
     kind: ClassVar[str] = ""
 
@@ -148,7 +153,7 @@ class Bank:
             "dim": self.dim,
             "dtype": self.dtype,
             "vsekit_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             **{k: v for k, v in self.meta.items() if k not in ("ids", "texts")},
             "weights": weights.name,
             "weights_sha256": sha256_file(weights),
@@ -172,7 +177,8 @@ class CaptionBank(Bank):
 
 
 class ImageBank(Bank):
-    """Image embeddings with their ids (file names or paths); ``meta['image_root']`` is where the files lie, if known."""
+    """Image embeddings with their ids (file names or paths); ``meta['image_root']`` is where the files lie, if
+    known."""
 
     kind = "images"
 
@@ -285,8 +291,9 @@ def check_bank(bank: Bank, model: JointModel) -> None:
     if bank.dim != model.dim:
         raise VsekitError(f"{bank._where()}: {bank.dim}-d embeddings, but the model embeds in {model.dim}-d")
     if bank.meta.get("model") and not same_model(bank, model):  # a bank made by hand records no model
+        name = bank_files(bank.path)[0].with_suffix("") if bank.path else "BANK"
         raise VsekitError(f"{bank._where()} was built by another model's weights: rebuild it with "
-                          f"`vsekit bank MODEL ... -o {bank_files(bank.path)[0].with_suffix('') if bank.path else 'BANK'}`")
+                          f"`vsekit bank MODEL ... -o {name}`")
 
 
 # --------------------------------------------------------------------------

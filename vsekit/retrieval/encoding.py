@@ -3,8 +3,8 @@ input i."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import attrs
 import numpy as np

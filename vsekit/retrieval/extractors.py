@@ -6,8 +6,9 @@ encoder takes; a model records which one made its training features.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -80,7 +81,8 @@ def extract_features(extractor: Any, paths: Sequence[str | Path], dim_image: int
     if not ok.all():
         bad = paths[int(np.flatnonzero(~ok)[0])]
         why = result.errors.get(bad.name) or result.errors.get(str(bad)) or "the extractor could not read it"
-        raise DataError(f"{bad}: cannot use this image: {why}" + (f" (and {int((~ok).sum()) - 1} more)" if (~ok).sum() > 1 else ""))
+        more = f" (and {int((~ok).sum()) - 1} more)" if (~ok).sum() > 1 else ""
+        raise DataError(f"{bad}: cannot use this image: {why}{more}")
     feats = np.asarray(result.features, dtype=np.float32)
     if dim_image is not None and (feats.ndim != 2 or feats.shape[1] != dim_image):
         raise DataError(f"the image feature extractor gives {feats.shape[-1]}-d features, but the model takes "

@@ -60,7 +60,8 @@ def installed_model_path(name: str, ep: importlib.metadata.EntryPoint | None = N
         target = ep.load()
         path = target() if callable(target) else target
     except Exception as exc:  # a broken model package must say which one
-        raise CheckpointError(f"installed model {name!r} ({ep.value}): cannot load: {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(f"installed model {name!r} ({ep.value}): cannot load: "
+                              f"{type(exc).__name__}: {exc}") from None
     return checkpoint.find(Path(path))
 
 
@@ -96,7 +97,8 @@ def default_model(models: EntryPoints) -> ModelRef:
 
 
 def resolve_model(ref: str | Path | None = None) -> ModelRef:
-    """A run folder / checkpoint path, an installed model's name, or None (``$VSEKIT_MODEL``, else the only installed one).
+    """A run folder / checkpoint path, an installed model's name, or None (``$VSEKIT_MODEL``, else the only
+    installed one).
 
     Raises:
         CheckpointError: nothing of that name, or no default model (see :func:`default_model`).

@@ -13,15 +13,26 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from vsekit.errors import DataError, VsekitError
 from vsekit.model import JointModel
-from vsekit.retrieval.banks import (KINDS, Bank, CaptionBank, Hit, ImageBank, bank_files, build_caption_bank,
-                                    build_image_bank, load_bank, same_model)
+from vsekit.retrieval.banks import (
+    KINDS,
+    Bank,
+    CaptionBank,
+    Hit,
+    ImageBank,
+    bank_files,
+    build_caption_bank,
+    build_image_bank,
+    load_bank,
+    same_model,
+)
 from vsekit.retrieval.extractors import build_extractor, extract_features, extractor_table
 from vsekit.retrieval.files import read_captions, read_ids
 from vsekit.retrieval.models import ModelRef, cache_dir, open_model
@@ -45,7 +56,7 @@ class Retriever:
 
     @classmethod
     def load(cls, model: str | Path | None = None, *, caption_bank: str | Path | None = None,
-             image_bank: str | Path | None = None, extractor: str | None = None) -> "Retriever":
+             image_bank: str | Path | None = None, extractor: str | None = None) -> Retriever:
         """Load a model (path, installed name, or the default) and, if given, bank files."""
         m, ref, meta = open_model(model)
         return cls(m, meta, ref, caption_bank=load_bank(caption_bank, m) if caption_bank else None,
@@ -219,7 +230,8 @@ class Retriever:
     def captions_for_image(self, image: str | Path | np.ndarray, k: int = 5, *, minus: Sequence[str] = (),
                            plus: Sequence[str] = ()) -> list[Hit]:
         """The ``k`` best captions for an image file or feature row."""
-        return self.caption_bank.search(self.query_vector(image=image, minus=minus, plus=plus), k)  # type: ignore[return-value]
+        query = self.query_vector(image=image, minus=minus, plus=plus)
+        return self.caption_bank.search(query, k)  # type: ignore[return-value]
 
     def images_for_caption(self, text: str, k: int = 5) -> list[Hit]:
         """The ``k`` best images for a caption."""
@@ -228,7 +240,8 @@ class Retriever:
     def images_for_image(self, image: str | Path | np.ndarray, k: int = 5, *, minus: Sequence[str] = (),
                          plus: Sequence[str] = ()) -> list[Hit]:
         """Images near an image, e.g. after arithmetic (``minus=["blue"], plus=["red"]``)."""
-        return self.image_bank.search(self.query_vector(image=image, minus=minus, plus=plus), k)  # type: ignore[return-value]
+        query = self.query_vector(image=image, minus=minus, plus=plus)
+        return self.image_bank.search(query, k)  # type: ignore[return-value]
 
 
 def retrieve(model: JointModel | str | Path | None = None, *, image: str | Path | np.ndarray | None = None,

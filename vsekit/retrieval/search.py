@@ -63,7 +63,8 @@ class RetrieveRequest:
         return bool(self.minus or self.plus)
 
     def query_dict(self) -> dict[str, Any]:
-        """The query as JSON: ``image``, ``text``, ``features``, ``row`` (None without features), ``minus``, ``plus``."""
+        """The query as JSON: ``image``, ``text``, ``features``, ``row`` (None without features), ``minus``,
+        ``plus``."""
         return {"image": str(self.image) if self.image else None, "text": self.text,
                 "features": str(self.features) if self.features else None,
                 "row": self.row if self.features else None, "minus": list(self.minus), "plus": list(self.plus)}
