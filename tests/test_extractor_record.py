@@ -18,7 +18,7 @@ from vsekit import retrieval, testing
 from vsekit.cli import cli
 from vsekit.extract import FeatureFile
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.retrieval_cli import add_commands
+from vsekit.cli.retrieval import add_commands
 
 from conftest import MINI, mini_slice, tiny_spec_text
 

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from vsekit import checkpoint, report, testing
 from vsekit.cli import cli
 from vsekit.retrieval import build_image_bank
-from vsekit.retrieval_cli import add_commands
+from vsekit.cli.retrieval import add_commands
 
 from conftest import write_precomp
 

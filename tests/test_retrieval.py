@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import vsekit
 from vsekit import checkpoint, retrieval, testing
 from vsekit.cli import cli
 from vsekit.data.vocab import Vocab
@@ -22,14 +23,14 @@ from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.image.linear import LinearImageEncoder
 from vsekit.model import JointModel
 from vsekit.retrieval import CaptionBank, ImageBank, Retriever, arithmetic, build_caption_bank, build_image_bank
-from vsekit.retrieval_cli import add_commands
+from vsekit.cli.retrieval import add_commands
 from vsekit.text.bow import BoWEncoder
 
 from conftest import threshold
 
 add_commands(cli)
 
-MINI = Path(retrieval.__file__).parent / "datasets" / "f8k_mini"
+MINI = Path(testing.__file__).parent / "datasets" / "f8k_mini"
 
 
 def invoke(*args):
@@ -69,7 +70,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_run):
-    model, ref, meta = retrieval.load_model(tiny_run)
+    model, ref, meta = retrieval.open_model(tiny_run)
     return model
 
 
@@ -135,19 +136,19 @@ def sibling_run(tiny_run, tmp_path_factory) -> Path:
 
 
 def test_a_bank_from_another_checkpoint_of_the_same_architecture_is_refused(tiny_run, sibling_run, tmp_path):
-    own, _, _ = retrieval.load_model(tiny_run)
-    sib, _, sib_meta = retrieval.load_model(sibling_run)
+    own, _, _ = retrieval.open_model(tiny_run)
+    sib, _, sib_meta = retrieval.open_model(sibling_run)
     assert [(k, v.shape) for k, v in own.state_dict().items()] == [(k, v.shape) for k, v in sib.state_dict().items()]
     assert sib_meta["weights_sha256"] != own.weights_sha256
     texts = ["a dog runs on the beach .", "two men play football"]
     build_caption_bank(own, texts).save(tmp_path / "own")
-    assert retrieval.load_bank(tmp_path / "own", retrieval.load_model(tiny_run)[0]).texts == texts  # same weights: kept
+    assert retrieval.load_bank(tmp_path / "own", retrieval.open_model(tiny_run)[0]).texts == texts  # same weights: kept
     with pytest.raises(VsekitError, match="another model's weights"):
         retrieval.load_bank(tmp_path / "own", sib)
     with pytest.raises(VsekitError, match="another model's weights"):
         Retriever.load(sibling_run, caption_bank=tmp_path / "own")
     # models that never saw a checkpoint (no weights_sha256) are told apart by their weights' fingerprint
-    copy_of_own = retrieval.load_model(tiny_run)[0]
+    copy_of_own = retrieval.open_model(tiny_run)[0]
     del copy_of_own.weights_sha256
     build_caption_bank(copy_of_own, texts).save(tmp_path / "mem")
     assert retrieval.load_bank(tmp_path / "mem", copy_of_own).texts == texts
@@ -440,7 +441,7 @@ def test_installed_model_is_the_default(tiny_run, tmp_path, monkeypatch):
         (package / name).write_bytes((tiny_run / name).read_bytes())
     ep = types.SimpleNamespace(name="tiny", value="somewhere:model_path", dist=None,
                                load=lambda: (lambda: package / "best.json"))
-    monkeypatch.setattr(retrieval, "installed_models", lambda: {"tiny": ep})
+    monkeypatch.setattr(retrieval.models, "installed_models", lambda: {"tiny": ep})
     ref = retrieval.resolve_model(None)
     assert ref.name == "tiny" and ref.path == package / "best.json" and ref.installed
     assert retrieval.resolve_model("tiny").name == "tiny"
@@ -453,10 +454,15 @@ def test_installed_model_is_the_default(tiny_run, tmp_path, monkeypatch):
     assert sorted(p.name for p in package.iterdir()) == ["best.json", "best.safetensors"]
     res = invoke("models", "--json")
     assert json.loads(res.stdout)[0]["name"] == "tiny"
+    # the one public loader takes an installed model's name too; the old retrieval.load_model warns
+    assert isinstance(vsekit.load_model("tiny"), JointModel)
+    with pytest.warns(DeprecationWarning, match="vsekit.retrieval.load_model is deprecated"):
+        model, ref, meta = retrieval.load_model("tiny")
+    assert ref.name == "tiny" and model.weights_sha256 == meta["weights_sha256"]
     two = {"tiny": ep, "other": ep}
-    monkeypatch.setattr(retrieval, "installed_models", lambda: two)
+    monkeypatch.setattr(retrieval.models, "installed_models", lambda: two)
     assert_user_error(invoke("retrieve", "--text", "a dog"), "several models are installed", "VSEKIT_MODEL")
-    monkeypatch.setattr(retrieval, "installed_models", lambda: {})
+    monkeypatch.setattr(retrieval.models, "installed_models", lambda: {})
     assert_user_error(invoke("retrieve", "--text", "a dog"), "no installed model", "pip install vsekit-f8k")
 
 

@@ -37,13 +37,17 @@ def train(spec: str | Path | spec_mod.Spec | dict, out: str | Path | None = None
 
 
 def load_model(path: str | Path, device: str = "cpu") -> JointModel:
-    """Load a trained model from a run folder or checkpoint (``.json`` / ``.safetensors``),
-    or a reference release model (``PATH.npz`` with its ``.pkl`` sidecars)."""
+    """Load a trained model from a run folder or checkpoint (``.json`` / ``.safetensors``), an installed model's
+    name (``"f8k"``, :mod:`vsekit.retrieval.models`), or a reference release model (``PATH.npz`` with its ``.pkl``
+    sidecars)."""
     if str(path).endswith(".npz"):
         from vsekit.legacy import load_legacy
 
         return load_legacy(path).to(device)
-    model, _, _ = checkpoint.load(path, map_location=device)
+    from vsekit.retrieval.models import locate_model
+
+    where = locate_model(path)  # None: checkpoint.load says what is missing
+    model, _, _ = checkpoint.load(where.path if where else path, map_location=device)
     return model
 
 

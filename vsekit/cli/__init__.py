@@ -2,7 +2,7 @@
 
 One module per command group (:mod:`~vsekit.cli.run`: run, validate; :mod:`~vsekit.cli.evaluate`: eval;
 :mod:`~vsekit.cli.plugins`; :mod:`~vsekit.cli.extract`; :mod:`~vsekit.cli.legacy`: import-legacy,
-export-legacy; :mod:`vsekit.retrieval_cli`: retrieve, encode, bank, report, models). Each command parses its
+export-legacy; :mod:`vsekit.cli.retrieval`: retrieve, encode, bank, report, models). Each command parses its
 arguments, makes one API call and prints; the API is imported inside the command, so importing the CLI imports
 no torch. The group holds vsekit's own commands; :func:`main` then adds the plugins' (``register_commands``).
 
@@ -100,13 +100,13 @@ def add_builtin_commands(group: click.Group) -> list[str]:
     Returns:
         The names of the commands added beyond :data:`CORE_COMMANDS`, sorted.
     """
-    from vsekit import retrieval_cli
+    from vsekit.cli import retrieval
 
     for cmd in CORE_COMMANDS:
         if cmd.name not in group.commands:
             group.add_command(cmd)
     before = set(group.commands)
-    for module in (extract, legacy, retrieval_cli):
+    for module in (extract, legacy, retrieval):
         module.add_commands(group)
     return sorted(set(group.commands) - before)
 

@@ -405,7 +405,7 @@ class BankIndex:
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Any]:
         keep = ids >= 0  # faiss pads with -1 when fewer than k rows were reached
-        return self.bank._hits(scores[keep].tolist(), ids[keep].tolist())
+        return self.bank.hits(scores[keep].tolist(), ids[keep].tolist())
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the index beside the bank (``NAME.KIND.faiss``), or at ``path``."""
