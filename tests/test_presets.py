@@ -15,7 +15,7 @@ from vsekit import spec as spec_mod
 from vsekit.data.readers import PrecompReader
 from vsekit.data.vocab import Vocab
 from vsekit.errors import DataError
-from vsekit.metrics_core import recall
+from vsekit.metrics import recall
 from vsekit.presets import ENV_ROOT, resolve_preset
 
 DIM_IMAGE = 6

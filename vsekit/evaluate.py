@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from vsekit.data.batching import collate
 from vsekit.data.readers import Split
-from vsekit.metrics_core import check_folds, check_ties, input_warnings
+from vsekit.metrics import check_folds, check_ties, input_warnings
 from vsekit.model import JointModel
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: i
         folds: ``None`` or the number of equal folds (COCO 5-fold 1K); a fold holds >= 10 images.
         verbose: progress bars while encoding.
         ties: the tie rule (``"pessimistic"``, the default, or ``"reference"``); see
-            :mod:`vsekit.metrics_core`. Model selection always uses the default.
+            :mod:`vsekit.metrics`. Model selection always uses the default.
         log_warnings: also log each warning (the result holds them either way).
 
     Returns:

@@ -31,7 +31,7 @@ import numpy as np
 
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write_bytes, atomic_write_text
-from vsekit.metrics_core import ranks_both
+from vsekit.metrics import ranks_both
 
 log = logging.getLogger(__name__)
 

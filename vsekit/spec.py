@@ -34,7 +34,7 @@ from cattrs.errors import (
 
 from vsekit import registry
 from vsekit.errors import RegistryError, SpecError
-from vsekit.metrics_core import TIE_RULES
+from vsekit.metrics import TIE_RULES
 
 # The field helpers live in vsekit.config; importing them from here keeps working.
 from vsekit.config import (  # noqa: E402,F401
