@@ -54,7 +54,7 @@ def resolve_split(model: JointModel, data: Any, split: str) -> Split:
     if isinstance(data, DatasetReader):
         return data.read(split)
     if isinstance(data, str) and not data.endswith(".toml"):
-        from vsekit.presets import resolve_preset
+        from vsekit.data.presets import resolve_preset
 
         reader = resolve_preset(data)
         if reader is not None:

@@ -71,7 +71,7 @@ import torch
 from vsekit.data.vocab import EOS, SPECIALS, UNK, Vocab
 from vsekit.errors import CheckpointError, SpecError
 from vsekit.model import JointModel
-from vsekit.presets import PRESETS
+from vsekit.data.presets import PRESETS
 from vsekit.reference_options import translate
 
 log = logging.getLogger(__name__)

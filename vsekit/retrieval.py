@@ -53,7 +53,7 @@ from safetensors.torch import load_file, save_file
 
 from vsekit._version import __version__
 from vsekit.data import files as files_mod
-from vsekit.data.files import list_images
+from vsekit.data.files import is_captions_csv_header, list_images, parse_captions_csv
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write, atomic_write_text, read_lines, sha256_file
 from vsekit.model import JointModel
@@ -380,17 +380,10 @@ def read_captions(path: str | Path) -> tuple[list[str], list[str] | None]:
     """
     path = Path(path)
     lines = read_lines(path, "caption")
-    if [h.strip().lower() for h in lines[0].split(",")] != ["image", "caption"]:
+    if not is_captions_csv_header(lines[0]):
         return [line.strip() for line in lines], None
-    texts, ids = [], []
-    for lineno, line in enumerate(lines[1:], 2):
-        row = next(csv.reader([line]), [])
-        if len(row) != 2:
-            raise DataError(f"{path}: line {lineno}: expected 2 CSV fields (image,caption), got {len(row)}")
-        if not row[1].strip():
-            raise DataError(f"{path}: line {lineno}: empty caption")
-        ids.append(row[0].strip())
-        texts.append(row[1].strip())
+    rows = parse_captions_csv(path, lines)
+    texts, ids = [text.strip() for _, _, text in rows], [name for _, name, _ in rows]
     if not texts:
         raise DataError(f"{path}: no captions (only the header)")
     return texts, ids
@@ -409,12 +402,12 @@ def write_captions_csv(path: str | Path, texts: Sequence[str], ids: Sequence[str
 
 
 def read_features(path: str | Path) -> np.ndarray:
-    from vsekit.data.readers import _load_npy
+    from vsekit.data.files import load_feature_rows
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
-    return _load_npy(p)
+    return load_feature_rows(p)
 
 
 def read_ids(path: str | Path) -> list[str]:

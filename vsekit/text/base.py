@@ -8,7 +8,7 @@ import attrs
 import torch
 from torch import nn
 
-from vsekit.data.batching import TextBatch
+from vsekit.text.batch import TextBatch
 
 
 class SentenceEncoder(nn.Module):
