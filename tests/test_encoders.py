@@ -9,7 +9,7 @@ from torch import nn
 
 from vsekit.data.batching import collate
 from vsekit.data.vocab import UNK, Vocab
-from vsekit.evaluate import encode_images, encode_sentences
+from vsekit.model import encode_images, encode_sentences
 from vsekit.image.linear import LinearImageEncoder
 from vsekit.model import JointModel
 from vsekit.text.bow import BoWEncoder

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vsekit.api import load_model
-from vsekit.evaluate import encode_images, encode_sentences
+from vsekit.model import encode_images, encode_sentences
 from vsekit.metrics import input_warnings
 
 from conftest import mini_slice, tiny_spec_text

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from vsekit._version import __version__  # noqa: E402
 
-from vsekit.api import eval_checkpoint, load_model, load_spec, train  # noqa: E402
+from vsekit.api import eval_checkpoint, evalrank, load_model, load_spec, train  # noqa: E402
 from vsekit.data.readers import DatasetReader, Split  # noqa: E402
 from vsekit.errors import DataError, SpecError, VsekitError  # noqa: E402
-from vsekit.evaluate import encode_images, encode_sentences, evalrank, format_table  # noqa: E402
+from vsekit.evaluate import format_table  # noqa: E402
 from vsekit.hookspecs import hookimpl  # noqa: E402
 from vsekit.image.base import ImageEncoder, ImageFeatureExtractor  # noqa: E402
 from vsekit.losses import Loss  # noqa: E402
 from vsekit.metrics import Metric  # noqa: E402
-from vsekit.model import JointModel  # noqa: E402
+from vsekit.model import JointModel, encode_images, encode_sentences  # noqa: E402
 from vsekit.registry import register  # noqa: E402
 from vsekit.retrieval import CaptionBank, ImageBank, Retriever, arithmetic, build_caption_bank, build_image_bank, load_bank, retrieve  # noqa: E402,E501
 from vsekit.text.base import SentenceEncoder  # noqa: E402

@@ -514,8 +514,7 @@ def load_legacy(path: str | Path) -> JointModel:
     if unused:
         log.info("%s: ignored arrays not used by the %s model: %s", npz, encoder, ", ".join(unused))
     model.eval()
-    model.spec = spec_dict
-    model.reference_options = options
+    model.set_origin(spec=spec_dict, reference_options=options)
     return model
 
 

@@ -285,7 +285,7 @@ def write_report(run: str | Path, out: str | Path | None = None, *, split: str =
     data, ids, root = r._split(split)
     roots = [images_dir, root]
     ids = ids or [f"image {i}" for i in range(data.n_images)]
-    from vsekit.evaluate import encode_images, encode_sentences
+    from vsekit.model import encode_images, encode_sentences
 
     ims = encode_images(model, data.images)
     caps = encode_sentences(model, data.captions)

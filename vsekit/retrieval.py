@@ -337,7 +337,7 @@ def build_caption_bank(model: JointModel, captions: Sequence[str] | Sequence[Seq
                        ids: Sequence[str | None] | None = None, *, dtype: str | torch.dtype = "float16",
                        source: str | None = None, verbose: bool = False) -> CaptionBank:
     """Encode ``captions`` (strings, or token lists) once into a :class:`CaptionBank`."""
-    from vsekit.evaluate import encode_sentences
+    from vsekit.model import encode_sentences
 
     if len(captions) == 0:
         raise DataError(f"{source or 'captions'}: no captions: a bank needs at least one")
@@ -351,7 +351,7 @@ def build_image_bank(model: JointModel, features: np.ndarray | torch.Tensor, ids
                      dtype: str | torch.dtype = "float16", image_root: str | Path | None = None,
                      extractor: dict[str, Any] | None = None, source: str | None = None) -> ImageBank:
     """Encode image feature rows (N, dim_image) once into an :class:`ImageBank` with one id per row."""
-    from vsekit.evaluate import encode_images
+    from vsekit.model import encode_images
 
     n = len(features)
     if n == 0:
@@ -524,7 +524,7 @@ def embed_text(model: JointModel, text: str | Sequence[str]) -> np.ndarray:
 
     Raises :class:`~vsekit.errors.DataError` for an empty text or one with no known word (:func:`check_query_text`).
     """
-    from vsekit.evaluate import encode_sentences
+    from vsekit.model import encode_sentences
 
     check_query_text(model, text)
     return encode_sentences(model, [text])[0]
@@ -532,7 +532,7 @@ def embed_text(model: JointModel, text: str | Sequence[str]) -> np.ndarray:
 
 def embed_features(model: JointModel, features: np.ndarray | torch.Tensor) -> np.ndarray:
     """The unit-norm embedding (dim,) of one image feature row (dim_image,)."""
-    from vsekit.evaluate import encode_images
+    from vsekit.model import encode_images
 
     f = np.asarray(features, dtype=np.float32)
     return encode_images(model, f.reshape(1, -1))[0]
@@ -546,7 +546,7 @@ def arithmetic(model: JointModel, image_vec: np.ndarray | torch.Tensor, minus: S
     :func:`vsekit.encode_images`; each word (or phrase) is embedded as a
     one-word caption. Returns a unit-norm (dim,) float32 vector.
     """
-    from vsekit.evaluate import encode_sentences
+    from vsekit.model import encode_sentences
 
     v = np.asarray(image_vec.detach().cpu() if torch.is_tensor(image_vec) else image_vec, dtype=np.float32).copy()
     if v.shape != (model.dim,):
@@ -631,7 +631,7 @@ def load_model(ref: str | Path | None = None) -> tuple[JointModel, ModelRef, dic
 
     where = resolve_model(ref)
     model, meta, _ = checkpoint.load(where.path)
-    model.weights_sha256 = meta["weights_sha256"]
+    model.set_origin(weights_sha256=meta["weights_sha256"])
     return model, where, meta
 
 

@@ -151,7 +151,7 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
     from vsekit import retrieval
     from vsekit.data.vocab import UNK
     from vsekit.errors import VsekitError
-    from vsekit.evaluate import encode_images, encode_sentences
+    from vsekit.model import encode_images, encode_sentences
     from vsekit.io import atomic_write
 
     if (captions_file is None) == (features_file is None):
