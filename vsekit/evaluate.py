@@ -7,7 +7,7 @@ with a ``DeprecationWarning``); ``evalrank`` is :func:`vsekit.api.evalrank`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
