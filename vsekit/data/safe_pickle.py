@@ -14,7 +14,7 @@ file size, opcode count, object count, nesting depth, integer size and dict
 key types are bounded (``MAX_PICKLE_*``). Python 2 byte strings are decoded
 as UTF-8, or Latin-1 where that fails.
 
-Why the opcode table rather than a ``pickle.Unpickler`` subclass whose
+Why the opcode table rather than a subclass of the C ``Unpickler`` whose
 ``find_class`` allows only OrderedDict: that subclass would still run every
 opcode of the C unpickler (``BUILD``, ``NEWOBJ``, ``REDUCE`` of the real class
 with any arguments), could not count work, and would depend on ``find_class``
