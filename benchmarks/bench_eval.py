@@ -1,4 +1,4 @@
-"""Benchmark retrieval evaluation: vsekit.metrics_core.recall vs a reference loop.
+"""Benchmark retrieval evaluation: vsekit.metrics.recall vs a reference loop.
 
 Usage (from the repository root)::
 
@@ -94,7 +94,7 @@ def baseline_recall(img: Any, cap: Any, cap2img: Any) -> dict[str, float]:
     """Reference-style evaluation: one full argsort per query, in float64."""
     import numpy as np
 
-    from vsekit.metrics_core import recall_summary
+    from vsekit.metrics import recall_summary
 
     img64, cap64 = img.astype(np.float64), cap.astype(np.float64)
     gt_caps = [np.flatnonzero(cap2img == i) for i in range(len(img64))]
@@ -125,7 +125,7 @@ def run_case(name: str, threads: int, repeats: int, chunk_size: int) -> dict[str
     import numpy as np  # noqa: F401  (counted in the import baseline)
     import torch
 
-    from vsekit.metrics_core import recall
+    from vsekit.metrics import recall
 
     torch.set_num_threads(threads)
     rss_import = max_rss_mb()

@@ -37,7 +37,7 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("old_metrics_core", a.old)
     old = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(old)
-    from vsekit import metrics_core as new
+    from vsekit import metrics as new
 
     rng = np.random.default_rng(0)
     cases = []

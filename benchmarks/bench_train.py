@@ -179,7 +179,7 @@ def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Ca
     and the list the losses go to."""
     import torch
 
-    from vsekit.data.batching import TextBatch
+    from vsekit.text.batch import TextBatch
     from vsekit.losses import ContrastiveLoss
     from vsekit.trainer import train_step
 

@@ -52,7 +52,7 @@ from conftest import SHARED, tiny_spec_text
 import vsekit
 from vsekit import distributed, testing, trainer
 from vsekit.evaluate import evaluate_split
-from vsekit.metrics_core import chance_rsum
+from vsekit.metrics import chance_rsum
 from vsekit.spec import Spec
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "thresholds.json"

@@ -15,7 +15,8 @@ import torch
 import vsekit
 from vsekit import checkpoint
 from vsekit.errors import CheckpointError
-from vsekit.evaluate import encode_images, encode_sentences, evaluate_split
+from vsekit.model import encode_images, encode_sentences
+from vsekit.evaluate import evaluate_split
 from vsekit.io import sha256_file
 from vsekit.spec import load as load_spec
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from vsekit.data.batching import collate
 from vsekit.data.vocab import UNK, Vocab
-from vsekit.evaluate import encode_images, encode_sentences
+from vsekit.model import encode_images, encode_sentences
 from vsekit.image.linear import LinearImageEncoder
 from vsekit.model import JointModel
 from vsekit.text.bow import BoWEncoder
@@ -264,7 +264,7 @@ def test_forward_embeddings_normalized():
     model = joint_model()
     tokens, lens = padded_batch([3, 2], seed=4)
     tokens = tokens.clamp(max=len(model.vocab) - 1)
-    from vsekit.data.batching import TextBatch
+    from vsekit.text.batch import TextBatch
 
     im, s = model(TextBatch(tokens, lens), torch.randn(2, 12))
     torch.testing.assert_close(im.norm(dim=1), torch.ones(2))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vsekit import checkpoint
-from vsekit.evaluate import encode_sentences
+from vsekit.model import encode_sentences
 from vsekit.spec import build_component
 from vsekit.text._gru_fused import gru_layer, packing
 from vsekit.text.gru import GRUEncoder

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from vsekit.api import load_model
-from vsekit.evaluate import encode_images, encode_sentences
-from vsekit.metrics_core import input_warnings
+from vsekit.model import encode_images, encode_sentences
+from vsekit.metrics import input_warnings
 
 from conftest import mini_slice, tiny_spec_text
 from test_cli import assert_user_error, invoke

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 import vsekit
 from vsekit import legacy
+from vsekit.data import safe_pickle
 from vsekit.errors import CheckpointError, VsekitError
 
 
@@ -114,7 +115,7 @@ def test_reads_plain_data_in_every_old_protocol(tmp_path):
     for protocol in (0, 1, 2):
         p = tmp_path / f"p{protocol}.pkl"
         p.write_bytes(pickle.dumps(data, protocol=protocol))
-        assert legacy.read_pickle(p) == data
+        assert safe_pickle.read_pickle(p) == data
 
 
 def test_reads_python2_byte_string_pickles(tmp_path):
@@ -127,9 +128,9 @@ def test_reads_python2_byte_string_pickles(tmp_path):
     p0 = b"(dp0\nS'<eos>'\np1\nI0\nsS'UNK'\np2\nI1\nsS'caf\\xc3\\xa9'\np3\nI2\nsI01\nI3\ns."
     (tmp_path / "o.pkl").write_bytes(p2)
     (tmp_path / "d.pkl").write_bytes(p0)
-    assert legacy.read_pickle(tmp_path / "o.pkl") == {"dim": 2, "dim_word": 2, "dim_image": 3, "encoder": "gru",
+    assert safe_pickle.read_pickle(tmp_path / "o.pkl") == {"dim": 2, "dim_word": 2, "dim_image": 3, "encoder": "gru",
                                                       "n_words": 4, "margin": 0.2, "reload_": False}
-    assert legacy.read_pickle(tmp_path / "d.pkl") == {"<eos>": 0, "UNK": 1, "café": 2, True: 3}
+    assert safe_pickle.read_pickle(tmp_path / "d.pkl") == {"<eos>": 0, "UNK": 1, "café": 2, True: 3}
 
 
 class _System:
@@ -173,7 +174,7 @@ def test_refuses_pickles_that_would_run_code(tmp_path, kind):
     path = tmp_path / f"{kind}.pkl"
     path.write_bytes(_malicious(marker)[kind])
     with pytest.raises(CheckpointError) as err:
-        legacy.read_pickle(path)
+        safe_pickle.read_pickle(path)
     assert str(path) in str(err.value) and "refused" in str(err.value)
     assert not marker.exists()
 
@@ -193,9 +194,9 @@ def test_damaged_pickle_is_a_checkpoint_error(tmp_path):
     p = tmp_path / "bad.pkl"
     p.write_bytes(b"\x80\x02}q\x00(U\x03di")
     with pytest.raises(CheckpointError, match="not a readable pickle"):
-        legacy.read_pickle(p)
+        safe_pickle.read_pickle(p)
     with pytest.raises(CheckpointError, match="no such file"):
-        legacy.read_pickle(tmp_path / "absent.pkl")
+        safe_pickle.read_pickle(tmp_path / "absent.pkl")
 
 
 # --------------------------------------------------------------------------
@@ -389,10 +390,10 @@ def test_export_then_import_gives_identical_embeddings(tmp_path, encoder):
     assert out.name == "again.npz" and out.with_name("again.npz.pkl").is_file()
     for p in legacy.sidecar_paths(out)[1:]:
         assert p.read_bytes()[:2] == b"\x80\x02"  # protocol 2, readable by Python 2
-    opts = legacy.read_pickle(out.with_name("again.npz.pkl"))
+    opts = safe_pickle.read_pickle(out.with_name("again.npz.pkl"))
     assert {k: opts[k] for k in ("dim", "dim_word", "dim_image", "encoder", "n_words")} == \
         {k: options[k] for k in ("dim", "dim_word", "dim_image", "encoder", "n_words")}
-    assert legacy.read_pickle(out.with_name("again.npz.dictionary.pkl")) == worddict
+    assert safe_pickle.read_pickle(out.with_name("again.npz.dictionary.pkl")) == worddict
     with np.load(out) as z:
         for k, v in P.items():
             np.testing.assert_array_equal(z[k], v)
@@ -500,7 +501,7 @@ def test_reads_a_python2_ordered_dict(tmp_path, kind):
 
     path = tmp_path / "d.pkl"
     path.write_bytes(PY2_ORDERED_DICT[kind])
-    got = legacy.read_pickle(path)
+    got = safe_pickle.read_pickle(path)
     assert type(got) is collections.OrderedDict and list(got.items()) == OD_PAIRS
     assert all(type(k) is str for k in got)
 
@@ -510,10 +511,10 @@ def test_reads_an_empty_ordered_dict_and_python3_ones(tmp_path):
 
     path = tmp_path / "d.pkl"
     path.write_bytes(b"ccollections\nOrderedDict\np0\n((ltp1\nRp2\n.")  # Python 2.7, OrderedDict(), protocol 0
-    assert legacy.read_pickle(path) == collections.OrderedDict()
+    assert safe_pickle.read_pickle(path) == collections.OrderedDict()
     for protocol in range(6):  # Python 3 writes OrderedDict() then SETITEMS
         path.write_bytes(pickle.dumps(collections.OrderedDict(OD_PAIRS), protocol=protocol))
-        got = legacy.read_pickle(path)
+        got = safe_pickle.read_pickle(path)
         assert type(got) is collections.OrderedDict and list(got.items()) == OD_PAIRS, protocol
 
 
@@ -521,7 +522,7 @@ def test_reads_an_empty_ordered_dict_and_python3_ones(tmp_path):
 def test_reads_python2_options(tmp_path, protocol):
     path = tmp_path / "o.pkl"
     path.write_bytes(PY2_OPTIONS[protocol])
-    got = legacy.read_pickle(path)
+    got = safe_pickle.read_pickle(path)
     assert got == PY2_OPTIONS_VALUE
     assert [type(got[k]) for k in ("reload_", "n_words", "saveto", "shape")] == [bool, int, type(None), tuple]
 
@@ -590,7 +591,7 @@ def test_refuses_hostile_pickles_with_one_line(tmp_path, kind, monkeypatch):
     path = tmp_path / f"{kind}.pkl"
     path.write_bytes(data)
     with pytest.raises(CheckpointError) as err:
-        legacy.read_pickle(path)
+        safe_pickle.read_pickle(path)
     msg = str(err.value)
     assert msg.startswith(f"{path}: refused: ") and names in msg, msg
     assert "\n" not in msg and not calls and not (tmp_path / "pwned").exists()
@@ -606,30 +607,30 @@ def test_the_work_a_pickle_may_take_is_bounded(tmp_path, monkeypatch):
     for name, data in (("blowup", blowup), ("amplify", amplify), ("big", big)):
         (tmp_path / f"{name}.pkl").write_bytes(data)
     # each is read within generous limits ... (the blow-up is not: 2**31 objects)
-    monkeypatch.setattr(legacy, "MAX_PICKLE_OBJECTS", 100_000)
-    legacy.read_pickle(tmp_path / "amplify.pkl")
-    assert legacy.read_pickle(tmp_path / "big.pkl") == list(range(300))
+    monkeypatch.setattr(safe_pickle, "MAX_PICKLE_OBJECTS", 100_000)
+    safe_pickle.read_pickle(tmp_path / "amplify.pkl")
+    assert safe_pickle.read_pickle(tmp_path / "big.pkl") == list(range(300))
     with pytest.raises(CheckpointError, match=r"blowup.pkl: refused: more than 100000 objects"):
-        legacy.read_pickle(tmp_path / "blowup.pkl")
+        safe_pickle.read_pickle(tmp_path / "blowup.pkl")
     # ... and each limit bites
-    monkeypatch.setattr(legacy, "MAX_PICKLE_OPCODES", 5000)
+    monkeypatch.setattr(safe_pickle, "MAX_PICKLE_OPCODES", 5000)
     with pytest.raises(CheckpointError, match=r"amplify.pkl: refused: more than 5000 opcodes and pairs"):
-        legacy.read_pickle(tmp_path / "amplify.pkl")
-    monkeypatch.setattr(legacy, "MAX_PICKLE_BYTES", len(big) - 1)
+        safe_pickle.read_pickle(tmp_path / "amplify.pkl")
+    monkeypatch.setattr(safe_pickle, "MAX_PICKLE_BYTES", len(big) - 1)
     with pytest.raises(CheckpointError, match=rf"big.pkl: refused: the pickle is {len(big)} bytes, more than"):
-        legacy.read_pickle(tmp_path / "big.pkl")
+        safe_pickle.read_pickle(tmp_path / "big.pkl")
 
 
 def test_the_real_limits_stop_a_blowup_quickly(tmp_path):
     import time
 
-    assert (legacy.MAX_PICKLE_BYTES, legacy.MAX_PICKLE_OPCODES, legacy.MAX_PICKLE_OBJECTS,
-            legacy.MAX_PICKLE_DEPTH) == (64 * 2**20, 2_000_000, 1_000_000, 100)
+    assert (safe_pickle.MAX_PICKLE_BYTES, safe_pickle.MAX_PICKLE_OPCODES, safe_pickle.MAX_PICKLE_OBJECTS,
+            safe_pickle.MAX_PICKLE_DEPTH) == (64 * 2**20, 2_000_000, 1_000_000, 100)
     path = tmp_path / "blowup.pkl"
     path.write_bytes(b"\x80\x02]" + b"q\x000](h\x00h\x00e" * 60 + b".")  # 2**61 objects as a tree
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match="more than 1000000 objects"):
-        legacy.read_pickle(path)
+        safe_pickle.read_pickle(path)
     assert time.perf_counter() - start < 30
 
 
@@ -652,7 +653,7 @@ def test_damaged_pickles_give_one_checkpoint_error_line(tmp_path):
                 data.insert(j, rng.choice(b"()]}laspRcqhgIKSVUtu.0N\x85\n"))
         path.write_bytes(bytes(data))
         try:
-            legacy.read_pickle(path)
+            safe_pickle.read_pickle(path)
             outcomes.add("read")
         except CheckpointError as exc:
             assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc), str(exc)

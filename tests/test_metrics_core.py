@@ -1,4 +1,4 @@
-"""Tests for vsekit.metrics_core: ranks, summaries, folds and chance level."""
+"""Tests for vsekit.metrics: ranks, summaries, folds and chance level."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vsekit.metrics_core import (
+from vsekit.metrics import (
     chance_rsum,
     ranks_both,
     ranks_i2t,

@@ -40,7 +40,7 @@ def test_the_root_and_the_cli_do_not_import_torch(code):
 
 def test_a_submodule_is_reached_from_the_root_as_before():
     assert fresh("import vsekit; print(vsekit.retrieval.load_bank.__module__, vsekit.train.__module__)") == \
-        "vsekit.retrieval vsekit.api"
+        "vsekit.retrieval.banks vsekit.api"
 
 
 @pytest.mark.parametrize("old, new", [("vsekit.extract_cli", "vsekit.cli.extract"),

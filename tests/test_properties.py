@@ -23,8 +23,8 @@ from vsekit import spec as spec_mod
 from vsekit.data.batching import CaptionStore
 from vsekit.data.tokenize import tokenize
 from vsekit.data.vocab import UNK, Vocab, encode_all
-from vsekit.evaluate import encode_images, encode_sentences
-from vsekit.metrics_core import recall
+from vsekit.model import encode_images, encode_sentences
+from vsekit.metrics import recall
 from vsekit.model import JointModel
 from vsekit.trainer import _load_optimizer_state, _optimizer_state
 

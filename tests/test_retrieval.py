@@ -18,7 +18,7 @@ from vsekit import checkpoint, retrieval, testing
 from vsekit.cli import cli
 from vsekit.data.vocab import Vocab
 from vsekit.errors import DataError, VsekitError
-from vsekit.evaluate import encode_images, encode_sentences
+from vsekit.model import encode_images, encode_sentences
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.image.linear import LinearImageEncoder
 from vsekit.model import JointModel

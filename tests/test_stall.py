@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vsekit.metrics_core import chance_rsum
+from vsekit.metrics import chance_rsum
 from vsekit.trainer import Progress, stall_reasons
 
 from conftest import REPO, tiny_spec_text

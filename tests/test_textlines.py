@@ -24,7 +24,7 @@ from vsekit import io, retrieval, testing
 from vsekit.cli import cli
 from vsekit.data.readers import Flickr8kReader, PrecompReader
 from vsekit.errors import DataError
-from vsekit.evaluate import encode_sentences
+from vsekit.model import encode_sentences
 from vsekit.image.precomputed import PrecomputedFeatures
 from vsekit.retrieval_cli import add_commands
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from vsekit.metrics_core import chance_rsum
+from vsekit.metrics import chance_rsum
 
 from conftest import REPO, SHARED, measured_thresholds, threshold
 

@@ -24,7 +24,8 @@ from vsekit import checkpoint, distributed, retrieval, trainer
 from vsekit import spec as spec_mod
 from vsekit.data.tokenize import TOKENIZERS, get_tokenizer
 from vsekit.errors import CheckpointError, SpecError
-from vsekit.evaluate import _token_budget_batches, encode_sentences, evaluate_split
+from vsekit.model import encode_sentences, token_budget_batches
+from vsekit.evaluate import evaluate_split
 
 # cased, punctuated raw text: where the tokenizers differ
 CAPTIONS = [
@@ -158,7 +159,7 @@ def test_one_tokenizer_on_every_path(tmp_path, reader, named, used):
     order = np.argsort(-lengths, kind="stable")
     by_train = np.zeros((len(texts), model.dim), np.float32)
     with torch.no_grad():
-        for idx in _token_budget_batches(lengths[order], order, 512):
+        for idx in token_budget_batches(lengths[order], order, 512):
             by_train[idx] = model.encode_text(store.batch(idx)).numpy()
     cap = Capture()
     evaluate_split(loaded, run_data.test, metric=cap)

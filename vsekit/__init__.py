@@ -26,17 +26,17 @@ from vsekit._version import __version__
 
 #: public name -> the module that defines it (the one place to update when a name moves)
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(["eval_checkpoint", "load_model", "load_spec", "train"], "vsekit.api"),
-    **dict.fromkeys(["FieldError", "component_field", "in_range", "non_negative", "one_of", "path_field",
-                     "positive"], "vsekit.config"),
+    **dict.fromkeys(["eval_checkpoint", "evalrank", "load_model", "load_spec", "train"], "vsekit.api"),
+    **dict.fromkeys(["FieldError", "check", "component_field", "in_range", "non_negative", "one_of", "path_field",
+                     "positive", "resolve_path", "resolve_paths"], "vsekit.config"),
     **dict.fromkeys(["DatasetReader", "Split"], "vsekit.data.readers"),
     **dict.fromkeys(["DataError", "SpecError", "VsekitError"], "vsekit.errors"),
-    **dict.fromkeys(["encode_images", "encode_sentences", "evalrank", "format_table"], "vsekit.evaluate"),
+    "format_table": "vsekit.evaluate",
     "hookimpl": "vsekit.hookspecs",
     **dict.fromkeys(["Extracted", "ImageEncoder", "ImageFeatureExtractor"], "vsekit.image.base"),
     "Loss": "vsekit.losses",
     "Metric": "vsekit.metrics",
-    "JointModel": "vsekit.model",
+    **dict.fromkeys(["JointModel", "encode_images", "encode_sentences"], "vsekit.model"),
     "register": "vsekit.registry",
     **dict.fromkeys(["CaptionBank", "ImageBank", "Retriever", "arithmetic", "build_caption_bank",
                      "build_image_bank", "load_bank", "retrieve"], "vsekit.retrieval"),
@@ -46,10 +46,10 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "CaptionBank", "DataError", "DatasetReader", "Extracted", "FieldError", "ImageBank", "ImageEncoder",
     "ImageFeatureExtractor", "JointModel", "Loss", "Metric", "Retriever", "SentenceEncoder", "SpecError", "Split",
-    "VsekitError", "__version__", "arithmetic", "build_caption_bank", "build_image_bank", "component_field",
+    "VsekitError", "__version__", "arithmetic", "build_caption_bank", "build_image_bank", "check", "component_field",
     "encode_images", "encode_sentences", "eval_checkpoint", "evalrank", "format_table", "hookimpl", "in_range",
     "load_bank", "load_model", "load_spec", "non_negative", "one_of", "path_field", "positive", "register",
-    "retrieve", "train",
+    "resolve_path", "resolve_paths", "retrieve", "train",
 ]
 
 

@@ -1,4 +1,4 @@
-"""The Python API behind the CLI: train, load a model, resolve data."""
+"""The Python API behind the CLI: train, load a model, resolve data, evaluate."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def resolve_split(model: JointModel, data: Any, split: str) -> Split:
     if isinstance(data, DatasetReader):
         return data.read(split)
     if isinstance(data, str) and not data.endswith(".toml"):
-        from vsekit.presets import resolve_preset
+        from vsekit.data.presets import resolve_preset
 
         reader = resolve_preset(data)
         if reader is not None:
@@ -73,7 +73,27 @@ def resolve_split(model: JointModel, data: Any, split: str) -> Split:
     raise DataError(f"evalrank: cannot read data from {data!r}")
 
 
-def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, folds: int | None = None,
+def evalrank(model: JointModel | str, data: Any = None, split: str = "test", folds: int | None = None, *,
+             verbose: bool = True, print_table: bool = True, ties: str = "pessimistic") -> dict[str, Any]:
+    """Evaluate ``model`` (or a checkpoint path) on ``split`` of ``data`` and print the reference's lines.
+
+    ``data`` is a :class:`Split`, a dataset reader, or a spec file path (its
+    ``[data]`` section is used); by default the data of the model's own spec.
+    Returns what :func:`~vsekit.evaluate.evaluate_split` returns (R@K in %, 1-based ranks, protocol, warnings).
+    Raises :class:`~vsekit.errors.VsekitError` subclasses for an unreadable model or data, or a bad protocol.
+    """
+    from vsekit.evaluate import evaluate_split, reference_lines
+
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = load_model(model)
+    split_data = resolve_split(model, data, split)
+    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties)
+    if print_table:
+        print(reference_lines(metrics))
+    return metrics
+
+
+def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, folds: int | None = None, *,
                     verbose: bool = True, ties: str = "pessimistic",
                     log_warnings: bool = True) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on ``split`` of its own spec's data (or ``data``); returns (metrics, checkpoint json).

@@ -210,5 +210,5 @@ def load(path: str | Path, map_location: str = "cpu") -> tuple[JointModel, dict[
             f"unexpected {result.unexpected_keys[:3]}"
         )
     model.eval()
-    model.spec = meta["spec"]
+    model.set_origin(spec=meta["spec"])
     return model, meta, rest

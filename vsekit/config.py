@@ -13,10 +13,31 @@ from typing import Any
 
 import attrs
 
-__all__ = ["EMBEDDED_PREFIX", "FieldError", "check", "component_field", "in_range", "non_negative", "one_of", "path_field",
+__all__ = ["EMBEDDED_PREFIX", "EMBEDDED_ROOT", "embedded_path", "FieldError", "check", "component_field", "in_range", "non_negative", "one_of", "path_field",
            "positive", "resolve_path", "resolve_paths"]
 
 EMBEDDED_PREFIX = "vsekit:"
+#: The folder of the datasets packaged with vsekit (``vsekit:NAME`` names ``EMBEDDED_ROOT / NAME``).
+EMBEDDED_ROOT = Path(__file__).resolve().parent / "datasets"
+
+
+def embedded_path(value: str) -> Path:
+    """Resolve ``vsekit:NAME`` to the packaged dataset folder ``vsekit/datasets/NAME``; other values as paths.
+
+    Raises:
+        DataError: no packaged dataset of that name.
+    """
+    from vsekit.errors import DataError
+
+    if value.startswith(EMBEDDED_PREFIX):
+        name = value[len(EMBEDDED_PREFIX):]
+        path = EMBEDDED_ROOT / name
+        if not path.is_dir():
+            known = sorted(p.name for p in EMBEDDED_ROOT.iterdir() if p.is_dir()) if EMBEDDED_ROOT.is_dir() else []
+            raise DataError(f"no embedded dataset {value!r} — known: {', '.join(EMBEDDED_PREFIX + k for k in known)}")
+        return path
+    return Path(value)
+
 
 # --------------------------------------------------------------------------
 # field helpers for component configs

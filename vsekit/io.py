@@ -1,4 +1,5 @@
-"""Atomic file writes and checksums: nothing vsekit writes is ever half-written."""
+"""Atomic file writes and checksums (nothing vsekit writes is ever half-written), and the readers of line files
+and ``.npy`` feature arrays."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _UMASK = os.umask(0)  # read once, at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
@@ -119,3 +123,26 @@ def split_records(text: str, source: str, what: str = "line", *, allow_empty_fil
             raise DataError(f"{source}: line {i + 1}: empty {what} (every line up to the last must hold one, so that "
                             f"rows line up with lines)")
     return records
+
+
+def load_feature_rows(path: Path) -> "np.ndarray":
+    """The ``(rows, dim)`` floating-point array in the ``.npy`` file ``path`` (dtype as stored, no pickles).
+
+    Raises:
+        DataError: no such file, not a readable ``.npy`` array, not 2-D, or not floating point.
+    """
+    import numpy as np
+
+    from vsekit.errors import DataError
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy array: {exc}") from None
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D (rows, dim) feature array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: expected floating-point features, got dtype {arr.dtype}")
+    return arr

@@ -3,32 +3,12 @@
 A reference model saved as ``PATH.npz`` is three files:
 
 - ``PATH.npz``: a numpy ``savez`` archive of the parameters, by name;
-- ``PATH.npz.pkl``: a Python 2 pickle of the options dict (``dim``,
-  ``dim_word``, ``dim_image``, ``encoder``, ``n_words``, ``margin``, ...);
-- ``PATH.npz.dictionary.pkl``: a Python 2 pickle of the word -> index mapping,
-  a ``collections.OrderedDict`` (protocol 0, as the reference's ``train.py``
-  wrote it with ``pkl.dump``).
+- ``PATH.npz.pkl``: a Python 2 pickle of the options dict (``dim``, ``dim_word``, ``dim_image``, ``encoder``,
+  ``n_words``, ``margin``, ...);
+- ``PATH.npz.dictionary.pkl``: a Python 2 pickle of the word -> index mapping, a ``collections.OrderedDict``
+  (protocol 0, as the reference's ``train.py`` wrote it with ``pkl.dump``).
 
-Pickles are programs. :func:`read_pickle` runs none of them: it reads with
-Python's pure-Python unpickler given an opcode table that holds only the
-opcodes building dicts, lists, tuples, strings, numbers, booleans and
-``None``; any other opcode (``BUILD``, ``INST``, ``OBJ``, ``NEWOBJ``,
-extensions, persistent ids, ...) is refused before it runs. The one
-construction Python 2.7 needs for the dictionary, ``GLOBAL collections
-OrderedDict`` then ``REDUCE`` of a list of ``[key, value]`` pairs, is run by
-vsekit's own code: the global pushes a marker (every other global is
-refused), and REDUCE accepts only that marker and builds the OrderedDict from
-the checked pairs, so nothing the file names is ever imported or called. The
-file size, opcode count, object count, nesting depth, integer size and dict
-key types are bounded (``MAX_PICKLE_*``). Python 2 byte strings are decoded
-as UTF-8, or Latin-1 where that fails.
-
-Why the opcode table rather than a ``pickle.Unpickler`` subclass whose
-``find_class`` allows only OrderedDict: that subclass would still run every
-opcode of the C unpickler (``BUILD``, ``NEWOBJ``, ``REDUCE`` of the real class
-with any arguments), could not count work, and would depend on ``find_class``
-alone; here an opcode that is not listed cannot run at all, the one allowed
-global is never the real object, and every opcode is counted.
+Pickles are programs: :func:`vsekit.data.safe_pickle.read_pickle` reads the two and runs none of them.
 
 Parameter mapping (reference name and shape -> vsekit tensor):
 
@@ -55,23 +35,21 @@ step after each caption, split captions on whitespace and map word indices
 
 from __future__ import annotations
 
-import collections
-import io
 import json
 import logging
 import pickle
-import pickletools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from vsekit.data.presets import PRESETS
+from vsekit.data.safe_pickle import read_pickle
 from vsekit.data.vocab import EOS, SPECIALS, UNK, Vocab
 from vsekit.errors import CheckpointError, SpecError
 from vsekit.model import JointModel
-from vsekit.presets import PRESETS
 from vsekit.reference_options import translate
 
 log = logging.getLogger(__name__)
@@ -86,279 +64,6 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
 GRU_PARAMS = ("encoder_W", "encoder_b", "encoder_U", "encoder_Wx", "encoder_bx", "encoder_Ux")
 _GAP = "<unused {}>"  # vocabulary filler for missing indices; contains a space, so no tokenizer produces it
 _GAP_RE = re.compile(r"<unused \d+>")
-
-
-# --------------------------------------------------------------------------
-# restricted unpickling
-
-#: opcodes that only push or arrange plain data, run as Python's pure-Python unpickler runs them.
-SAFE_OPCODES = frozenset({
-    "PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP",
-    "NONE", "NEWTRUE", "NEWFALSE",
-    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
-    "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
-    "EMPTY_LIST", "APPEND", "APPENDS", "LIST",
-    "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
-    "EMPTY_DICT", "DICT", "SETITEM", "SETITEMS",
-    "PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET", "MEMOIZE",
-})
-#: opcodes run by vsekit's own code: naming a global (answered by a marker, never by the object the file
-#: names) and REDUCE (accepted only on that marker, building an OrderedDict from checked pairs).
-GUARDED_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE"})
-
-#: the only global a pickle may name, and only to call it (REDUCE) with no argument or a list of pairs:
-#: what Python 2.7 writes for ``collections.OrderedDict`` (and Python 3, which then adds SETITEMS).
-ORDERED_DICT_GLOBAL = ("collections", "OrderedDict")
-
-# Limits on the work and memory one pickle may take. A word dictionary of 50K words (more than the
-# reference's COCO vocabulary) is ~2 MB, 0.45M opcodes and 0.1M objects as Python 2 writes it, and reads
-# in about a second.
-#: largest pickle file read, in bytes
-MAX_PICKLE_BYTES = 64 * 2**20
-#: most opcodes run, plus one per pair an OrderedDict is built from (a memoized list may be reused)
-MAX_PICKLE_OPCODES = 2_000_000
-#: most objects (containers, strings, numbers) in the result, a shared one counted at every place it appears
-MAX_PICKLE_OBJECTS = 1_000_000
-#: deepest nesting of containers in the result
-MAX_PICKLE_DEPTH = 100
-#: integers in the result lie in [-MAX_PICKLE_INT, MAX_PICKLE_INT)
-MAX_PICKLE_INT = 2**63
-#: memo indices (PUT) lie below this, as the binary opcodes' do
-MAX_MEMO_INDEX = 2**32
-#: integer dictionary keys lie within +-this: Python hashes them to themselves, so keys cannot be chosen to
-#: collide (floats, tuples and larger ints can be, making each insertion scan all the others)
-_MAX_INT_KEY = 2**60
-
-
-class _Refused(Exception):
-    pass
-
-
-class _OrderedDictMarker:
-    """What ``GLOBAL collections OrderedDict`` pushes: a marker, not the class; only REDUCE accepts it."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<collections.OrderedDict, not called>"
-
-
-_ORDERED_DICT = _OrderedDictMarker()
-
-
-def _show(text: str, limit: int = 80) -> str:
-    """``text`` as it may appear in a one-line message (non-printable characters escaped, cut at ``limit``)."""
-    cut = text[:limit] + ("..." if len(text) > limit else "")
-    return cut if cut.isprintable() else ascii(cut)
-
-
-def _check_key(key: Any) -> None:
-    if isinstance(key, (str, bytes)) or key is None:
-        return
-    if isinstance(key, int) and -_MAX_INT_KEY <= key <= _MAX_INT_KEY:
-        return
-    raise _Refused(f"a dict key of type {type(key).__name__} (keys are strings, None or small integers)")
-
-
-class _RefusingDispatch(dict):
-    """The unpickler's opcode table; a missing opcode is refused instead of run."""
-
-    def __missing__(self, code: int) -> Any:
-        op = pickletools.code2op.get(chr(code))
-        raise _Refused(f"opcode {op.name}" if op else f"unknown opcode byte 0x{code:02x}")
-
-
-def _counted(fn: Any) -> Any:
-    def run(self: _DataOnlyUnpickler) -> None:
-        self.charge(1)
-        fn(self)
-
-    return run
-
-
-def _load_put(self: _DataOnlyUnpickler) -> None:
-    line = self.readline()[:-1]
-    if not line.isdigit() or len(line) > 10 or int(line) >= MAX_MEMO_INDEX:
-        raise _Refused(f"opcode PUT with index {_show(line.decode('latin-1'))} (memo indices are below 2**32)")
-    self.memo[int(line)] = self.stack[-1]
-
-
-def _load_dict(self: _DataOnlyUnpickler) -> None:
-    items = self.pop_mark()
-    if len(items) % 2:
-        raise pickle.UnpicklingError("DICT with an odd number of items")
-    for key in items[::2]:
-        _check_key(key)
-    self.append({items[i]: items[i + 1] for i in range(0, len(items), 2)})
-
-
-def _load_setitem(self: _DataOnlyUnpickler) -> None:
-    value, key = self.stack.pop(), self.stack.pop()
-    _check_key(key)
-    self.stack[-1][key] = value
-
-
-def _load_setitems(self: _DataOnlyUnpickler) -> None:
-    items = self.pop_mark()
-    if len(items) % 2:
-        raise pickle.UnpicklingError("SETITEMS with an odd number of items")
-    target = self.stack[-1]
-    for i in range(0, len(items), 2):
-        _check_key(items[i])
-        target[items[i]] = items[i + 1]
-
-
-def _load_reduce(self: _DataOnlyUnpickler) -> None:
-    """REDUCE, accepted only as ``OrderedDict()`` or ``OrderedDict([[key, value], ...])``; nothing is called."""
-    args = self.stack.pop()
-    func = self.stack[-1]
-    if func is not _ORDERED_DICT:
-        raise _Refused(f"opcode REDUCE on a {type(func).__name__} (only collections.OrderedDict is built)")
-    if type(args) is not tuple or len(args) > 1:
-        raise _Refused("opcode REDUCE: collections.OrderedDict with arguments other than one list of pairs")
-    pairs = args[0] if args else []
-    if type(pairs) not in (list, tuple):
-        raise _Refused(f"opcode REDUCE: collections.OrderedDict of a {type(pairs).__name__}, not a list of pairs")
-    self.charge(len(pairs))
-    built: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-    for pair in pairs:
-        if type(pair) not in (list, tuple) or len(pair) != 2:
-            raise _Refused("opcode REDUCE: collections.OrderedDict of something other than [key, value] pairs")
-        _check_key(pair[0])
-        built[pair[0]] = pair[1]
-    self.stack[-1] = built
-
-
-class _DataOnlyUnpickler(pickle._Unpickler):
-    """The pure-Python unpickler with only plain-data opcodes in its table, plus one OrderedDict construction.
-
-    An opcode outside :data:`SAFE_OPCODES` and :data:`GUARDED_OPCODES` is
-    refused before it runs. :meth:`find_class` refuses every global but
-    ``collections.OrderedDict``, for which it returns a marker; REDUCE
-    accepts only that marker and builds the OrderedDict itself, so nothing a
-    file names is ever looked up as code or called. Every opcode is counted
-    against :data:`MAX_PICKLE_OPCODES`.
-    """
-
-    dispatch = _RefusingDispatch({
-        code: _counted(fn) for code, fn in pickle._Unpickler.dispatch.items()
-        if chr(code) in pickletools.code2op
-        and pickletools.code2op[chr(code)].name in SAFE_OPCODES | {"GLOBAL", "STACK_GLOBAL"}
-    })
-    dispatch.update({
-        pickle.PUT[0]: _counted(_load_put), pickle.DICT[0]: _counted(_load_dict),
-        pickle.SETITEM[0]: _counted(_load_setitem), pickle.SETITEMS[0]: _counted(_load_setitems),
-        pickle.REDUCE[0]: _counted(_load_reduce),
-    })
-
-    work = 0
-
-    def charge(self, n: int) -> None:
-        self.work += n
-        if self.work > MAX_PICKLE_OPCODES:
-            raise _Refused(f"more than {MAX_PICKLE_OPCODES} opcodes and pairs")
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ORDERED_DICT_GLOBAL:
-            return _ORDERED_DICT
-        raise _Refused(f"global {_show(module + '.' + name)}")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise _Refused("persistent id")
-
-
-class _Decoder:
-    """Python 2 byte strings -> str (UTF-8, else Latin-1), as a tree of fresh containers, within the limits."""
-
-    def __init__(self) -> None:
-        self.objects = 0
-
-    def __call__(self, obj: Any, depth: int = 0) -> Any:
-        self.objects += 1
-        if self.objects > MAX_PICKLE_OBJECTS:
-            raise _Refused(f"more than {MAX_PICKLE_OBJECTS} objects (shared ones counted at every use)")
-        if depth > MAX_PICKLE_DEPTH:
-            raise _Refused(f"containers nested deeper than {MAX_PICKLE_DEPTH} (or a container holding itself)")
-        if isinstance(obj, bytes):
-            try:
-                return obj.decode("utf-8")
-            except UnicodeDecodeError:
-                return obj.decode("latin-1")
-        if isinstance(obj, bool) or obj is None or isinstance(obj, (str, float)):
-            return obj
-        if isinstance(obj, int):
-            if not -MAX_PICKLE_INT <= obj < MAX_PICKLE_INT:
-                raise _Refused("an integer beyond 64 bits")
-            return obj
-        if isinstance(obj, list):
-            return [self(x, depth + 1) for x in obj]
-        if isinstance(obj, tuple):
-            return tuple(self(x, depth + 1) for x in obj)
-        if isinstance(obj, dict):  # dict or OrderedDict: keep the type and the order
-            out = type(obj)()
-            for k, v in obj.items():
-                key = self(k, depth + 1)
-                if key in out:
-                    raise _Refused(f"the dict key {_show(repr(key))} appears twice (as a byte and a text string)")
-                out[key] = self(v, depth + 1)
-            return out
-        if obj is _ORDERED_DICT:
-            raise _Refused("global collections.OrderedDict left uncalled")
-        raise _Refused(f"an object of type {type(obj).__name__}")  # unreachable: the opcodes build nothing else
-
-
-def read_pickle(path: str | Path) -> Any:
-    """Read a Python 2 or 3 pickle that holds only plain data; refuse anything else.
-
-    Reads protocols 0-5 as far as they use the opcodes of
-    :data:`SAFE_OPCODES` (dicts, lists, tuples, byte and text strings,
-    integers, floats, booleans, ``None``) plus one construction,
-    ``collections.OrderedDict`` of a list of ``[key, value]`` pairs, as
-    Python 2.7 writes it (and Python 3's ``OrderedDict()`` then SETITEMS).
-    Byte strings come back as ``str`` (UTF-8, else Latin-1); an OrderedDict
-    stays one. Dict keys must be strings, ``None`` or integers within
-    ``+-2**60``. The work is bounded by :data:`MAX_PICKLE_BYTES`,
-    :data:`MAX_PICKLE_OPCODES`, :data:`MAX_PICKLE_OBJECTS`,
-    :data:`MAX_PICKLE_DEPTH` and :data:`MAX_PICKLE_INT`.
-
-    Raises :class:`CheckpointError` (one line naming the file and the refused
-    global, opcode or limit) when the file is missing, unreadable, too large,
-    damaged, or would look up or call anything else.
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_PICKLE_BYTES:
-            raise CheckpointError(f"{path}: refused: the pickle is {size} bytes, more than the "
-                                  f"{MAX_PICKLE_BYTES} read (MAX_PICKLE_BYTES)")
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_PICKLE_BYTES + 1)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read: {exc}") from None
-    if len(data) > MAX_PICKLE_BYTES:  # grew after stat, or a special file
-        raise CheckpointError(f"{path}: refused: the pickle is more than {MAX_PICKLE_BYTES} bytes (MAX_PICKLE_BYTES)")
-    try:
-        obj = _DataOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-        return _Decoder()(obj)
-    except _Refused as exc:
-        raise CheckpointError(
-            f"{path}: refused: {exc}; only plain dicts, lists, tuples, strings, numbers, booleans, None and "
-            f"collections.OrderedDict of [key, value] pairs are read, and nothing is called"
-        ) from None
-    except RecursionError:  # not expected: the unpickler is iterative and the decoder stops at MAX_PICKLE_DEPTH
-        raise CheckpointError(f"{path}: refused: the pickle nests too deeply") from None
-    except MemoryError:
-        raise CheckpointError(f"{path}: refused: the pickle needs more memory than is free") from None
-    except Exception as exc:  # only data was being built: any other failure means a damaged file
-        raise CheckpointError(f"{path}: not a readable pickle: {type(exc).__name__}: "
-                              f"{_show(str(exc), 200)}") from None
-
-
-# --------------------------------------------------------------------------
-# the three files
 
 
 def sidecar_paths(path: str | Path) -> tuple[Path, Path, Path]:
@@ -451,17 +156,26 @@ def legacy_spec(options: dict[str, Any], name: str = "reference") -> dict[str, A
     return raw
 
 
-def load_legacy(path: str | Path) -> JointModel:
-    """A :class:`JointModel` from the reference's ``PATH.npz`` and its two pickles."""
-    from vsekit import spec as spec_mod
+class _Shape(NamedTuple):
+    """What the reference's options and parameters say the model is."""
 
+    encoder: str
+    dim: int
+    dim_word: int
+    n_words: int
+    dim_image: int
+
+
+def _sidecars_present(path: str | Path) -> tuple[Path, Path, Path]:
     npz, opt_path, dict_path = sidecar_paths(path)
     for p in (npz, opt_path, dict_path):
         if not p.is_file():
             raise CheckpointError(f"{p}: no such file (a reference model is {npz.name} plus {opt_path.name} "
                                   f"and {dict_path.name} beside it)")
-    options = read_options(opt_path)
-    params = _read_params(npz)
+    return npz, opt_path, dict_path
+
+
+def _shape(options: dict[str, Any], params: dict[str, np.ndarray], npz: Path, opt_path: Path) -> _Shape:
     dim = _int_option(options, "dim", opt_path)
     dim_word = _int_option(options, "dim_word", opt_path)
     n_words = _int_option(options, "n_words", opt_path)
@@ -477,9 +191,12 @@ def load_legacy(path: str | Path) -> JointModel:
         dim_image = _int_option(options, "dim_image", opt_path)
     if encoder == "bow" and dim_word != dim:
         raise CheckpointError(f"{opt_path}: encoder 'bow' needs dim_word == dim, got {dim_word} and {dim}")
-    words = read_dictionary(dict_path, n_words)
+    return _Shape(encoder, dim, dim_word, n_words, dim_image)
 
-    spec_dict = legacy_spec(options, name=npz.name[: -len(".npz")] if npz.name.endswith(".npz") else npz.stem)
+
+def _empty_model(spec_dict: dict[str, Any], words: list[str], shape: _Shape, npz: Path, opt_path: Path) -> JointModel:
+    from vsekit import spec as spec_mod
+
     model_spec = spec_dict["model"]
     try:
         senc = spec_mod.build_component("sentence_encoder", model_spec["sentence_encoder"], "model.sentence_encoder",
@@ -487,35 +204,56 @@ def load_legacy(path: str | Path) -> JointModel:
         ienc = spec_mod.build_component("image_encoder", model_spec["image_encoder"], "model.image_encoder", npz.parent)
     except spec_mod.SpecProblems as exc:
         raise SpecError("\n".join(f"{opt_path}: [{p}] {m}" for p, m in exc.problems)) from None
-    model = JointModel.build(senc, ienc, Vocab(words), dim, dim_image, append_eos=True, n_words=n_words,
-                             tokenizer="split")
+    return JointModel.build(senc, ienc, Vocab(words), shape.dim, shape.dim_image, append_eos=True,
+                            n_words=shape.n_words, tokenizer="split")
 
-    wemb = _expect(params, "Wemb", (n_words, dim_word), npz, "n_words x dim_word")
-    img_w = _expect(params, "ff_image_W", (dim_image, dim), npz, "dim_image x dim")
-    img_b = _expect(params, "ff_image_b", (dim,), npz, "dim")
-    with torch.no_grad():
-        model.sentence_encoder.embed.weight.copy_(wemb)
-        model.image_encoder.fc.weight.copy_(img_w.t())
-        model.image_encoder.fc.bias.copy_(img_b)
-        if encoder == "gru":
-            W = _expect(params, "encoder_W", (dim_word, 2 * dim), npz, "dim_word x 2*dim: [reset | update]")
-            b = _expect(params, "encoder_b", (2 * dim,), npz, "2*dim: [reset | update]")
-            U = _expect(params, "encoder_U", (dim, 2 * dim), npz, "dim x 2*dim: [reset | update]")
-            Wx = _expect(params, "encoder_Wx", (dim_word, dim), npz, "dim_word x dim")
-            bx = _expect(params, "encoder_bx", (dim,), npz, "dim")
-            Ux = _expect(params, "encoder_Ux", (dim, dim), npz, "dim x dim")
-            rnn = model.sentence_encoder.rnn
-            # PyTorch rows: [reset; update(z); new]; reference columns: [reset | update], then Wx.
-            rnn.weight_ih_l0.copy_(torch.cat([W.t(), Wx.t()], dim=0))
-            rnn.bias_ih_l0.copy_(torch.cat([b, bx]))
-            rnn.weight_hh_l0.copy_(torch.cat([U.t(), Ux.t()], dim=0))
-            rnn.bias_hh_l0.zero_()
-    unused = sorted(set(params) - {"Wemb", "ff_image_W", "ff_image_b"} - (set(GRU_PARAMS) if encoder == "gru" else set()))
+
+@torch.no_grad()
+def _copy_params(model: JointModel, params: dict[str, np.ndarray], shape: _Shape, npz: Path) -> None:
+    """The reference's arrays into the model's tensors (the table in the module docstring)."""
+    dim, dim_word = shape.dim, shape.dim_word
+    model.sentence_encoder.embed.weight.copy_(_expect(params, "Wemb", (shape.n_words, dim_word), npz,
+                                                      "n_words x dim_word"))
+    model.image_encoder.fc.weight.copy_(_expect(params, "ff_image_W", (shape.dim_image, dim), npz,
+                                                "dim_image x dim").t())
+    model.image_encoder.fc.bias.copy_(_expect(params, "ff_image_b", (dim,), npz, "dim"))
+    if shape.encoder != "gru":
+        return
+    W = _expect(params, "encoder_W", (dim_word, 2 * dim), npz, "dim_word x 2*dim: [reset | update]")
+    b = _expect(params, "encoder_b", (2 * dim,), npz, "2*dim: [reset | update]")
+    U = _expect(params, "encoder_U", (dim, 2 * dim), npz, "dim x 2*dim: [reset | update]")
+    Wx = _expect(params, "encoder_Wx", (dim_word, dim), npz, "dim_word x dim")
+    bx = _expect(params, "encoder_bx", (dim,), npz, "dim")
+    Ux = _expect(params, "encoder_Ux", (dim, dim), npz, "dim x dim")
+    rnn = model.sentence_encoder.rnn
+    # PyTorch rows: [reset; update(z); new]; reference columns: [reset | update], then Wx.
+    rnn.weight_ih_l0.copy_(torch.cat([W.t(), Wx.t()], dim=0))
+    rnn.bias_ih_l0.copy_(torch.cat([b, bx]))
+    rnn.weight_hh_l0.copy_(torch.cat([U.t(), Ux.t()], dim=0))
+    rnn.bias_hh_l0.zero_()
+
+
+def load_legacy(path: str | Path) -> JointModel:
+    """A :class:`JointModel` (on the CPU, in eval mode) from the reference's ``PATH.npz`` and its two pickles.
+
+    Raises:
+        CheckpointError: a missing, unreadable or refused file, or options and parameters that do not fit.
+        SpecError: options that name no buildable model.
+    """
+    npz, opt_path, dict_path = _sidecars_present(path)
+    options = read_options(opt_path)
+    params = _read_params(npz)
+    shape = _shape(options, params, npz, opt_path)
+    words = read_dictionary(dict_path, shape.n_words)
+    spec_dict = legacy_spec(options, name=npz.name[: -len(".npz")] if npz.name.endswith(".npz") else npz.stem)
+    model = _empty_model(spec_dict, words, shape, npz, opt_path)
+    _copy_params(model, params, shape, npz)
+    used = {"Wemb", "ff_image_W", "ff_image_b"} | (set(GRU_PARAMS) if shape.encoder == "gru" else set())
+    unused = sorted(set(params) - used)
     if unused:
-        log.info("%s: ignored arrays not used by the %s model: %s", npz, encoder, ", ".join(unused))
+        log.info("%s: ignored arrays not used by the %s model: %s", npz, shape.encoder, ", ".join(unused))
     model.eval()
-    model.spec = spec_dict
-    model.reference_options = options
+    model.set_origin(spec=spec_dict, reference_options=options)
     return model
 
 
@@ -533,10 +271,6 @@ def import_legacy(path: str | Path, out_dir: str | Path, force: bool = False) ->
     options = json.loads(json.dumps(model.reference_options, default=repr))
     return checkpoint.save(out_dir, "best", model, model.spec,
                            extra={"imported_from": str(Path(path).resolve()), "reference_options": options})
-
-
-# --------------------------------------------------------------------------
-# export
 
 
 def _reference_options(model: JointModel, encoder: str, dim_word: int, n_words: int, saveto: str) -> dict[str, Any]:
@@ -566,70 +300,90 @@ def _reference_options(model: JointModel, encoder: str, dim_word: int, n_words: 
     return opts
 
 
-def export_legacy(model_or_path: JointModel | str | Path, out_path: str | Path) -> Path:
-    """Write ``OUT.npz``, ``OUT.npz.pkl`` and ``OUT.npz.dictionary.pkl`` in the reference's layout.
+def _model_of(model_or_path: JointModel | str | Path) -> JointModel:
+    """The model itself, or the one at a path: a reference ``.npz`` or a vsekit run folder / checkpoint."""
+    if isinstance(model_or_path, JointModel):
+        return model_or_path
+    if str(model_or_path).endswith(".npz"):
+        return load_legacy(model_or_path)
+    from vsekit import checkpoint
 
-    GRU models export only when the GRU is one layer, one direction and has
-    no recurrent biases (the reference has none); ``bow`` models always do.
-    """
+    return checkpoint.load(model_or_path)[0]
+
+
+def _gru_params(model: JointModel) -> tuple[int, dict[str, np.ndarray]]:
+    """(dim_word, the reference's encoder_* arrays) of a one-layer, one-direction GRU without recurrent biases."""
+    senc = model.sentence_encoder
+    cfg, rnn, d = senc.config, senc.rnn, model.dim
+    if cfg.layers != 1 or cfg.bidirectional:
+        raise CheckpointError(f"cannot export: the reference's GRU has one layer and one direction, this one has "
+                              f"{cfg.layers} layer(s){' and is bidirectional' if cfg.bidirectional else ''}")
+    if rnn.bias_hh_l0.detach().abs().max().item() != 0.0:
+        raise CheckpointError("cannot export: this GRU has non-zero recurrent biases (bias_hh), which the "
+                              "reference cannot represent; only models imported from the reference (or trained "
+                              "with bias_hh fixed at zero) export")
+    w_ih, w_hh = rnn.weight_ih_l0.detach().cpu().float(), rnn.weight_hh_l0.detach().cpu().float()
+    b_ih = rnn.bias_ih_l0.detach().cpu().float()
+    return cfg.dim_word, dict(
+        encoder_W=w_ih[: 2 * d].t().numpy(), encoder_b=b_ih[: 2 * d].numpy(),
+        encoder_U=w_hh[: 2 * d].t().numpy(), encoder_Wx=w_ih[2 * d:].t().numpy(),
+        encoder_bx=b_ih[2 * d:].numpy(), encoder_Ux=w_hh[2 * d:].t().numpy(),
+    )
+
+
+def _reference_params(model: JointModel, n_words: int) -> tuple[str, int, dict[str, np.ndarray]]:
+    """(encoder name, dim_word, every reference array as float32) of a model the reference can represent."""
     from vsekit.image.linear import LinearImageEncoder
-    from vsekit.io import atomic_write, atomic_write_bytes
     from vsekit.text.bow import BoWEncoder
     from vsekit.text.gru import GRUEncoder
 
-    if isinstance(model_or_path, JointModel):
-        model = model_or_path
-    else:
-        from vsekit.api import load_model
-
-        model = load_model(model_or_path)
-    out = Path(out_path)
-    if out.suffix != ".npz":
-        raise CheckpointError(f"{out}: the reference's model files are named PATH.npz; give a path ending in .npz")
     senc, ienc = model.sentence_encoder, model.image_encoder
     if type(ienc) is not LinearImageEncoder:
         raise CheckpointError(f"cannot export: the reference has only the linear image encoder, this model has "
                               f"{type(ienc).__name__}")
     emb = senc.embed.weight.detach().cpu().float() if hasattr(senc, "embed") else None
-    n_words = min(len(model.vocab), model.n_words or len(model.vocab))
     params: dict[str, np.ndarray] = {}
     if type(senc) is GRUEncoder:
-        cfg, rnn, d = senc.config, senc.rnn, model.dim
-        if cfg.layers != 1 or cfg.bidirectional:
-            raise CheckpointError(f"cannot export: the reference's GRU has one layer and one direction, this one has "
-                                  f"{cfg.layers} layer(s){' and is bidirectional' if cfg.bidirectional else ''}")
-        if rnn.bias_hh_l0.detach().abs().max().item() != 0.0:
-            raise CheckpointError("cannot export: this GRU has non-zero recurrent biases (bias_hh), which the "
-                                  "reference cannot represent; only models imported from the reference (or trained "
-                                  "with bias_hh fixed at zero) export")
-        w_ih, w_hh = rnn.weight_ih_l0.detach().cpu().float(), rnn.weight_hh_l0.detach().cpu().float()
-        b_ih = rnn.bias_ih_l0.detach().cpu().float()
-        encoder, dim_word = "gru", cfg.dim_word
-        params.update(
-            encoder_W=w_ih[: 2 * d].t().numpy(), encoder_b=b_ih[: 2 * d].numpy(),
-            encoder_U=w_hh[: 2 * d].t().numpy(), encoder_Wx=w_ih[2 * d:].t().numpy(),
-            encoder_bx=b_ih[2 * d:].numpy(), encoder_Ux=w_hh[2 * d:].t().numpy(),
-        )
+        dim_word, gru = _gru_params(model)
+        encoder = "gru"
+        params.update(gru)
     elif type(senc) is BoWEncoder:
         encoder, dim_word = "bow", model.dim
     else:
         raise CheckpointError(f"cannot export: the reference has the gru and bow sentence encoders, this model has "
                               f"{type(senc).__name__}")
+    params["Wemb"] = emb[:n_words].numpy()
+    params["ff_image_W"] = ienc.fc.weight.detach().cpu().float().t().numpy()
+    params["ff_image_b"] = ienc.fc.bias.detach().cpu().float().numpy()
+    return encoder, dim_word, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}
+
+
+def export_legacy(model_or_path: JointModel | str | Path, out_path: str | Path) -> Path:
+    """Write ``OUT.npz``, ``OUT.npz.pkl`` and ``OUT.npz.dictionary.pkl`` in the reference's layout; returns ``OUT.npz``.
+
+    ``model_or_path``: a model, or the path of a run folder, checkpoint or reference ``.npz``.
+    GRU models export only when the GRU is one layer, one direction and has
+    no recurrent biases (the reference has none); ``bow`` models always do.
+
+    Raises:
+        CheckpointError: ``out_path`` does not end in ``.npz``, or the reference cannot represent the model.
+    """
+    from vsekit.io import atomic_write, atomic_write_bytes
+
+    model = _model_of(model_or_path)
+    out = Path(out_path)
+    if out.suffix != ".npz":
+        raise CheckpointError(f"{out}: the reference's model files are named PATH.npz; give a path ending in .npz")
+    n_words = min(len(model.vocab), model.n_words or len(model.vocab))
+    encoder, dim_word, params = _reference_params(model, n_words)
     if not model.append_eos or model.tokenizer != "split":
         log.warning("exporting a model trained without the reference's encode-time conventions (an <eos> step after "
                     "each caption, whitespace tokenization): the reference code will encode captions differently")
-    params["Wemb"] = emb[:n_words].numpy()
-    fc = ienc.fc
-    params["ff_image_W"] = fc.weight.detach().cpu().float().t().numpy()
-    params["ff_image_b"] = fc.bias.detach().cpu().float().numpy()
-    params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}
-
     worddict = {"<eos>": EOS, "UNK": UNK}
     for i, w in enumerate(model.vocab.words[:n_words]):
         if i >= len(SPECIALS) and not _GAP_RE.fullmatch(w):
             worddict[w] = i
     options = _reference_options(model, encoder, dim_word, n_words, str(out))
-
     npz, opt_path, dict_path = sidecar_paths(out)
 
     def write_npz(tmp: str) -> None:

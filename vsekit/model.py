@@ -1,4 +1,5 @@
-"""The joint model: a sentence encoder and an image encoder meeting in one unit-norm space."""
+"""The joint model (a sentence encoder and an image encoder meeting in one unit-norm space), and
+:func:`encode_sentences` / :func:`encode_images`, which turn captions and feature rows into its embeddings."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
-from vsekit.data.batching import TextBatch
+from vsekit.data.batching import collate
 from vsekit.data.tokenize import DEFAULT, get_tokenizer, tokenize_all
 from vsekit.data.vocab import Vocab, encode_all
+from vsekit.errors import DataError
 from vsekit.spec import Component
+from vsekit.text.batch import TextBatch
+
+__all__ = ["JointModel", "encode_images", "encode_sentences", "token_budget_batches"]
 
 
 def _normalize(x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
@@ -35,7 +41,20 @@ class JointModel(nn.Module):
     ``tokenizer`` names the entry of :data:`vsekit.data.tokenize.TOKENIZERS`
     that turns text into tokens on every path (:meth:`tokens`); an unknown
     name raises :class:`~vsekit.errors.SpecError`.
+
+    Attributes it carries beyond its modules (set by whoever loads or builds it, through :meth:`set_origin`):
+
+    * ``spec``: the spec (a plain dict, as in the checkpoint's record) the model was trained or imported
+      from, or None; ``vsekit.evalrank`` reads its data from it when given none.
+    * ``weights_sha256``: the sha256 (hex) of the weights file it was loaded from, or None; retrieval banks
+      record it to tell which weights made them.
+    * ``reference_options``: for a model imported from the reference's ``.npz``, the options its ``.pkl``
+      held (a dict), else None.
     """
+
+    spec: dict[str, Any] | None
+    weights_sha256: str | None
+    reference_options: dict[str, Any] | None
 
     def __init__(self, sentence_encoder: nn.Module, image_encoder: nn.Module, vocab: Vocab,
                  *, append_eos: bool = False, n_words: int | None = None, tokenizer: str = DEFAULT) -> None:
@@ -47,6 +66,22 @@ class JointModel(nn.Module):
         self.n_words = n_words
         get_tokenizer(tokenizer)  # refuse an unknown name now, not at the first caption
         self.tokenizer = tokenizer
+        self.spec = None
+        self.weights_sha256 = None
+        self.reference_options = None
+
+    def set_origin(self, *, spec: dict[str, Any] | None = None, weights_sha256: str | None = None,
+                   reference_options: dict[str, Any] | None = None) -> "JointModel":
+        """Record where the model comes from (see the class docstring): its ``spec``, the ``weights_sha256`` of
+        its weights file, the ``reference_options`` of an imported model; an argument left None keeps the
+        current value. Returns the model."""
+        if spec is not None:
+            self.spec = spec
+        if weights_sha256 is not None:
+            self.weights_sha256 = weights_sha256
+        if reference_options is not None:
+            self.reference_options = reference_options
+        return self
 
     @classmethod
     def build(cls, sentence: Component, image: Component, vocab: Vocab, dim: int, dim_image: int,
@@ -82,3 +117,88 @@ class JointModel(nn.Module):
     def forward(self, batch: TextBatch, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training-graph embeddings: (images, captions)."""
         return self.encode_image(features, training=True), self.encode_text(batch)
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@torch.no_grad()
+def encode_sentences(model: JointModel, sentences: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 512,
+                     verbose: bool = False) -> np.ndarray:
+    """Unit-norm float32 embeddings (N, dim) of N captions, row i for caption i.
+
+    Each caption goes through the model's own tokenizer (``model.tokenizer``,
+    :meth:`JointModel.token_ids`), as in training and evaluation; a token list
+    is joined with spaces first. A caption with no tokens is encoded as an
+    empty sequence (its row is what the encoder gives for no words).
+    Raises :class:`~vsekit.errors.DataError` when given one string instead of a list.
+    """
+    if isinstance(sentences, str):  # would otherwise be encoded one character per caption
+        raise DataError(f"encode_sentences: expected a list of captions, got one string; pass [{sentences!r}]")
+    needs_texts = getattr(model.sentence_encoder, "needs_texts", False)
+    captions = model.tokens(sentences) if needs_texts else None
+    n = len(sentences)
+    out = np.zeros((n, model.dim), dtype=np.float32)
+    if n == 0:
+        return out
+    flat, lengths = model.token_ids(sentences)
+    lengths_safe = np.maximum(lengths, 1)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    order = np.argsort(-lengths_safe, kind="stable")  # similar lengths together: little padding
+    was_training = model.training
+    model.eval()
+    device = device_of(model)
+    for idx in tqdm(token_budget_batches(lengths_safe[order], order, batch_size), desc="encode captions",
+                    disable=not verbose, leave=False):
+        batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if captions is not None else None)
+        batch = type(batch)(batch.tokens, batch.lengths.clamp(min=1), batch.texts).to(device)
+        out[idx] = model.encode_text(batch).float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def token_budget_batches(sorted_lengths: np.ndarray, order: np.ndarray, batch_size: int,
+                          tokens_per_caption: int = 64) -> list[np.ndarray]:
+    """Cut ``order`` (longest caption first) into batches of at most ``batch_size`` captions and
+    ``batch_size * tokens_per_caption`` padded tokens, so one very long caption does not pad a whole batch."""
+    budget = batch_size * tokens_per_caption
+    out, start, n = [], 0, len(order)
+    while start < n:
+        size = max(1, min(batch_size, budget // int(sorted_lengths[start])))
+        out.append(order[start : start + size])
+        start += size
+    return out
+
+
+@torch.no_grad()
+def encode_images(model: JointModel, features: np.ndarray | torch.Tensor, batch_size: int = 2048,
+                  verbose: bool = False) -> np.ndarray:
+    """Unit-norm float32 embeddings (N, dim) of image feature rows (N, dim_image), row i for row i.
+
+    Raises :class:`~vsekit.errors.DataError` when the rows are not ``(N, model.dim_image)``.
+    """
+    feats = torch.as_tensor(np.asarray(features, dtype=np.float32) if not torch.is_tensor(features) else features)
+    if feats.ndim != 2 or feats.shape[1] != model.dim_image:
+        raise DataError(f"image features: expected shape (N, {model.dim_image}), got {tuple(feats.shape)}")
+    was_training = model.training
+    model.eval()
+    device = device_of(model)
+    starts = range(0, len(feats), batch_size)
+    out = np.zeros((len(feats), model.dim), dtype=np.float32) if len(starts) != 1 else None
+    for start in tqdm(starts, desc="encode images", disable=not verbose, leave=False):
+        chunk = feats[start : start + batch_size].float().to(device)
+        emb = model.encode_image(chunk).float().cpu()
+        if out is None and emb.is_contiguous() and \
+                emb.untyped_storage().data_ptr() != feats.untyped_storage().data_ptr():
+            out = emb.numpy()  # one chunk: its embeddings are the result, no copy
+        else:
+            if out is None:
+                out = np.empty((len(feats), model.dim), dtype=np.float32)
+            out[start : start + len(emb)] = emb.numpy()
+    model.train(was_training)
+    return out

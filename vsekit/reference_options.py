@@ -202,7 +202,7 @@ def _option_problems(ref: dict[str, Any], source: str) -> list[str]:
             msg = what if key in ("optimizer", "reload_") else f"expected {what}"
             problems.append(f"{source}: [reference] {key}: {msg}, got {value!r}")
     if "data" in ref and isinstance(ref["data"], str):
-        from vsekit.presets import PRESETS
+        from vsekit.data.presets import PRESETS
 
         if ref["data"] not in PRESETS:
             close = difflib.get_close_matches(ref["data"], list(PRESETS), n=1)
@@ -236,7 +236,7 @@ def _derived_sections(raw: dict[str, Any], ref: dict[str, Any], source: str) -> 
         if "data" in raw:
             log.info("%s: [reference] data = %r ignored: a [data] section is given", source, ref["data"])
         else:
-            from vsekit.presets import preset_table
+            from vsekit.data.presets import preset_table
 
             try:
                 derived["data"] = preset_table(ref["data"])

@@ -32,7 +32,7 @@ import numpy as np
 
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write_bytes, atomic_write_text
-from vsekit.metrics_core import ranks_both
+from vsekit.metrics import ranks_both
 
 if TYPE_CHECKING:
     from vsekit.retrieval import RetrieveResult
@@ -313,7 +313,7 @@ class Gallery:
     @classmethod
     def encode(cls, model: Any, data: Any, ids: list[str] | None, roots: list[Any]) -> Gallery:
         """Encode a :class:`~vsekit.data.readers.Split` (ids default to ``image I``)."""
-        from vsekit.evaluate import encode_images, encode_sentences
+        from vsekit.model import encode_images, encode_sentences
 
         ims, caps = encode_images(model, data.images), encode_sentences(model, data.captions)
         ranks_i2t, ranks_t2i = ranks_both(ims, caps, data.cap2img)  # the metrics' own ranks (ties against the query)

@@ -44,7 +44,7 @@ from vsekit.evaluate import COLUMNS, evaluate_split, format_table, scalar_metric
 from vsekit.extract import RUNTIME_OPTIONS, recorded_extractor
 from vsekit.io import atomic_write_bytes, atomic_write_text
 from vsekit.lock import LOCK_NAME, RunLock, check_free
-from vsekit.metrics_core import DEFAULT_KS, chance_rsum, check_folds
+from vsekit.metrics import DEFAULT_KS, chance_rsum, check_folds
 from vsekit.model import JointModel
 from vsekit.provenance import collect
 from vsekit.spec import Spec, dumps_toml

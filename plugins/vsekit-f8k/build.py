@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                                    epoch=meta.get("epoch", 0.0), metrics=meta.get("metrics"), extra=extra)
         # reload exactly as users will (float16 weights into a float32 model), then evaluate and encode with it
         m16, meta16, _ = checkpoint.load(new_meta)
-        m16.weights_sha256 = meta16["weights_sha256"]
+        m16.set_origin(weights_sha256=meta16["weights_sha256"])
         t0 = time.time()
         test_metrics = evaluate_split(m16, test)
         print("float16 model, test split: " + ", ".join(f"{k} {v:.1f}" for k, v in test_metrics.items()

@@ -8,26 +8,12 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-import attrs
 import numpy as np
 import torch
 
+from vsekit.text.batch import TextBatch
 
-@attrs.frozen
-class TextBatch:
-    """A batch of captions: ``tokens`` (B, T) int64 padded with 0, ``lengths`` (B,), optional raw ``texts``."""
-
-    tokens: torch.Tensor
-    lengths: torch.Tensor
-    texts: Sequence[Sequence[str]] | None = None
-
-    def to(self, device: torch.device | str) -> "TextBatch":
-        """On ``device``; the copy of ``tokens`` does not block (pin the batch first for a truly async CUDA copy)."""
-        return TextBatch(self.tokens.to(device, non_blocking=True), self.lengths.to(device), self.texts)
-
-    def pin_memory(self) -> "TextBatch":
-        """A copy in page-locked memory, for asynchronous host-to-GPU copies."""
-        return TextBatch(self.tokens.pin_memory(), self.lengths, self.texts)
+__all__ = ["TextBatch", "CaptionStore", "bucketed_batches", "collate"]
 
 
 class CaptionStore:

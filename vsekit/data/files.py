@@ -1,18 +1,22 @@
 """Files vsekit reads record by record: line-oriented text files and folders of images, one rule each.
 
-``read_lines`` is the one record rule for captions, ids, splits and vocabularies; ``list_images`` the one way
-to find images in folders (one suffix set everywhere: extraction, retrieval banks, image queries).
+``read_lines`` is the one record rule for captions, ids, splits and vocabularies; ``parse_captions_csv`` the one
+reader of ``image,caption`` CSV files (Flickr8K's ``captions.txt``); ``load_feature_rows`` the one reader of
+``.npy`` feature arrays; ``list_images`` the one way to find images in folders (one suffix set everywhere:
+extraction, retrieval banks, image queries).
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
 from pathlib import Path
 
 from vsekit.errors import DataError
-from vsekit.io import read_lines
+from vsekit.io import load_feature_rows, read_lines
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "read_lines"]
+__all__ = ["IMAGE_SUFFIXES", "is_captions_csv_header", "list_images", "load_feature_rows", "parse_captions_csv",
+           "read_lines"]
 
 #: Suffixes of the image files taken from a folder (files named one by one are taken whatever their suffix).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
@@ -40,3 +44,31 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
     if not out:
         raise DataError("no images given")
     return list(dict.fromkeys(out))
+
+
+def is_captions_csv_header(line: str) -> bool:
+    """Whether ``line`` is the header ``image,caption`` (any case and spacing) of a captions CSV."""
+    header = next(csv.reader([line]), [])
+    return [h.strip().lower() for h in header] == ["image", "caption"]
+
+
+def parse_captions_csv(path: str | Path, lines: list[str]) -> list[tuple[int, str, str]]:
+    """The records of a captions CSV whose ``lines`` (from :func:`read_lines`, header first) were read from ``path``.
+
+    Returns:
+        One ``(line number (1-based), image name (stripped, may be empty), caption as written)`` per row after
+        the header, in file order (empty when there is only the header).
+
+    Raises:
+        DataError: naming ``path`` and the line, for a row without exactly two fields or with an empty caption.
+    """
+    rows = []
+    for lineno, line in enumerate(lines[1:], 2):
+        row = next(csv.reader([line]), [])
+        if len(row) != 2:
+            raise DataError(f"{path}: line {lineno}: expected 2 CSV fields (image,caption), got {len(row)}")
+        name, text = row[0].strip(), row[1]
+        if not text.strip():
+            raise DataError(f"{path}: line {lineno}: empty caption" + (f" for {name!r}" if name else ""))
+        rows.append((lineno, name, text))
+    return rows

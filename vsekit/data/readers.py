@@ -9,7 +9,6 @@ inconsistent data with a :class:`~vsekit.errors.DataError` naming the file.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -18,25 +17,15 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
+from vsekit.config import EMBEDDED_ROOT, component_field, embedded_path, path_field, positive
+from vsekit.data.files import is_captions_csv_header, parse_captions_csv
 from vsekit.errors import DataError
-from vsekit.io import read_lines
-from vsekit.config import EMBEDDED_PREFIX, component_field, path_field, positive
+from vsekit.image.cache import extract_cached
+from vsekit.io import load_feature_rows, read_lines
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_ROOT = Path(__file__).resolve().parent.parent / "datasets"
-
-
-def embedded_path(value: str) -> Path:
-    """Resolve ``vsekit:NAME`` to the packaged dataset folder ``vsekit/datasets/NAME``."""
-    if value.startswith(EMBEDDED_PREFIX):
-        name = value[len(EMBEDDED_PREFIX):]
-        path = EMBEDDED_ROOT / name
-        if not path.is_dir():
-            known = sorted(p.name for p in EMBEDDED_ROOT.iterdir() if p.is_dir()) if EMBEDDED_ROOT.is_dir() else []
-            raise DataError(f"no embedded dataset {value!r} — known: {', '.join(EMBEDDED_PREFIX + k for k in known)}")
-        return path
-    return Path(value)
+__all__ = ["EMBEDDED_ROOT", "embedded_path", "Split", "DatasetReader", "PrecompReader", "Flickr8kReader"]
 
 
 @attrs.define
@@ -117,20 +106,6 @@ class DatasetReader:
 # precomp
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy array: {exc}") from None
-    if arr.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D (rows, dim) feature array, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise DataError(f"{path}: expected floating-point features, got dtype {arr.dtype}")
-    return arr
-
-
 class PrecompReader(DatasetReader):
     """The reference layout: ``[NAME_]SPLIT_caps.txt`` + ``[NAME_]SPLIT_ims.npy`` in one folder.
 
@@ -173,7 +148,7 @@ class PrecompReader(DatasetReader):
             raise DataError(f"{root}: no such dataset folder")
         caps_path, ims_path = self.paths(split)
         captions = read_lines(caps_path, "caption")
-        feats = _load_npy(ims_path)
+        feats = load_feature_rows(ims_path)
         k = self.config.caps_per_image
         n_caps, n_rows = len(captions), len(feats)
         if n_rows == n_caps and k > 1:
@@ -257,25 +232,23 @@ class Flickr8kReader(DatasetReader):
             self._extractor = self.config.features.build()
         return self._extractor
 
+    def _extractor_class(self, name: str) -> type:
+        """The class an extractor type name resolves to, through the component the spec layer built for
+        ``features`` (so that a cache made under another name of the same class is reused)."""
+        return attrs.evolve(self.config.features, type=name).cls
+
     def captions_by_image(self) -> OrderedDict[str, list[str]]:
         """Caption texts by image name, in file order. Each CSV row is one line (:func:`vsekit.io.read_lines`'s
         rule); a row with an empty image name or caption is refused with its line number."""
         if self._captions is None:
             path = self.root / self.config.captions_file
             lines = read_lines(path, "CSV row")
-            header = next(csv.reader(lines[:1]))
-            if [h.strip().lower() for h in header[:2]] != ["image", "caption"]:
-                raise DataError(f"{path}: expected a CSV header 'image,caption', got {','.join(header)!r}")
+            if not is_captions_csv_header(lines[0]):
+                raise DataError(f"{path}: expected a CSV header 'image,caption', got {lines[0]!r}")
             by_image: OrderedDict[str, list[str]] = OrderedDict()
-            for lineno, line in enumerate(lines[1:], 2):
-                row = next(csv.reader([line]), [])
-                if len(row) != 2:
-                    raise DataError(f"{path}: line {lineno}: expected 2 CSV fields, got {len(row)}")
-                name, text = row[0].strip(), row[1]
+            for lineno, name, text in parse_captions_csv(path, lines):
                 if not name:
                     raise DataError(f"{path}: line {lineno}: empty image name")
-                if not text.strip():
-                    raise DataError(f"{path}: line {lineno}: empty caption for {name!r}")
                 by_image.setdefault(name, []).append(text)
             if not by_image:
                 raise DataError(f"{path}: no captions")
@@ -297,10 +270,8 @@ class Flickr8kReader(DatasetReader):
         keep = [n for n in names if n not in set(few)]
         image_paths = [self.root / self.config.images_dir / n for n in keep]
         if self.config.cache:
-            from vsekit.extract import extract_cached
-
             result = extract_cached(self.extractor, image_paths, Path(self.config.cache) / f"{split}_ims.npy",
-                                    spec=self.config.features.to_dict())
+                                    spec=self.config.features.to_dict(), resolve_type=self._extractor_class)
         else:
             result = self.extractor.extract(image_paths)
         missing = [keep[i] for i in np.flatnonzero(~result.ok)]

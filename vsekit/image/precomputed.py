@@ -8,11 +8,10 @@ from typing import Any, Sequence
 import attrs
 import numpy as np
 
-from vsekit.data.readers import _load_npy, embedded_path
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.io import read_lines
-from vsekit.config import path_field
+from vsekit.config import embedded_path, path_field
+from vsekit.io import load_feature_rows, read_lines
 
 
 class PrecomputedFeatures(ImageFeatureExtractor):
@@ -62,7 +61,7 @@ class PrecomputedFeatures(ImageFeatureExtractor):
         if self._table is None:
             table: dict[str, tuple[np.ndarray, int]] = {}
             for feats_path, ids_path in self.pairs():
-                feats = _load_npy(feats_path)
+                feats = load_feature_rows(feats_path)
                 ids = [line.strip() for line in read_lines(ids_path, "image id")]
                 if len(ids) != len(feats):
                     raise DataError(f"{ids_path} has {len(ids)} ids but {feats_path} has {len(feats)} rows")

@@ -313,7 +313,7 @@ def build_caption_bank(model: JointModel, captions: Sequence[str] | Sequence[Seq
                        ids: Sequence[str | None] | None = None, *, dtype: str | torch.dtype = "float16",
                        source: str | None = None, verbose: bool = False) -> CaptionBank:
     """Encode ``captions`` (strings, or token lists) once into a :class:`CaptionBank`."""
-    from vsekit.evaluate import encode_sentences
+    from vsekit.model import encode_sentences
 
     if len(captions) == 0:
         raise DataError(f"{source or 'captions'}: no captions: a bank needs at least one")
@@ -327,7 +327,7 @@ def build_image_bank(model: JointModel, features: np.ndarray | torch.Tensor, ids
                      dtype: str | torch.dtype = "float16", image_root: str | Path | None = None,
                      extractor: dict[str, Any] | None = None, source: str | None = None) -> ImageBank:
     """Encode image feature rows (N, dim_image) once into an :class:`ImageBank` with one id per row."""
-    from vsekit.evaluate import encode_images
+    from vsekit.model import encode_images
 
     n = len(features)
     if n == 0:

@@ -55,7 +55,7 @@ def encode_file(model: str | Path | None, *, captions: Path | None = None, featu
     The input is read before the model loads, so a missing file fails fast.
     Raises :class:`VsekitError` for no or two inputs, another suffix, or any input or model problem.
     """
-    from vsekit.evaluate import encode_images, encode_sentences
+    from vsekit.model import encode_images, encode_sentences
 
     if (captions is None) == (features is None):
         raise VsekitError("give one input: --captions FILE or --features FILE.npy")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vsekit.data.files import list_images
+from vsekit.data.files import is_captions_csv_header, list_images, parse_captions_csv
 from vsekit.errors import DataError
-from vsekit.io import atomic_write_text, read_lines
+from vsekit.io import atomic_write_text, load_feature_rows, read_lines
 
 
 def read_captions(path: str | Path) -> tuple[list[str], list[str] | None]:
@@ -30,17 +30,10 @@ def read_captions(path: str | Path) -> tuple[list[str], list[str] | None]:
     """
     path = Path(path)
     lines = read_lines(path, "caption")
-    if [h.strip().lower() for h in lines[0].split(",")] != ["image", "caption"]:
+    if not is_captions_csv_header(lines[0]):
         return [line.strip() for line in lines], None
-    texts, ids = [], []
-    for lineno, line in enumerate(lines[1:], 2):
-        row = next(csv.reader([line]), [])
-        if len(row) != 2:
-            raise DataError(f"{path}: line {lineno}: expected 2 CSV fields (image,caption), got {len(row)}")
-        if not row[1].strip():
-            raise DataError(f"{path}: line {lineno}: empty caption")
-        ids.append(row[0].strip())
-        texts.append(row[1].strip())
+    rows = parse_captions_csv(path, lines)
+    texts, ids = [text.strip() for _, _, text in rows], [name for _, name, _ in rows]
     if not texts:
         raise DataError(f"{path}: no captions (only the header)")
     return texts, ids
@@ -61,12 +54,10 @@ def read_features(path: str | Path) -> np.ndarray:
 
     Raises :class:`~vsekit.errors.DataError` for a missing or unreadable file, or an array that is not 2-D float.
     """
-    from vsekit.data.readers import _load_npy
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
-    return _load_npy(p)
+    return load_feature_rows(p)
 
 
 def read_ids(path: str | Path) -> list[str]:

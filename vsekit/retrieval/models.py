@@ -124,7 +124,7 @@ def open_model(ref: str | Path | None = None) -> tuple[JointModel, ModelRef, dic
     """
     where = resolve_model(ref)
     model, meta, _ = checkpoint.load(where.path)
-    model.weights_sha256 = meta["weights_sha256"]
+    model.set_origin(weights_sha256=meta["weights_sha256"])
     return model, where, meta
 
 

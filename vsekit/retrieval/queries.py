@@ -33,7 +33,7 @@ def embed_text(model: JointModel, text: str | Sequence[str]) -> np.ndarray:
 
     Raises :class:`~vsekit.errors.DataError` for an empty text or one with no known word (:func:`check_query_text`).
     """
-    from vsekit.evaluate import encode_sentences
+    from vsekit.model import encode_sentences
 
     check_query_text(model, text)
     return encode_sentences(model, [text])[0]
@@ -41,7 +41,7 @@ def embed_text(model: JointModel, text: str | Sequence[str]) -> np.ndarray:
 
 def embed_features(model: JointModel, features: np.ndarray | torch.Tensor) -> np.ndarray:
     """The unit-norm embedding (dim,) of one image feature row (dim_image,)."""
-    from vsekit.evaluate import encode_images
+    from vsekit.model import encode_images
 
     f = np.asarray(features, dtype=np.float32)
     return encode_images(model, f.reshape(1, -1))[0]
@@ -55,7 +55,7 @@ def arithmetic(model: JointModel, image_vec: np.ndarray | torch.Tensor, minus: S
     :func:`vsekit.encode_images`; each word (or phrase) is embedded as a
     one-word caption. Returns a unit-norm (dim,) float32 vector.
     """
-    from vsekit.evaluate import encode_sentences
+    from vsekit.model import encode_sentences
 
     v = np.asarray(image_vec.detach().cpu() if torch.is_tensor(image_vec) else image_vec, dtype=np.float32).copy()
     if v.shape != (model.dim,):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import attrs
 
 from vsekit.config import check, in_range, non_negative, one_of, path_field, positive
-from vsekit.metrics_core import TIE_RULES
+from vsekit.metrics import TIE_RULES
 from vsekit.spec.component import Component
 
 

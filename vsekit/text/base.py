@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # only the annotation: a component does not import the data layer
-    from vsekit.data.batching import TextBatch
+from vsekit.text.batch import TextBatch
 
 
 class SentenceEncoder(nn.Module):

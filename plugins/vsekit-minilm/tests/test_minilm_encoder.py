@@ -18,7 +18,7 @@ pytest.importorskip("transformers", reason="pip install transformers")
 
 import vsekit  # noqa: E402
 from vsekit import registry, testing  # noqa: E402
-from vsekit.data.batching import TextBatch  # noqa: E402
+from vsekit.text.batch import TextBatch  # noqa: E402
 from vsekit_minilm.encoder import MiniLMEncoder  # noqa: E402
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent

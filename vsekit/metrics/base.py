@@ -1,4 +1,4 @@
-"""Retrieval metrics over encoded images and captions (the ``recall`` metric)."""
+"""The metric component kind: :class:`Metric`, and the built-in ``recall`` metric :class:`RecallMetric`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 
 from vsekit.config import FieldError, positive
-from vsekit.metrics_core import recall
+from vsekit.metrics.summary import recall
 
 
 def _valid_ks(_inst: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
