@@ -114,16 +114,50 @@ class PluginManager:
     def __init__(self, registries: Mapping[str, Any], load_entry_points: bool = True) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.registries = dict(registries)
+        self._registries = dict(registries)
         self.plugins: dict[str, PluginInfo] = {}
         #: entry-point name -> one-line reason it was not loaded
         self.skipped: dict[str, str] = {}
         #: entry-point names left out by VSEKIT_PLUGINS / VSEKIT_DISABLE_PLUGINS
         self.disabled: dict[str, str] = {}
+        #: plugins whose hooks are registered but whose components are not collected yet, in load order
+        self._pending: list[tuple[Any, str, str, bool]] = []  # (plugin, name, module, skippable)
         builtin = importlib.import_module(BUILTIN_MODULE)
-        self.add_plugin(builtin, BUILTIN, module=BUILTIN_MODULE, dist="vsekit")
+        self._add_hooks(builtin, BUILTIN, module=BUILTIN_MODULE, dist="vsekit")
+        self._pending.append((builtin, BUILTIN, BUILTIN_MODULE, False))
         if load_entry_points:
             self._load_entry_points()
+
+    @property
+    def registries(self) -> dict[str, Any]:
+        """Kind -> registry, with every loaded plugin's components in it.
+
+        Components are collected (the registrar hooks called) on first use, not when the plugins load:
+        adding the plugins' commands (``vsekit --help``) needs no component class, so it imports no torch.
+
+        Raises:
+            RegistryError: a plugin registers a component name twice, or a name another plugin took.
+        """
+        self.collect_components()
+        return self._registries
+
+    def collect_components(self) -> None:
+        """Call the registrar hooks of every plugin not collected yet, in load order (all or nothing per plugin:
+        an installed plugin whose hook raises is unloaded and listed as skipped)."""
+        while self._pending:
+            plugin, name, module, skippable = self._pending.pop(0)
+            try:
+                self._stage_and_register(plugin, name, f"plugin {name!r} ({module})")
+            except HookFailed as exc:
+                self.pm.unregister(plugin)
+                self.plugins.pop(name, None)
+                if not skippable:
+                    raise
+                self._skip(name, module, str(exc))
+            except BaseException:
+                self.pm.unregister(plugin)
+                self.plugins.pop(name, None)
+                raise
 
     # -- entry points ------------------------------------------------------
 
@@ -157,9 +191,11 @@ class PluginManager:
             self._skip(ep.name, ep.value, one_line(exc))
             return
         try:
-            self.add_plugin(module, ep.name, module=ep.value, dist=ep.dist.name if ep.dist is not None else None)
+            self._add_hooks(module, ep.name, module=ep.value, dist=ep.dist.name if ep.dist is not None else None)
         except HookFailed as exc:
             self._skip(ep.name, ep.value, str(exc))
+            return
+        self._pending.append((module, ep.name, ep.value, True))
 
     def _skip(self, name: str, value: str, why: str) -> None:
         self.skipped[name] = why
@@ -168,7 +204,7 @@ class PluginManager:
     # -- adding one plugin ---------------------------------------------------
 
     def add_plugin(self, plugin: Any, name: str, module: str | None = None, dist: str | None = None) -> PluginInfo:
-        """Register ``plugin`` (a module or object with ``@hookimpl`` functions) and collect its components.
+        """Register ``plugin`` (a module or object with ``@hookimpl`` functions) and collect its components now.
 
         All or nothing: on any error the plugin is removed again and none of
         its components stay registered.
@@ -177,6 +213,18 @@ class PluginManager:
             RegistryError: a misspelled or unmarked hook, a duplicate plugin or component name.
             HookFailed: a hook raised anything else (entry-point loading turns it into a skip).
         """
+        self.collect_components()  # the plugins loaded before it come first
+        info = self._add_hooks(plugin, name, module=module, dist=dist)
+        try:
+            self._stage_and_register(plugin, name, f"plugin {name!r} ({info.module})")
+        except BaseException:
+            self.pm.unregister(plugin)
+            self.plugins.pop(name, None)
+            raise
+        return info
+
+    def _add_hooks(self, plugin: Any, name: str, module: str | None = None, dist: str | None = None) -> PluginInfo:
+        """Register ``plugin``'s hooks with pluggy and list it; its components are collected later."""
         module = module or getattr(plugin, "__name__", type(plugin).__name__)
         where = f"plugin {name!r} ({module})"
         if name in self.plugins or self.pm.has_plugin(name):
@@ -188,18 +236,21 @@ class PluginManager:
             raise RegistryError(f"{where}: {' '.join(str(exc).split())}") from None
         try:
             hooks = self._check_hooks(plugin, where)
-            staged = self._collect(plugin, name, where)
         except BaseException:
             self.pm.unregister(plugin)
             raise
         info = PluginInfo(name=name, module=module, dist=dist, version=_dist_version(dist), hooks=hooks)
+        self.plugins[name] = info
+        return info
+
+    def _stage_and_register(self, plugin: Any, name: str, where: str) -> None:
+        staged = self._collect(plugin, name, where)
+        info = self.plugins[name]
         for kind, comp_name, cls in staged:
-            self.registries[kind].register(comp_name, cls, plugin=name)
+            self._registries[kind].register(comp_name, cls, plugin=name)
             info.components.setdefault(kind, []).append(comp_name)
         for names in info.components.values():
             names.sort()
-        self.plugins[name] = info
-        return info
 
     def _check_unmarked(self, plugin: Any, where: str) -> None:
         for hook in HOOKS:
@@ -227,13 +278,13 @@ class PluginManager:
     def _collect(self, plugin: Any, name: str, where: str) -> list[tuple[str, str, type]]:
         """Call ``plugin``'s registrar hooks; return (kind, name, cls) without registering anything yet."""
         staged: list[tuple[str, str, type]] = []
-        for kind, registry in self.registries.items():
+        for kind, registry in self._registries.items():
             for impl in getattr(self.pm.hook, registry.hook).get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
 
                 def register(comp_name: str, cls: type, _kind: str = kind) -> None:
-                    self.registries[_kind].check(comp_name, cls, name)
+                    self._registries[_kind].check(comp_name, cls, name)
                     for k, n, c in staged:
                         if k == _kind and n == comp_name and c is not cls:
                             raise RegistryError(f"{where}: registers {KINDS[k][0]} {n!r} twice "
@@ -254,7 +305,7 @@ class PluginManager:
         Raises:
             RegistryError: ``name`` or ``cls`` is not acceptable (see ``Registry.check``).
         """
-        self.registries[kind].register(name, cls, plugin=plugin)
+        self.registries[kind].register(name, cls, plugin=plugin)  # (the plugins' components first)
         info = self.plugins.get(plugin)
         if info is None:
             info = self.plugins[plugin] = PluginInfo(name=plugin, module=plugin.partition(":")[2] or plugin)
@@ -284,6 +335,7 @@ class PluginManager:
 
     def describe(self) -> dict[str, Any]:
         """Everything ``vsekit plugins --json`` prints: ``plugins`` (list of dicts), ``skipped``, ``disabled``."""
+        self.collect_components()
         return {
             "plugins": [p.to_dict() for p in self.plugins.values()],
             "skipped": dict(self.skipped),

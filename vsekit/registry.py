@@ -230,14 +230,24 @@ _USER: list[tuple[str, str, type, str]] = []
 _MANAGER: plugins.PluginManager | None = None
 
 
-def manager() -> plugins.PluginManager:
-    """The process-wide plugin manager, created (built-ins, plugins, then user classes loaded) on first use."""
+def manager(collect: bool = True) -> plugins.PluginManager:
+    """The process-wide plugin manager, created (built-ins, plugins, then user classes loaded) on first use.
+
+    With ``collect`` (the default) every plugin's components are in the registries on return; without it the
+    plugins are loaded but their registrar hooks not yet called (what adding CLI commands needs: no component
+    class, so no torch). The registries collect them on first use either way.
+
+    Raises:
+        RegistryError: a plugin's hooks or components conflict (with ``collect``, or later on first use).
+    """
     global _MANAGER
     if _MANAGER is None:
         mgr = plugins.PluginManager({kind: Registry(kind) for kind in KINDS})
         for kind, name, cls, plugin in _USER:
             mgr.add_user(kind, name, cls, plugin)
         _MANAGER = mgr
+    if collect:
+        _MANAGER.collect_components()
     return _MANAGER
 
 

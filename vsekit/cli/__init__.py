@@ -122,7 +122,7 @@ def add_plugin_commands() -> None:
     """
     from vsekit import plugins, registry
 
-    mgr = registry.manager()
+    mgr = registry.manager(collect=False)  # commands need no component classes: `vsekit --help` imports no torch
     builtin = mgr.plugins.get(plugins.BUILTIN)
     if builtin is not None:
         builtin.commands = sorted(set(builtin.commands) | set(BUILTIN_PLUGIN_COMMANDS))
