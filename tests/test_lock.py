@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 import vsekit
-from vsekit import trainer
+from vsekit.training import loop
 from vsekit.cli import cli
 from vsekit.errors import CheckpointError
-from vsekit.lock import LOCK_NAME, RunLock, check_free
+from vsekit.training.lock import LOCK_NAME, RunLock, check_free
 
 from conftest import mini_slice, tiny_spec_text
 
@@ -106,7 +106,7 @@ def test_lock_released_after_a_run_and_after_a_crash(tiny_spec, tmp_path, monkey
     RunLock(out).acquire().release()
 
     calls = []
-    real = trainer.train_step
+    real = loop.train_step
 
     def crash(*args, **kwargs):
         calls.append(1)
@@ -114,7 +114,7 @@ def test_lock_released_after_a_run_and_after_a_crash(tiny_spec, tmp_path, monkey
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "train_step", crash)
+    monkeypatch.setattr(loop, "train_step", crash)
     with pytest.raises(RuntimeError, match="boom"):
         vsekit.train(tiny_spec, out, quiet=True, force=True)
     RunLock(out).acquire().release()

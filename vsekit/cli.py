@@ -72,9 +72,21 @@ class VsekitGroup(click.Group):
         sys.exit(rv if type(rv) is int else 0)  # a ctx.exit(code) comes back as its code; a return value does not
 
 
+class _EchoHandler(logging.Handler):
+    """Shows a record's bare message on stdout (the stdout of the moment, as click's test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record))
+
+
 def _setup_logging(quiet: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    results = logging.getLogger("vsekit.training.results")  # a run's result table and paths: plain, on stdout
+    results.setLevel(level)
+    results.propagate = False
+    if not any(isinstance(h, _EchoHandler) for h in results.handlers):
+        results.addHandler(_EchoHandler())
 
 
 @click.group("vsekit", cls=VsekitGroup)
@@ -103,7 +115,7 @@ def run(ctx: click.Context, spec: Path, overrides: tuple[str, ...], out: Path | 
     Ctrl-C saves the training state and exits with status 130; --resume continues from it.
     """
     from vsekit import api
-    from vsekit.distributed import from_env
+    from vsekit.training.distributed import from_env
 
     _setup_logging(quiet, ctx.obj["debug"])
     results = api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)
