@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import mini_slice, tiny_spec_text
 
 import vsekit
-from vsekit.training import loop
 from vsekit.cli import cli
 from vsekit.errors import CheckpointError
+from vsekit.training import loop
 from vsekit.training.lock import LOCK_NAME, RunLock, check_free
-
-from conftest import mini_slice, tiny_spec_text
 
 # a holder that is not vsekit at all: the lock is the OS's flock on RUN/.lock
 HOLDER = """

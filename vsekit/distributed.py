@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-from vsekit.training.distributed import Dist, PeerFailed, from_env, setup, gather_rows, GlobalBatchLoss  # noqa: F401
+from vsekit.training.distributed import Dist, GlobalBatchLoss, PeerFailed, from_env, gather_rows, setup  # noqa: F401
 
 warnings.warn("vsekit.distributed is deprecated; use vsekit.training.distributed", DeprecationWarning, stacklevel=2)

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-from vsekit.training.provenance import PACKAGES, versions, git_commit, collect  # noqa: F401
+from vsekit.training.provenance import PACKAGES, collect, git_commit, versions  # noqa: F401
 
 warnings.warn("vsekit.provenance is deprecated; use vsekit.training.provenance", DeprecationWarning, stacklevel=2)

@@ -13,11 +13,25 @@ from vsekit.training.orchestration import fit as train
 from vsekit.training.orchestration import fit_seeds as train_seeds
 from vsekit.training.orchestration import summarize_runs
 from vsekit.training.rundir import check_run_dir, clear_run_dir, prepare_run_dir, run_dir, write_results
-from vsekit.training.setup import (RunData, autocast_for, epoch_batches, load_data, make_optimizer, resolve_device,
-                                   seed_everything, spec_extractor)
+from vsekit.training.setup import (
+    RunData,
+    autocast_for,
+    epoch_batches,
+    load_data,
+    make_optimizer,
+    resolve_device,
+    seed_everything,
+    spec_extractor,
+)
 from vsekit.training.stall import STALL_CHANCE_FACTOR, STALL_LOSS_TOLERANCE, split_chance_rsum, stall_reasons
-from vsekit.training.state import (RESUMABLE_CHANGES, STATE_FORMAT, Progress, ResumePoint, find_resume_point,
-                                   spec_changes)
+from vsekit.training.state import (
+    RESUMABLE_CHANGES,
+    STATE_FORMAT,
+    Progress,
+    ResumePoint,
+    find_resume_point,
+    spec_changes,
+)
 
 warnings.warn("vsekit.trainer is deprecated; use vsekit.training (vsekit.train is the public entry point)",
               DeprecationWarning, stacklevel=2)

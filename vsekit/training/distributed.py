@@ -31,7 +31,8 @@ import atexit
 import contextlib
 import datetime
 import os
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import attrs
 import numpy as np

@@ -68,7 +68,7 @@ class RunLock:
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Create the folder if needed, take the lock and write our pid into it."""
         if self._lock is not None:
             return self
@@ -93,7 +93,7 @@ class RunLock:
         finally:
             lock.release()
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -111,7 +111,7 @@ class InterruptFlag:
         else:
             tqdm.write(msg)
 
-    def __enter__(self) -> "InterruptFlag":
+    def __enter__(self) -> InterruptFlag:
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._handler)
         return self

@@ -24,8 +24,17 @@ from vsekit.training import distributed
 from vsekit.training.lock import RunLock
 from vsekit.training.loop import Loop
 from vsekit.training.metrics_log import MetricsLog, NoLog
-from vsekit.training.rundir import (check_run_dir, check_usable, contents, not_empty_error, open_log, results_log,
-                                    run_dir, write_results, write_summary)
+from vsekit.training.rundir import (
+    check_run_dir,
+    check_usable,
+    contents,
+    not_empty_error,
+    open_log,
+    results_log,
+    run_dir,
+    write_results,
+    write_summary,
+)
 from vsekit.training.setup import RunContext, RunData, Setup, autocast_for, load_data, resolve_device
 from vsekit.training.state import Progress, ResumePoint, check_same_data, find_resume_point, restore
 
@@ -115,7 +124,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
     valid_metrics = p.best.get("metrics", {})
     results = {
         "name": spec.name, "seed": t.seed, "best_step": p.best["step"], "best_epoch": p.best["epoch"],
-        "steps": p.step, "train_seconds": train_seconds, "train_captions": int(len(ctx.setup.keep)),
+        "steps": p.step, "train_seconds": train_seconds, "train_captions": len(ctx.setup.keep),
         "skipped_over_maxlen_w": ctx.setup.skipped,
         "valid": {"split": t.valid_split, **valid_metrics},
         "test": {"split": spec.eval.split, **test_metrics},

@@ -6,9 +6,10 @@ import importlib.metadata
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from vsekit.io import sha256_file
 
@@ -41,7 +42,7 @@ def git_commit(path: Path) -> dict[str, Any] | None:
 def collect(files: Iterable[Path], spec_source: str | None = None) -> dict[str, Any]:
     unique = sorted({Path(f).resolve() for f in files})
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
         "platform": platform.platform(),
         "versions": versions(),

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ def record_resume(out: Path, prog: Progress) -> None:
         prov = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    prov.setdefault("resumed", []).append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    prov.setdefault("resumed", []).append({"at": datetime.now(UTC).isoformat(timespec="seconds"),
                                            "step": prog.step})
     atomic_write_text(path, json.dumps(prov, indent=1))
 
@@ -141,7 +141,7 @@ def open_log(ctx: RunContext, point: ResumePoint | None, prog: Progress) -> Metr
         if su.skipped:
             log.info("skipped %d training caption(s) longer than maxlen_w=%d", su.skipped, t.maxlen_w)
         mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard, truncate_at=0)
-        mlog.write("start", 0, train_captions=int(len(su.keep)), skipped_over_maxlen_w=su.skipped,
+        mlog.write("start", 0, train_captions=len(su.keep), skipped_over_maxlen_w=su.skipped,
                    vocab=len(su.vocab), train_images=ctx.data.train.n_images,
                    batches_per_epoch=su.batches_per_epoch, threads=torch.get_num_threads(),
                    world_size=d.world_size, precision=t.precision)

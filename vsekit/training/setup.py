@@ -154,7 +154,7 @@ class Setup:
     record: dict[str, Any] = attrs.Factory(dict)
 
     @classmethod
-    def build(cls, spec: Spec, data: RunData, device: torch.device, d: distributed.Dist) -> "Setup":
+    def build(cls, spec: Spec, data: RunData, device: torch.device, d: distributed.Dist) -> Setup:
         """Seed, build the vocabulary, model, loss and optimizer for ``spec`` on ``device``.
 
         Raises:

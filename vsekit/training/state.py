@@ -60,7 +60,7 @@ class Progress:
                 "best": best, "since_best": self.since_best, "stop": self.stop}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], batches: list[np.ndarray] | None) -> "Progress":
+    def from_json(cls, d: dict[str, Any], batches: list[np.ndarray] | None) -> Progress:
         """The inverse of :meth:`to_json`, with the epoch's batch order."""
         best = dict(d["best"])
         if best.get("rsum") is None:
