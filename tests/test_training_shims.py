@@ -26,9 +26,10 @@ def test_old_trainer_names(monkeypatch):
     with pytest.warns(DeprecationWarning):
         trainer = importlib.import_module("vsekit.trainer")
     from vsekit import training
+    from vsekit.training import loop
 
     assert trainer.train is training.fit and trainer.train_seeds is training.fit_seeds
     calls = []
-    monkeypatch.setattr(trainer, "_train_step", lambda *a, **k: calls.append((a, k)) or 1.0)
+    monkeypatch.setattr(loop, "train_step", lambda *a, **k: calls.append((a, k)) or 1.0)
     assert trainer.train_step("m", "l", "o", "p", "b", "f", "i", 2.0, 5, forward="fw") == 1.0
     assert calls == [(("m", "l", "o", "b", "f", "i"), {"params": "p", "grad_clip": 2.0, "step": 5, "forward": "fw"})]

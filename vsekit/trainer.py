@@ -6,8 +6,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from vsekit.training import loop as _loop
 from vsekit.training.loop import TrainingDiverged, TrainingInterrupted, lr_at
-from vsekit.training.loop import train_step as _train_step
 from vsekit.training.metrics_log import MetricsLog
 from vsekit.training.orchestration import fit as train
 from vsekit.training.orchestration import fit_seeds as train_seeds
@@ -45,7 +45,7 @@ def train_step(*args: Any, **kwargs: Any) -> float:
     feats, ids, grad_clip, step=0, epoch=0.0, *, forward=None, sizes=None, scaler=None)``."""
     kwargs.update(zip(_OLD_ORDER, args))
     first = [kwargs.pop(k) for k in ("model", "loss_fn", "optimizer", "batch", "feats", "ids")]
-    return _train_step(*first, **kwargs)
+    return _loop.train_step(*first, **kwargs)  # looked up at call time, as tests patch it
 
 
 __all__ = ["RESUMABLE_CHANGES", "STALL_CHANCE_FACTOR", "STALL_LOSS_TOLERANCE", "STATE_FORMAT", "MetricsLog",
