@@ -12,11 +12,11 @@ Flickr8K EfficientNet-Lite0 training captions of ../shared (``--data`` to
 change). Every case runs in a fresh subprocess (so its peak RSS is its own)
 with torch, OMP and MKL limited to the case's thread count.
 
-Variants (``--variants``; all step through ``vsekit.trainer.train_step``):
+Variants (``--variants``; all step through ``vsekit.training.loop.train_step``):
 
 * ``vsekit``: what ``vsekit.train`` does: length-bucketed batches, the GRU
   encoder's default ``impl`` ("auto": the fused GRU layer on CPU), the
-  trainer's optimizer (``vsekit.trainer.make_optimizer``: fused Adam),
+  trainer's optimizer (``vsekit.training.setup.make_optimizer``: fused Adam),
   global-norm clipping at 2.
 * ``baseline`` (pinned): no bucketing, every batch padded to ``maxlen_w``,
   ``nn.GRU`` run over every padded step (the state read at each caption's
@@ -162,13 +162,13 @@ def check_variant(variant: str) -> set[str]:
 
 
 def make_optimizer(params: list, lr: float) -> Any:
-    """The optimizer ``vsekit.train`` builds (``vsekit.trainer.make_optimizer``) at this learning rate."""
+    """The optimizer ``vsekit.train`` builds (``vsekit.training.setup.make_optimizer``) at this learning rate."""
     import types
 
     import torch
 
     try:
-        from vsekit.trainer import make_optimizer as trainer_optimizer
+        from vsekit.training.setup import make_optimizer as trainer_optimizer
     except ImportError:  # a trainer without it: Adam with torch's defaults
         return torch.optim.Adam(params, lr=lr)
     return trainer_optimizer(params, types.SimpleNamespace(train=types.SimpleNamespace(lr=lr, weight_decay=0.0)))
@@ -181,7 +181,7 @@ def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Ca
 
     from vsekit.text.batch import TextBatch
     from vsekit.losses import ContrastiveLoss
-    from vsekit.trainer import train_step
+    from vsekit.training.loop import train_step
 
     feats_on = check_variant(variant)
     baseline = "baseline" in feats_on
@@ -202,7 +202,7 @@ def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Ca
     grad_clip = 0.0 if "no_clip" in feats_on else 2.0
     forward = None
     if "bf16" in feats_on:  # as the trainer runs train.precision = "bf16": autocast around the encoders only
-        from vsekit.distributed import Dist, GlobalBatchLoss
+        from vsekit.training.distributed import Dist, GlobalBatchLoss
 
         forward = GlobalBatchLoss(model, loss_fn, Dist(), torch.autocast("cpu", dtype=torch.bfloat16))
     store, batches, images, cap2img = d["store"], d["batches"], d["images"], d["cap2img"]
@@ -223,7 +223,8 @@ def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Ca
         if "data_only" in feats_on:
             return
         with _label("phase: train_step"):
-            losses.append(train_step(model, loss_fn, opt, params, batch, feats, ids, grad_clip, forward=forward))
+            losses.append(train_step(model, loss_fn, opt, batch, feats, ids, params=params, grad_clip=grad_clip,
+                                     forward=forward))
 
     return one, d, losses
 

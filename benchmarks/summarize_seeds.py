@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import machine, write
 from vsekit.evaluate import format_table
-from vsekit.trainer import summarize_runs
+from vsekit.training import summarize_runs
 
 
 def main() -> None:

@@ -50,7 +50,9 @@ from _common import machine
 from conftest import SHARED, tiny_spec_text
 
 import vsekit
-from vsekit import distributed, testing, trainer
+from vsekit import testing, training
+from vsekit.training import distributed
+from vsekit.training.setup import RunData, Setup, load_data
 from vsekit.evaluate import evaluate_split
 from vsekit.metrics import chance_rsum
 from vsekit.spec import Spec
@@ -160,10 +162,10 @@ def measured_spec(config: Config, spec_dir: Path) -> dict[str, Any]:
         return portable(load_spec(config, 0, spec_dir).to_dict())
 
 
-def shuffled_pairs(data: trainer.RunData, seed: int) -> trainer.RunData:
+def shuffled_pairs(data: RunData, seed: int) -> RunData:
     """``data`` with the train split's caption -> image map permuted (each image keeps 5 captions, now random ones)."""
     perm = np.random.default_rng(SHUFFLE_SEED + seed).permutation(data.train.cap2img)
-    return trainer.RunData(attrs.evolve(data.train, cap2img=perm), data.valid, data.test)
+    return RunData(attrs.evolve(data.train, cap2img=perm), data.valid, data.test)
 
 
 def run_variant(config: Config, variant: str, seed: int, workdir: Path) -> dict[str, dict[str, float]]:
@@ -174,17 +176,17 @@ def run_variant(config: Config, variant: str, seed: int, workdir: Path) -> dict[
     try:
         with plugin_context(config):
             spec = load_spec(config, seed, workdir)
-            data = trainer.load_data(spec)
+            data = load_data(spec)
             if variant == "untrained":
                 # the run's starting point: the trainer seeds, builds the vocabulary and initialises the model
-                setup = trainer._Setup.build(spec, data, torch.device("cpu"), distributed.Dist())
+                setup = Setup.build(spec, data, torch.device("cpu"), distributed.Dist())
                 model = setup.model.eval()
                 return {"test": evaluate_split(model, data.test, setup.metric, folds=spec.eval.folds),
                         "valid": evaluate_split(model, data.valid, setup.metric)}
             if variant == "shuffled":
                 data = shuffled_pairs(data, seed)
             out = workdir / f"{config.name}-{variant}-seed{seed}"
-            res = trainer.train(spec, out, quiet=True, force=True, data=data)
+            res = training.fit(spec, out, quiet=True, force=True, data=data)
             return {"test": res["test"], "valid": res["valid"]}
     finally:
         torch.set_num_threads(old_threads)
@@ -222,7 +224,7 @@ def measure(config: Config, seeds: list[int], workdir: Path) -> dict[str, Any]:
                   f"valid rsum {r['valid']['rsum']:6.1f} ({time.perf_counter() - t0:.1f} s)", flush=True)
     with plugin_context(config):
         spec = load_spec(config, seeds[0], workdir)
-        test = trainer.load_data(spec).test
+        test = load_data(spec).test
     caps_per_image = round(len(test.captions) / test.n_images)
     entry: dict[str, Any] = {
         "used_by": config.used_by,

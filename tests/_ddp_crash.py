@@ -7,11 +7,11 @@ multi-process run.
 
 import os
 
-from vsekit import trainer
+from vsekit.training import loop
 from vsekit.cli import cli
 
 CRASH_AT = int(os.environ["VSEKIT_TEST_CRASH_AT"])
-_real = trainer.train_step
+_real = loop.train_step
 _calls = [0]
 
 
@@ -22,5 +22,5 @@ def _step(*args, **kwargs):
     return _real(*args, **kwargs)
 
 
-trainer.train_step = _step
+loop.train_step = _step
 cli.main(obj={}, prog_name="vsekit")

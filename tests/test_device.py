@@ -14,7 +14,8 @@ from click.testing import CliRunner
 import vsekit
 from vsekit.cli import cli
 from vsekit.spec import dumps_toml
-from vsekit import checkpoint, trainer
+from vsekit import checkpoint
+from vsekit.training.setup import resolve_device
 from vsekit.testing import tiny_spec
 
 from conftest import threshold
@@ -89,4 +90,4 @@ def test_cuda_training_matches_the_cpu_run(tmp_path, precision):
 @needs_cuda
 def test_auto_device_picks_cuda(tmp_path):
     spec = vsekit.load_spec(spec_file(tmp_path, device="auto"))
-    assert trainer.resolve_device(spec).type == "cuda"
+    assert resolve_device(spec).type == "cuda"

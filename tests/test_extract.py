@@ -356,9 +356,9 @@ def test_features_of_two_extractors_do_not_mix(tmp_path):
 
 
 def test_every_flickr8k_path_names_its_extractor(tmp_path):
-    """What the trainer records (trainer._Setup.build): the cache's record, the record of a precomputed folder,
+    """What the trainer records (Setup.build): the cache's record, the record of a precomputed folder,
     or the reader's own [data.features]."""
-    from vsekit.trainer import spec_extractor
+    from vsekit.training.setup import spec_extractor
 
     make_f8k(tmp_path / "f8k", ["a.jpg", "b.jpg"])
     fake_table = {"type": "fake", "bins": 8}

@@ -26,7 +26,7 @@ from vsekit.data.vocab import UNK, Vocab, encode_all
 from vsekit.model import encode_images, encode_sentences
 from vsekit.metrics import recall
 from vsekit.model import JointModel
-from vsekit.trainer import _load_optimizer_state, _optimizer_state
+from vsekit.training.state import load_optimizer_state, optimizer_state
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -235,13 +235,13 @@ def test_optimizer_state_round_trip_continues_identically(shapes, steps, weight_
         for p, gi in zip(a_params, g):
             p.grad = gi.clone()
         a_opt.step()
-    tensors, info = _optimizer_state(a_opt)
+    tensors, info = optimizer_state(a_opt)
     info = json.loads(json.dumps(info))  # as stored in last.json
     b_params, b_opt = make()
     with torch.no_grad():
         for pa, pb in zip(a_params, b_params):
             pb.copy_(pa)
-    _load_optimizer_state(b_opt, {k: v.clone() for k, v in tensors.items()}, info)
+    load_optimizer_state(b_opt, {k: v.clone() for k, v in tensors.items()}, info)
     for g in grads[steps:]:
         for params, opt in ((a_params, a_opt), (b_params, b_opt)):
             for p, gi in zip(params, g):

@@ -23,10 +23,11 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import vsekit
-from vsekit import checkpoint, trainer
+from vsekit import checkpoint
+from vsekit.training import loop
 from vsekit.cli import cli
 from vsekit.errors import CheckpointError
-from vsekit.lock import RunLock
+from vsekit.training.lock import RunLock
 from vsekit.spec import dumps_toml
 
 from conftest import mini_slice, tiny_spec_text
@@ -70,13 +71,13 @@ def _slow_cli(argv: list[str], delay: float, log_path: str) -> None:
     os.dup2(fd, 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
-    step = trainer.train_step
+    step = loop.train_step
 
     def slow_step(*args, **kwargs):
         time.sleep(delay)
         return step(*args, **kwargs)
 
-    trainer.train_step = slow_step
+    loop.train_step = slow_step
     cli.main(args=argv, obj={}, prog_name="vsekit")  # exits (SystemExit) with the command's status
 
 
@@ -312,7 +313,7 @@ def test_a_diverging_loss_stops_with_one_clear_message(tmp_path, monkeypatch):
     data = mini_slice(tmp_path / "data", {"train": 20, "dev": 10, "test": 10})
     spec = tmp_path / "spec.toml"
     spec.write_text(tiny_spec_text(data, train={"batch_size": 16, "threads": 1}))
-    real = trainer.train_step
+    real = loop.train_step
     calls = []
 
     def nan_at_third(*args, **kwargs):
@@ -320,7 +321,7 @@ def test_a_diverging_loss_stops_with_one_clear_message(tmp_path, monkeypatch):
         loss = real(*args, **kwargs)
         return float("nan") if len(calls) == 3 else loss
 
-    monkeypatch.setattr(trainer, "train_step", nan_at_third)
+    monkeypatch.setattr(loop, "train_step", nan_at_third)
     result = invoke("run", spec, "--out", tmp_path / "run", "-q")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.startswith(f"error: {spec}: [train] lr: the training loss became nan at step 3"), result.stderr
@@ -378,7 +379,7 @@ def test_resume_after_a_crash_matches_uninterrupted(name, tmp_path, monkeypatch)
         crash_after = 11  # the last save is at step 8 or 9 (a better validation saves too): steps after it rerun
         if name == "cosine":
             assert lrs[0] > lrs[len(lrs) // 2] > lrs[-1] > 0
-    real, calls = trainer.train_step, []
+    real, calls = loop.train_step, []
 
     def crash_once(*args, **kwargs):
         calls.append(1)
@@ -387,10 +388,10 @@ def test_resume_after_a_crash_matches_uninterrupted(name, tmp_path, monkeypatch)
         return real(*args, **kwargs)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(trainer, "train_step", crash_once)
+    monkeypatch.setattr(loop, "train_step", crash_once)
     with pytest.raises(Crash):
         vsekit.train(spec, out, quiet=True)
-    monkeypatch.setattr(trainer, "train_step", real)
+    monkeypatch.setattr(loop, "train_step", real)
     state = json.loads((out / "last.json").read_text())
     assert 0 < state["step"] < crash_after and not (out / "results.json").exists()  # some steps are done again
     assert vsekit.train(spec, out, quiet=True, resume=True)["steps"] == results["steps"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from vsekit.metrics import chance_rsum
-from vsekit.trainer import Progress, stall_reasons
+from vsekit.training.stall import stall_reasons
+from vsekit.training.state import Progress
 
 from conftest import REPO, tiny_spec_text
 

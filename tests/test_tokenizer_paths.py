@@ -20,7 +20,9 @@ import pytest
 import torch
 from torch import nn
 
-from vsekit import checkpoint, distributed, retrieval, trainer
+from vsekit import checkpoint, retrieval
+from vsekit.training import distributed
+from vsekit.training.setup import Setup, load_data
 from vsekit import spec as spec_mod
 from vsekit.data.tokenize import TOKENIZERS, get_tokenizer
 from vsekit.errors import CheckpointError, SpecError
@@ -131,9 +133,9 @@ def test_one_tokenizer_on_every_path(tmp_path, reader, named, used):
     spec = spec_mod.from_dict(raw, source="t.toml")
     assert spec_mod.from_dict(spec.to_dict()).model.tokenizer == used  # the spec round-trips the field
     assert ("tokenizer" in spec.to_dict()["model"]) == (used != "regex")  # the default is left out, as before
-    run_data = trainer.load_data(spec)
+    run_data = load_data(spec)
     torch.manual_seed(0)
-    setup = trainer._Setup.build(spec, run_data, torch.device("cpu"), distributed.Dist())
+    setup = Setup.build(spec, run_data, torch.device("cpu"), distributed.Dist())
     model = setup.model.eval()
     assert model.tokenizer == used
     words = model.vocab.words
@@ -203,7 +205,7 @@ def test_unknown_tokenizer_is_an_error_naming_the_close_ones(tmp_path):
     assert any(p.startswith("[model] tokenizer: unknown tokenizer 'regx': did you mean 'regex'?") for p in problems)
     with pytest.raises(SpecError, match=r"x.toml: \[model\] tokenizer: unknown tokenizer 'regx'"):
         spec = spec_mod.from_dict(raw, source="x.toml")
-        trainer._Setup.build(spec, trainer.load_data(spec), torch.device("cpu"), distributed.Dist())
+        Setup.build(spec, load_data(spec), torch.device("cpu"), distributed.Dist())
 
 
 def test_checkpoint_tokenizer_field(tmp_path):
@@ -212,8 +214,8 @@ def test_checkpoint_tokenizer_field(tmp_path):
     from vsekit.testing import tiny_spec
 
     spec = spec_mod.from_dict(tiny_spec(model={"dim": 8, "sentence_encoder": {"type": "bow"}, "tokenizer": "split"}))
-    data = trainer.load_data(spec)
-    setup = trainer._Setup.build(spec, data, torch.device("cpu"), distributed.Dist())
+    data = load_data(spec)
+    setup = Setup.build(spec, data, torch.device("cpu"), distributed.Dist())
     path = checkpoint.save(tmp_path, "m", setup.model, spec.to_dict())
     assert checkpoint.load(path)[0].tokenizer == "split"
     meta = json.loads(path.read_text())

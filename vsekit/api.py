@@ -26,14 +26,14 @@ def train(spec: str | Path | spec_mod.Spec | dict, out: str | Path | None = None
 
     ``resume=True`` continues the run in ``out`` from its latest saved state (the spec must be unchanged).
     """
-    from vsekit import trainer as train_mod
+    from vsekit import training
 
     s = load_spec(spec, overrides)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise spec_mod.SpecError(f"seeds: expected an integer >= 1, got {seeds!r}")
     if seeds > 1:
-        return train_mod.train_seeds(s, seeds, out, quiet=quiet, force=force, resume=resume)
-    return train_mod.train(s, out, quiet=quiet, force=force, resume=resume)
+        return training.fit_seeds(s, seeds, out, quiet=quiet, force=force, resume=resume)
+    return training.fit(s, out, quiet=quiet, force=force, resume=resume)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> JointModel:
@@ -151,7 +151,7 @@ def eval_result_name(split: str, metrics: dict[str, Any]) -> str:
 def check_spec(s: spec_mod.Spec) -> list[str]:
     """Problems ``vsekit validate`` reports beyond the spec's own keys and types: files and folders the spec
     names, split names, the output folder, the device, and options of different components that disagree."""
-    from vsekit import trainer
+    from vsekit.training.setup import resolve_device
 
     problems = []
     reader = s.data.build()
@@ -164,7 +164,7 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     if s.output.dir is not None and Path(s.output.dir).exists() and not Path(s.output.dir).is_dir():
         problems.append(f"[output] dir: {s.output.dir} exists and is not a folder")
     try:
-        trainer.resolve_device(s)
+        resolve_device(s)
     except spec_mod.SpecError as exc:
         problems.append(str(exc).split(": ", 1)[-1])
     loss = s.loss.config

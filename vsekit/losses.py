@@ -6,7 +6,7 @@ image is the same as the positive's (another caption of the same image in
 the batch) are not negatives unless ``same_image_negatives = true`` (the
 reference counted them).
 
-No-information values (what the stall check of :mod:`vsekit.trainer` compares
+No-information values (what the stall check of :mod:`vsekit.training.stall` compares
 an epoch's mean loss with): every loss has :meth:`Loss.no_information_value`,
 its value on a batch when all scores are equal (for example when every
 embedding is the same vector), the state of a model that has learned nothing.

@@ -11,10 +11,23 @@ import click
 SPEC = click.Path(dir_okay=False, path_type=Path)
 
 
+class EchoHandler(logging.Handler):
+    """Shows a record's bare message on stdout (the stdout of the moment, as click's test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record))
+
+
 def setup_logging(*, quiet: bool, debug: bool) -> None:
-    """Log to stderr: DEBUG with ``--debug``, WARNING with ``-q``, else INFO."""
+    """Log to stderr: DEBUG with ``--debug``, WARNING with ``-q``, else INFO; a run's result table and paths
+    (the ``vsekit.training.results`` logger) go plain to stdout."""
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    results = logging.getLogger("vsekit.training.results")
+    results.setLevel(level)
+    results.propagate = False
+    if not any(isinstance(h, EchoHandler) for h in results.handlers):
+        results.addHandler(EchoHandler())
 
 
 @click.command("run")
@@ -35,8 +48,8 @@ def run_cmd(ctx: click.Context, *, spec: Path, overrides: tuple[str, ...], out: 
     Ctrl-C saves the training state and exits with status 130; --resume continues from it.
     """
     from vsekit import api
-    from vsekit.distributed import from_env
     from vsekit.evaluate import format_table
+    from vsekit.training.distributed import from_env
 
     setup_logging(quiet=quiet, debug=ctx.obj["debug"])
     results = api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)

@@ -1,0 +1,121 @@
+"""One writer per run folder: an OS lock on ``RUN/.lock`` for as long as a run writes there.
+
+The lock is a :class:`filelock.FileLock` on ``RUN/.lock`` (``flock`` on
+Unix, ``LockFileEx`` on Windows), so the operating system releases it when
+the process ends, however it ends (a finished run, Ctrl-C, ``kill -9``, a
+crash): a leftover ``.lock`` file that nobody holds never blocks ``--resume``.
+While held, the file holds the holder's pid, for the message a second run gets
+(where the platform lets another process read it; else the pid is "unknown").
+
+``.lock`` is the one file vsekit writes in place rather than through
+:func:`vsekit.io.atomic_write`: a lock has to stay the same inode while it is
+held, and its content (a pid) is informational only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import filelock
+
+from vsekit.errors import CheckpointError
+
+LOCK_NAME = ".lock"
+
+#: True where filelock has no OS lock (no ``fcntl`` nor ``msvcrt``): it falls back to a marker file
+_SOFT = issubclass(filelock.FileLock, filelock.SoftFileLock)
+
+
+def _holder(path: Path) -> str:
+    """The pid written in a held lock file, or "unknown"."""
+    try:
+        with open(path, "rb") as fh:
+            pid = fh.read(32).decode("ascii", "replace").strip()
+    except OSError:
+        pid = ""
+    return pid if pid.isdigit() else "unknown"
+
+
+def _file_lock(path: Path, on_acquired: object = None) -> filelock.BaseFileLock:
+    """A non-blocking lock on ``path`` that leaves the file in place when released (an OS lock)."""
+    if _SOFT:  # the marker file is the lock: it has to go when released
+        return filelock.FileLock(path, timeout=0)
+    return filelock.FileLock(path, timeout=0, preserve_lock_file=True, on_acquired=on_acquired)  # type: ignore[arg-type]
+
+
+class RunLock:
+    """``with RunLock(folder):`` holds ``folder/.lock`` exclusively, or raises :class:`CheckpointError` at once.
+
+    Raises:
+        CheckpointError: another process holds the folder's lock (the message names its pid).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._lock: filelock.BaseFileLock | None = None
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._lock is not None
+
+    def _write_pid(self, fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+
+    def acquire(self) -> RunLock:
+        """Create the folder if needed, take the lock and write our pid into it."""
+        if self._lock is not None:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = _file_lock(self.path, self._write_pid)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise CheckpointError(busy_message(self.folder, _holder(self.path))) from None
+        self._lock = lock
+        return self
+
+    def release(self) -> None:
+        """Empty the lock file (no holder recorded) and release it; nothing when not held."""
+        if self._lock is None:
+            return
+        lock, self._lock = self._lock, None
+        fd, self._fd = self._fd, None
+        try:
+            if fd is not None:
+                os.ftruncate(fd, 0)
+        finally:
+            lock.release()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def busy_message(folder: Path, pid: str) -> str:
+    """The one-line refusal a run gets for a folder another process (``pid``) writes to."""
+    return (f"{folder}: another vsekit run (pid {pid}) is writing to this run folder; wait for it to end, "
+            f"stop it, or choose another folder with --out")
+
+
+def check_free(folder: str | Path) -> None:
+    """Raise :class:`CheckpointError` if a live process holds ``folder``'s lock; create nothing."""
+    path = Path(folder) / LOCK_NAME
+    if not path.is_file():
+        return
+    lock = _file_lock(path)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise CheckpointError(busy_message(Path(folder), _holder(path))) from None
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    lock.release()
