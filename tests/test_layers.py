@@ -155,6 +155,42 @@ def size_problems(root: Path, limits: dict) -> list[str]:
     return out
 
 
+def missing_docstrings(root: Path) -> list[str]:
+    """Public module-level functions and classes, and public methods of public classes, without a docstring."""
+    out = []
+    for name, path in module_names(root).items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
+                continue
+            members = node.body if isinstance(node, ast.ClassDef) else []
+            for n in [node, *members]:
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_") and \
+                        not ast.get_docstring(n):
+                    out.append(f"{name}:{n.name if n is node else node.name + '.' + n.name} (line {n.lineno})")
+    return out
+
+
+def private_uses(root: Path) -> list[str]:
+    """Uses of another vsekit module's ``_private`` name: ``from vsekit.m import _x`` or ``alias._x``."""
+    out = []
+    for name, path in module_names(root).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vsekit"):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        out.append(f"{name} (line {node.lineno}): from {node.module} import {a.name}")
+                    aliases.add(a.asname or a.name)
+            elif isinstance(node, ast.Import):
+                aliases.update(a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("vsekit"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                out.append(f"{name} (line {node.lineno}): {node.value.id}.{node.attr}")
+    return out
+
+
 # --------------------------------------------------------------------------- the checker proves itself
 
 
@@ -182,6 +218,18 @@ def test_the_checker_finds_an_upward_import_and_a_cycle(tmp_path):
     assert any(p.startswith("toy.big:h (line 1): 7 positional parameters") for p in sizes)
 
 
+def test_the_checker_finds_missing_docstrings_and_private_uses(tmp_path):
+    pkg = tmp_path / "vsekit"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text('def f():\n    "Doc."\n\ndef g():\n    pass\n\nclass C:\n    "Doc."\n'
+                              '    def m(self):\n        pass\n    def _p(self):\n        pass\n\ndef _h():\n    pass\n')
+    (pkg / "b.py").write_text("from vsekit.a import _h\nfrom vsekit import a\n\ndef k():\n    'Doc.'\n"
+                              "    return a._h, a.__name__\n")
+    assert missing_docstrings(pkg) == ["vsekit.a:g (line 4)", "vsekit.a:C.m (line 9)"]
+    assert private_uses(pkg) == ["vsekit.b (line 1): from vsekit.a import _h", "vsekit.b (line 6): a._h"]
+
+
 # --------------------------------------------------------------------------- the real package
 
 
@@ -195,6 +243,16 @@ def test_modules_and_functions_stay_small():
     assert len(limits.get("exceptions", {})) <= 3, "at most three listed exceptions"
     problems = size_problems(PACKAGE, limits)
     assert not problems, "\n".join(problems)
+
+
+def test_public_functions_and_classes_have_docstrings():
+    missing = missing_docstrings(PACKAGE)
+    assert not missing, "\n".join(missing)
+
+
+def test_no_module_uses_another_modules_private_names():
+    uses = private_uses(PACKAGE) + private_uses(REPO / "plugins")
+    assert not uses, "\n".join(uses)
 
 
 def test_contributing_shows_the_layer_table():
