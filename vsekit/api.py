@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from vsekit import checkpoint, spec as spec_mod
+from vsekit import checkpoint
+from vsekit import spec as spec_mod
 from vsekit.data.readers import DatasetReader, Split
 from vsekit.data.tokenize import tokenizer_problem
 from vsekit.errors import DataError

@@ -13,8 +13,21 @@ from typing import Any
 
 import attrs
 
-__all__ = ["EMBEDDED_PREFIX", "EMBEDDED_ROOT", "embedded_path", "FieldError", "check", "component_field", "in_range", "non_negative", "one_of", "path_field",
-           "positive", "resolve_path", "resolve_paths"]
+__all__ = [
+    "EMBEDDED_PREFIX",
+    "EMBEDDED_ROOT",
+    "FieldError",
+    "check",
+    "component_field",
+    "embedded_path",
+    "in_range",
+    "non_negative",
+    "one_of",
+    "path_field",
+    "positive",
+    "resolve_path",
+    "resolve_paths",
+]
 
 EMBEDDED_PREFIX = "vsekit:"
 #: The folder of the datasets packaged with vsekit (``vsekit:NAME`` names ``EMBEDDED_ROOT / NAME``).

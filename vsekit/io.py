@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,7 +126,7 @@ def split_records(text: str, source: str, what: str = "line", *, allow_empty_fil
     return records
 
 
-def load_feature_rows(path: Path) -> "np.ndarray":
+def load_feature_rows(path: Path) -> np.ndarray:
     """The ``(rows, dim)`` floating-point array in the ``.npy`` file ``path`` (dtype as stored, no pickles).
 
     Raises:

@@ -21,5 +21,16 @@ from vsekit.metrics import (  # noqa: F401
 
 warnings.warn("vsekit.metrics_core is deprecated; use vsekit.metrics", DeprecationWarning, stacklevel=2)
 
-__all__ = ["ranks_i2t", "ranks_t2i", "ranks_both", "recall_summary", "recall", "chance_rsum", "check_folds",
-           "check_ties", "input_warnings", "MIN_FOLD_IMAGES", "TIE_RULES"]
+__all__ = [
+    "MIN_FOLD_IMAGES",
+    "TIE_RULES",
+    "chance_rsum",
+    "check_folds",
+    "check_ties",
+    "input_warnings",
+    "ranks_both",
+    "ranks_i2t",
+    "ranks_t2i",
+    "recall",
+    "recall_summary",
+]

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ class JointModel(nn.Module):
         self.reference_options = None
 
     def set_origin(self, *, spec: dict[str, Any] | None = None, weights_sha256: str | None = None,
-                   reference_options: dict[str, Any] | None = None) -> "JointModel":
+                   reference_options: dict[str, Any] | None = None) -> JointModel:
         """Record where the model comes from (see the class docstring): its ``spec``, the ``weights_sha256`` of
         its weights file, the ``reference_options`` of an imported model; an argument left None keeps the
         current value. Returns the model."""
@@ -85,7 +86,7 @@ class JointModel(nn.Module):
 
     @classmethod
     def build(cls, sentence: Component, image: Component, vocab: Vocab, dim: int, dim_image: int,
-              **kwargs: Any) -> "JointModel":
+              **kwargs: Any) -> JointModel:
         return cls(sentence.build(len(vocab), dim), image.build(dim_image, dim), vocab, **kwargs)
 
     @property

@@ -55,7 +55,8 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vsekit.errors import DataError, RegistryError, SpecError
 

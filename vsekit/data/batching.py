@@ -6,14 +6,14 @@ with numpy fancy indexing (no per-caption Python work on the hot path).
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from vsekit.text.batch import TextBatch
 
-__all__ = ["TextBatch", "CaptionStore", "bucketed_batches", "collate"]
+__all__ = ["CaptionStore", "TextBatch", "bucketed_batches", "collate"]
 
 
 class CaptionStore:

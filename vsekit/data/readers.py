@@ -25,7 +25,7 @@ from vsekit.io import load_feature_rows, read_lines
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMBEDDED_ROOT", "embedded_path", "Split", "DatasetReader", "PrecompReader", "Flickr8kReader"]
+__all__ = ["EMBEDDED_ROOT", "DatasetReader", "Flickr8kReader", "PrecompReader", "Split", "embedded_path"]
 
 
 @attrs.define
@@ -71,7 +71,7 @@ class Split:
     def dim_image(self) -> int:
         return int(self.images.shape[1])
 
-    def subset(self, n_images: int) -> "Split":
+    def subset(self, n_images: int) -> Split:
         """The first ``n_images`` images and their captions."""
         keep = self.cap2img < n_images
         return Split(self.name, [c for c, k in zip(self.captions, keep) if k], self.images[:n_images],

@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -83,7 +83,7 @@ class FeatureFile:
         return {name: i for i, name in enumerate(self.ids)}
 
     @classmethod
-    def read(cls, out: str | Path) -> "FeatureFile | None":
+    def read(cls, out: str | Path) -> FeatureFile | None:
         """The file at ``out``, or None when there is none yet.
 
         Rows past the end of the ids file (an extraction stopped between the

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
 
+from vsekit.config import embedded_path, path_field
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.config import embedded_path, path_field
 from vsekit.io import load_feature_rows, read_lines
 
 

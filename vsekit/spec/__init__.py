@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import attrs
 

@@ -7,7 +7,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
