@@ -193,7 +193,7 @@ class _GatherRows(torch.autograd.Function):
             x = torch.cat([x, x.new_zeros((most - x.shape[0], *x.shape[1:]))])
         parts = [torch.empty_like(x) for _ in sizes]
         dist.all_gather(parts, x.contiguous())
-        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
