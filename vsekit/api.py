@@ -172,8 +172,8 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     loss = s.loss.config
     temperature, max_scale = getattr(loss, "temperature", None), getattr(loss, "max_scale", None)
     if isinstance(temperature, float) and isinstance(max_scale, float) and 1.0 / temperature > max_scale:
-        problems.append(f"[loss] temperature: 1/temperature = {1.0 / temperature:g} is above max_scale = {max_scale:g}, "
-                        f"so the scale starts clamped and cannot learn")
+        problems.append(f"[loss] temperature: 1/temperature = {1.0 / temperature:g} is above "
+                        f"max_scale = {max_scale:g}, so the scale starts clamped and cannot learn")
     warmup = getattr(loss, "warmup_epochs", None)
     if isinstance(warmup, float) and warmup >= s.train.max_epochs:
         problems.append(f"[loss] warmup_epochs: {warmup:g} >= [train] max_epochs = {s.train.max_epochs}: "

@@ -44,8 +44,8 @@ def vocab_digest(words: list[str]) -> str:
 
 
 def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any], *, step: int = 0,
-         epoch: float = 0.0, metrics: dict[str, Any] | None = None, extra_tensors: dict[str, torch.Tensor] | None = None,
-         extra: dict[str, Any] | None = None) -> Path:
+         epoch: float = 0.0, metrics: dict[str, Any] | None = None,
+         extra_tensors: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ``folder/name.safetensors`` and ``folder/name.json`` (see the module notes); return the JSON path."""
     folder = Path(folder)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -155,7 +155,8 @@ def read_tensors(path: str | Path, map_location: str = "cpu") -> tuple[Path, dic
                  meta_path.name)
         weights, digest = pending, meta["weights_sha256"]
     if digest != meta["weights_sha256"]:
-        raise CheckpointError(f"{weights}: checksum mismatch (file is corrupt or was changed after {meta_path} was written)")
+        raise CheckpointError(f"{weights}: checksum mismatch (file is corrupt or was changed after {meta_path} "
+                              f"was written)")
     try:
         with safe_open(str(weights), framework="pt") as fh:
             header = fh.metadata() or {}

@@ -66,7 +66,11 @@ class FieldError(ValueError):
 
 
 def check(pred: Callable[[Any], bool], what: str) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """An attrs validator: ``pred(value)`` must hold (None passes); else :class:`FieldError` saying ``expected what``."""
+    """An attrs validator: ``pred(value)`` must hold (None passes).
+
+    Raises:
+        FieldError: when it does not, saying ``expected {what}, got {value!r}``.
+    """
     def validator(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value is not None and not pred(value):
             raise FieldError(attribute.name, f"expected {what}, got {value!r}")

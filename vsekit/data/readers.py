@@ -74,7 +74,7 @@ class Split:
     def subset(self, n_images: int) -> Split:
         """The first ``n_images`` images and their captions."""
         keep = self.cap2img < n_images
-        return Split(self.name, [c for c, k in zip(self.captions, keep) if k], self.images[:n_images],
+        return Split(self.name, [c for c, k in zip(self.captions, keep, strict=True) if k], self.images[:n_images],
                      self.cap2img[keep], self.image_ids[:n_images] if self.image_ids else None,
                      list(self.files), dict(self.report), self.source)
 
@@ -194,7 +194,8 @@ class Flickr8kReader(DatasetReader):
     @attrs.frozen
     class Config:
         root: str = path_field(validator=attrs.validators.instance_of(str))
-        features: Any = component_field("image_feature_extractor")
+        # component_field() returns an attrs.field() (a field specifier, not a shared default) that ruff cannot see
+        features: Any = component_field("image_feature_extractor")  # noqa: RUF009
         captions_file: str = "captions.txt"
         splits_dir: str = "splits"
         images_dir: str = "images"
@@ -277,21 +278,22 @@ class Flickr8kReader(DatasetReader):
         missing = [keep[i] for i in np.flatnonzero(~result.ok)]
         report: dict[str, Any] = {"images_listed": len(names)}
         if few:
-            report["fewer_than_%d_captions" % k] = few
-            log.warning("%s: %d image(s) with fewer than %d captions left out, e.g. %s", split_path, len(few), k, few[0])
+            report[f"fewer_than_{k}_captions"] = few
+            log.warning("%s: %d image(s) with fewer than %d captions left out, e.g. %s", split_path, len(few), k,
+                        few[0])
         if many:
-            report["more_than_%d_captions_truncated" % k] = many
+            report[f"more_than_{k}_captions_truncated"] = many
             log.warning("%s: %d image(s) with more than %d captions: the first %d used", split_path, len(many), k, k)
         if missing:
             report["without_features"] = missing
             log.warning("%s: %d image(s) without features left out, e.g. %s (%s)", split_path, len(missing),
                         missing[0], result.errors.get(missing[0], "missing"))
-        kept = [n for n, ok in zip(keep, result.ok) if ok]
+        kept = [n for n, ok in zip(keep, result.ok, strict=True) if ok]
         if not kept:
             raise DataError(f"{split_path}: no image of split {split!r} has both {k} captions and features")
         captions = [text for name in kept for text in caps[name][:k]]
         cap2img = np.repeat(np.arange(len(kept), dtype=np.int64), k)
         report["images"] = len(kept)
         return Split(split, captions, result.features, cap2img, image_ids=kept,
-                     files=[self.root / self.config.captions_file, split_path] + list(result.files),
+                     files=[self.root / self.config.captions_file, split_path, *result.files],
                      report=report, source=str(split_path))

@@ -87,6 +87,9 @@ class PrecomputedFeatures(ImageFeatureExtractor):
         names = [Path(p).name for p in paths]
         ok = np.array([n in table for n in names], dtype=bool)
         rows = [table[n] for n in names if n in table]
-        feats = np.stack([f[r] for f, r in rows]).astype(np.float32) if rows else np.zeros((0, self._dim or 0), np.float32)
-        errors = {n: "no precomputed features" for n, good in zip(names, ok) if not good}
+        if rows:
+            feats = np.stack([f[r] for f, r in rows]).astype(np.float32)
+        else:
+            feats = np.zeros((0, self._dim or 0), np.float32)
+        errors = {n: "no precomputed features" for n, good in zip(names, ok, strict=True) if not good}
         return Extracted(feats, ok, errors, list(self._files))

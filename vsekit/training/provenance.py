@@ -48,7 +48,8 @@ def collect(files: Iterable[Path], spec_source: str | None = None) -> dict[str, 
         "versions": versions(),
         "git": {
             "vsekit": git_commit(Path(__file__).resolve().parent),
-            "spec": git_commit(Path(spec_source).resolve().parent) if spec_source and Path(spec_source).exists() else None,
+            "spec": (git_commit(Path(spec_source).resolve().parent)
+                     if spec_source and Path(spec_source).exists() else None),
         },
         "data_files": {str(f): sha256_file(f) for f in unique if f.is_file()},
     }
