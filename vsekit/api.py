@@ -15,6 +15,15 @@ from vsekit.model import JointModel
 
 
 def load_spec(spec: str | Path | spec_mod.Spec | dict, overrides: Iterable[str] = ()) -> spec_mod.Spec:
+    """A :class:`~vsekit.spec.Spec` from a spec file path, a plain dict or a Spec.
+
+    A path is read as :func:`vsekit.spec.load` does and a dict structured with
+    :func:`vsekit.spec.from_dict`, both after the ``overrides`` (``--set`` items);
+    a Spec is returned as it is (``overrides`` are not applied to it).
+
+    Raises:
+        SpecError: the file is missing or not TOML, an override is malformed, or the spec has problems.
+    """
     if isinstance(spec, spec_mod.Spec):
         return spec
     if isinstance(spec, dict):

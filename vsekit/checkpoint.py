@@ -98,6 +98,12 @@ def find(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint JSON for ``path`` (found as :func:`find` does) and its checked metadata dict.
+
+    Raises:
+        CheckpointError: no checkpoint there, unreadable JSON, not vsekit's format, or a required key
+            missing or of the wrong type.
+    """
     meta_path = find(path)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -136,6 +142,11 @@ def _short(v: Any) -> str:
 
 
 def weights_path(meta_path: Path, meta: dict[str, Any]) -> Path:
+    """The weights file beside ``meta_path``: ``meta["weights"]``, by default ``<stem>.safetensors``.
+
+    Raises:
+        CheckpointError: ``weights`` is not a bare file name (a path could point outside the folder).
+    """
     name = meta.get("weights", meta_path.stem + ".safetensors")
     if not isinstance(name, str) or Path(name).name != name:
         raise CheckpointError(f"{meta_path}: 'weights' must be a file name beside it, got {name!r}")

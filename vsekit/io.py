@@ -57,14 +57,17 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`); missing folders are made."""
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` UTF-8 encoded to ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of the file ``path``, read ``chunk`` bytes at a time (``OSError`` if unreadable)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

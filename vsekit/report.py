@@ -203,6 +203,7 @@ def write_html(path: str | Path, title: str, queries: Sequence[Query], *, embed_
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The events in metrics.jsonl ``path``, a cut last line skipped. CheckpointError: no file; DataError: bad JSON."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (a run folder has metrics.jsonl)")

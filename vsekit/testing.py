@@ -131,6 +131,7 @@ class InstalledPlugins:
 
     @property
     def pythonpath(self) -> str:
+        """The plugins' ``sys.path`` entries, then the current ``PYTHONPATH``, joined by ``os.pathsep``."""
         return os.pathsep.join([*self.paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
     @property

@@ -65,10 +65,12 @@ class Split:
 
     @property
     def n_images(self) -> int:
+        """The number of images N (rows of ``images``)."""
         return len(self.images)
 
     @property
     def dim_image(self) -> int:
+        """The width of the image features (columns of ``images``)."""
         return int(self.images.shape[1])
 
     def subset(self, n_images: int) -> Split:
@@ -92,6 +94,14 @@ class DatasetReader:
         self.config = config
 
     def read(self, split: str) -> Split:  # pragma: no cover - interface
+        """The split named ``split`` (one of :attr:`splits`).
+
+        Returns a :class:`Split`: captions (M,) text, images (N, dim_image) float32,
+        ``cap2img`` (M,) int64 0-based image row of each caption.
+
+        Raises:
+            DataError: an unknown split, or files that are missing, unreadable or inconsistent.
+        """
         raise NotImplementedError
 
     def check(self) -> list[str]:
@@ -124,6 +134,11 @@ class PrecompReader(DatasetReader):
         return embedded_path(self.config.dir)
 
     def paths(self, split: str) -> tuple[Path, Path]:
+        """The (captions ``.txt``, features ``.npy``) paths of ``split``.
+
+        Without ``name``, when ``SPLIT_caps.txt`` is absent and the folder holds exactly
+        one ``*_SPLIT_caps.txt``, that prefix is used.
+        """
         root = self._root()
         prefix = f"{self.config.name}_" if self.config.name else ""
         caps, ims = root / f"{prefix}{split}_caps.txt", root / f"{prefix}{split}_ims.npy"
@@ -135,12 +150,21 @@ class PrecompReader(DatasetReader):
         return caps, ims
 
     def check(self) -> list[str]:
+        """``'PATH: no such file'`` for each missing train/dev/test file, or the missing folder; [] if none."""
         root = self._root()
         if not root.is_dir():
             return [f"{root}: no such folder"]
         return [f"{p}: no such file" for s in ("train", "dev", "test") for p in self.paths(s) if not p.exists()]
 
     def read(self, split: str) -> Split:
+        """The split from ``SPLIT_caps.txt`` (a caption a line) and ``SPLIT_ims.npy``.
+
+        Images are (N, dim_image) float32, one row per image (a row-per-caption file
+        is collapsed); caption i belongs to image ``i // caps_per_image``.
+
+        Raises:
+            DataError: an unknown split, a missing folder or file, or caption and row counts that fit neither layout.
+        """
         if split not in self.splits:
             raise self._unknown_split(split)
         root = self._root()
@@ -209,9 +233,11 @@ class Flickr8kReader(DatasetReader):
 
     @property
     def root(self) -> Path:
+        """The dataset folder (``config.root``) as a Path."""
         return Path(self.config.root)
 
     def check(self) -> list[str]:
+        """Missing caption and split files, a missing ``features`` table, and the extractor's own problems."""
         problems = []
         for p in [self.root / self.config.captions_file] + [
             self.root / self.config.splits_dir / f"{s}.txt" for s in self.splits
@@ -226,6 +252,11 @@ class Flickr8kReader(DatasetReader):
 
     @property
     def extractor(self) -> Any:
+        """The image feature extractor built from ``config.features`` (built on first use).
+
+        Raises:
+            DataError: ``features`` is not given.
+        """
         if self._extractor is None:
             if self.config.features is None:
                 raise DataError("[data] features: missing: name an image feature extractor, "
@@ -257,6 +288,15 @@ class Flickr8kReader(DatasetReader):
         return self._captions
 
     def read(self, split: str) -> Split:
+        """The split listed in ``splits_dir/SPLIT.txt``: images with ``caps_per_image`` captions and features.
+
+        Images with fewer captions or no features are left out (and logged and listed
+        in ``report``); images with more keep the first ``caps_per_image``. Features
+        are (N, dim_image) float32, through the ``cache`` feature file when one is set.
+
+        Raises:
+            DataError: an unknown split, a missing file, duplicate image ids, or no image left.
+        """
         if split not in self.splits:
             raise self._unknown_split(split)
         split_path = self.root / self.config.splits_dir / f"{split}.txt"

@@ -53,24 +53,37 @@ class Vocab:
         return ids
 
     def decode(self, ids: Iterable[int]) -> list[str]:
+        """The words of the indices ``ids`` (``IndexError`` for an index outside the vocabulary)."""
         return [self.words[i] for i in ids]
 
     def to_json(self) -> dict:
+        """The vocabulary as JSON data: ``{'format': FORMAT, 'words': [...]}`` (index order)."""
         return {"format": FORMAT, "words": self.words}
 
     @classmethod
     def from_json(cls, data: dict, source: str = "vocab") -> Vocab:
+        """The vocabulary in JSON data ``data`` as :meth:`to_json` writes it; ``source`` names it in errors.
+
+        Raises:
+            DataError: ``data`` is not a vsekit vocabulary, or has duplicate words.
+        """
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("words"), list):
             raise DataError(f"{source}: not a vsekit vocabulary (expected {{'format': {FORMAT!r}, 'words': [...]}})")
         return cls(data["words"])
 
     def save(self, path: str | Path) -> None:
+        """Write the vocabulary as JSON (UTF-8) to ``path``, atomically."""
         from vsekit.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
+        """The vocabulary in the JSON file ``path`` (as :meth:`save` writes it).
+
+        Raises:
+            DataError: the file is missing, unreadable or not a vsekit vocabulary.
+        """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
