@@ -17,6 +17,7 @@ PACKAGES = ("vsekit", "torch", "numpy", "scipy", "attrs", "cattrs", "pluggy", "c
 
 
 def versions() -> dict[str, str | None]:
+    """The Python version and the installed version of each of :data:`PACKAGES` (None when not installed)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -40,6 +41,11 @@ def git_commit(path: Path) -> dict[str, Any] | None:
 
 
 def collect(files: Iterable[Path], spec_source: str | None = None) -> dict[str, Any]:
+    """A run's provenance record: UTC time, argv, platform, :func:`versions`, git commits, data files.
+
+    The git commits are those of vsekit's and the spec's checkouts (None outside
+    one); ``data_files`` maps each existing file of ``files`` to its SHA-256.
+    """
     unique = sorted({Path(f).resolve() for f in files})
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
