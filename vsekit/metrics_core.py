@@ -2,7 +2,7 @@
 
 import warnings
 
-from vsekit.metrics import (  # noqa: F401
+from vsekit.metrics import (
     DEFAULT_KS,
     MIN_FOLD_IMAGES,
     TIE_RULES,
@@ -22,8 +22,11 @@ from vsekit.metrics import (  # noqa: F401
 warnings.warn("vsekit.metrics_core is deprecated; use vsekit.metrics", DeprecationWarning, stacklevel=2)
 
 __all__ = [
+    "DEFAULT_KS",
     "MIN_FOLD_IMAGES",
     "TIE_RULES",
+    "TINY_SPLIT_IMAGES",
+    "ArrayLike",
     "chance_rsum",
     "check_folds",
     "check_ties",
