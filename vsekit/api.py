@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from vsekit import checkpoint, spec as spec_mod
+from vsekit import checkpoint
+from vsekit import spec as spec_mod
 from vsekit.data.readers import DatasetReader, Split
 from vsekit.data.tokenize import tokenizer_problem
 from vsekit.errors import DataError
@@ -13,6 +15,15 @@ from vsekit.model import JointModel
 
 
 def load_spec(spec: str | Path | spec_mod.Spec | dict, overrides: Iterable[str] = ()) -> spec_mod.Spec:
+    """A :class:`~vsekit.spec.Spec` from a spec file path, a plain dict or a Spec.
+
+    A path is read as :func:`vsekit.spec.load` does and a dict structured with
+    :func:`vsekit.spec.from_dict`, both after the ``overrides`` (``--set`` items);
+    a Spec is returned as it is (``overrides`` are not applied to it).
+
+    Raises:
+        SpecError: the file is missing or not TOML, an override is malformed, or the spec has problems.
+    """
     if isinstance(spec, spec_mod.Spec):
         return spec
     if isinstance(spec, dict):
@@ -170,8 +181,8 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     loss = s.loss.config
     temperature, max_scale = getattr(loss, "temperature", None), getattr(loss, "max_scale", None)
     if isinstance(temperature, float) and isinstance(max_scale, float) and 1.0 / temperature > max_scale:
-        problems.append(f"[loss] temperature: 1/temperature = {1.0 / temperature:g} is above max_scale = {max_scale:g}, "
-                        f"so the scale starts clamped and cannot learn")
+        problems.append(f"[loss] temperature: 1/temperature = {1.0 / temperature:g} is above "
+                        f"max_scale = {max_scale:g}, so the scale starts clamped and cannot learn")
     warmup = getattr(loss, "warmup_epochs", None)
     if isinstance(warmup, float) and warmup >= s.train.max_epochs:
         problems.append(f"[loss] warmup_epochs: {warmup:g} >= [train] max_epochs = {s.train.max_epochs}: "

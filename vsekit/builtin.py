@@ -10,6 +10,7 @@ from vsekit.hookspecs import hookimpl
 
 @hookimpl
 def register_dataset_readers(register):
+    """Register the built-in dataset readers ``precomp`` and ``flickr8k``."""
     from vsekit.data.readers import Flickr8kReader, PrecompReader
 
     register("precomp", PrecompReader)
@@ -18,6 +19,7 @@ def register_dataset_readers(register):
 
 @hookimpl
 def register_sentence_encoders(register):
+    """Register the built-in sentence encoders ``gru`` and ``bow``."""
     from vsekit.text.bow import BoWEncoder
     from vsekit.text.gru import GRUEncoder
 
@@ -27,6 +29,7 @@ def register_sentence_encoders(register):
 
 @hookimpl
 def register_image_feature_extractors(register):
+    """Register the built-in image feature extractor ``precomputed``."""
     from vsekit.image.precomputed import PrecomputedFeatures
 
     register("precomputed", PrecomputedFeatures)
@@ -34,6 +37,7 @@ def register_image_feature_extractors(register):
 
 @hookimpl
 def register_image_encoders(register):
+    """Register the built-in image encoder ``linear``."""
     from vsekit.image.linear import LinearImageEncoder
 
     register("linear", LinearImageEncoder)
@@ -41,6 +45,7 @@ def register_image_encoders(register):
 
 @hookimpl
 def register_losses(register):
+    """Register the built-in losses ``contrastive``, ``max_violation`` and ``infonce``."""
     from vsekit.losses import ContrastiveLoss, InfoNCELoss, MaxViolationLoss
 
     register("contrastive", ContrastiveLoss)
@@ -50,6 +55,7 @@ def register_losses(register):
 
 @hookimpl
 def register_metrics(register):
+    """Register the built-in metric ``recall``."""
     from vsekit.metrics import RecallMetric
 
     register("recall", RecallMetric)

@@ -44,8 +44,8 @@ def vocab_digest(words: list[str]) -> str:
 
 
 def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any], *, step: int = 0,
-         epoch: float = 0.0, metrics: dict[str, Any] | None = None, extra_tensors: dict[str, torch.Tensor] | None = None,
-         extra: dict[str, Any] | None = None) -> Path:
+         epoch: float = 0.0, metrics: dict[str, Any] | None = None,
+         extra_tensors: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ``folder/name.safetensors`` and ``folder/name.json`` (see the module notes); return the JSON path."""
     folder = Path(folder)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -98,6 +98,12 @@ def find(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint JSON for ``path`` (found as :func:`find` does) and its checked metadata dict.
+
+    Raises:
+        CheckpointError: no checkpoint there, unreadable JSON, not vsekit's format, or a required key
+            missing or of the wrong type.
+    """
     meta_path = find(path)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -136,6 +142,11 @@ def _short(v: Any) -> str:
 
 
 def weights_path(meta_path: Path, meta: dict[str, Any]) -> Path:
+    """The weights file beside ``meta_path``: ``meta["weights"]``, by default ``<stem>.safetensors``.
+
+    Raises:
+        CheckpointError: ``weights`` is not a bare file name (a path could point outside the folder).
+    """
     name = meta.get("weights", meta_path.stem + ".safetensors")
     if not isinstance(name, str) or Path(name).name != name:
         raise CheckpointError(f"{meta_path}: 'weights' must be a file name beside it, got {name!r}")
@@ -155,7 +166,8 @@ def read_tensors(path: str | Path, map_location: str = "cpu") -> tuple[Path, dic
                  meta_path.name)
         weights, digest = pending, meta["weights_sha256"]
     if digest != meta["weights_sha256"]:
-        raise CheckpointError(f"{weights}: checksum mismatch (file is corrupt or was changed after {meta_path} was written)")
+        raise CheckpointError(f"{weights}: checksum mismatch (file is corrupt or was changed after {meta_path} "
+                              f"was written)")
     try:
         with safe_open(str(weights), framework="pt") as fh:
             header = fh.metadata() or {}

@@ -13,8 +13,21 @@ from typing import Any
 
 import attrs
 
-__all__ = ["EMBEDDED_PREFIX", "EMBEDDED_ROOT", "embedded_path", "FieldError", "check", "component_field", "in_range", "non_negative", "one_of", "path_field",
-           "positive", "resolve_path", "resolve_paths"]
+__all__ = [
+    "EMBEDDED_PREFIX",
+    "EMBEDDED_ROOT",
+    "FieldError",
+    "check",
+    "component_field",
+    "embedded_path",
+    "in_range",
+    "non_negative",
+    "one_of",
+    "path_field",
+    "positive",
+    "resolve_path",
+    "resolve_paths",
+]
 
 EMBEDDED_PREFIX = "vsekit:"
 #: The folder of the datasets packaged with vsekit (``vsekit:NAME`` names ``EMBEDDED_ROOT / NAME``).
@@ -53,7 +66,11 @@ class FieldError(ValueError):
 
 
 def check(pred: Callable[[Any], bool], what: str) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """An attrs validator: ``pred(value)`` must hold (None passes); else :class:`FieldError` saying ``expected what``."""
+    """An attrs validator: ``pred(value)`` must hold (None passes).
+
+    Raises:
+        FieldError: when it does not, saying ``expected {what}, got {value!r}``.
+    """
     def validator(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value is not None and not pred(value):
             raise FieldError(attribute.name, f"expected {what}, got {value!r}")

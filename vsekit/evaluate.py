@@ -53,7 +53,8 @@ def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: i
     if split.dim_image != model.dim_image:
         from vsekit.errors import DataError
 
-        raise DataError(f"{split.source}: {split.dim_image}-d image features, but the model expects {model.dim_image}-d")
+        raise DataError(f"{split.source}: {split.dim_image}-d image features, "
+                        f"but the model expects {model.dim_image}-d")
     n_folds = check_folds(folds, split.n_images)
     check_ties(ties)
     ims = model_mod.encode_images(model, split.images, verbose=verbose)

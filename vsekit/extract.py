@@ -23,8 +23,9 @@ the batch (they are not written, so a rerun tries them again).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -34,8 +35,21 @@ from vsekit.image import cache
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.image.cache import DTYPES, RUNTIME_OPTIONS, ExtractReport, FeatureFile, ids_path, meta_path
 
-__all__ = ["DTYPES", "RUNTIME_OPTIONS", "ExtractReport", "FeatureFile", "ids_path", "meta_path", "list_images",
-           "resolve_extractor", "describe", "recorded_extractor", "update", "extract_cached", "extract_folder"]
+__all__ = [
+    "DTYPES",
+    "RUNTIME_OPTIONS",
+    "ExtractReport",
+    "FeatureFile",
+    "describe",
+    "extract_cached",
+    "extract_folder",
+    "ids_path",
+    "list_images",
+    "meta_path",
+    "recorded_extractor",
+    "resolve_extractor",
+    "update",
+]
 
 log = logging.getLogger(__name__)
 

@@ -119,7 +119,7 @@ def register_metrics(register: Registrar) -> None:
 
 
 @hookspec
-def register_commands(cli: "click.Group") -> None:
+def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``vsekit`` click group ``cli`` (``@cli.command()``).
 
     Commands should import heavy modules inside the command function, not at

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,14 +57,17 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`); missing folders are made."""
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` UTF-8 encoded to ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of the file ``path``, read ``chunk`` bytes at a time (``OSError`` if unreadable)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -125,7 +129,7 @@ def split_records(text: str, source: str, what: str = "line", *, allow_empty_fil
     return records
 
 
-def load_feature_rows(path: Path) -> "np.ndarray":
+def load_feature_rows(path: Path) -> np.ndarray:
     """The ``(rows, dim)`` floating-point array in the ``.npy`` file ``path`` (dtype as stored, no pickles).
 
     Raises:

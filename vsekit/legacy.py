@@ -94,6 +94,8 @@ def _int_option(options: dict[str, Any], key: str, source: Path) -> int:
 
 
 def read_options(path: Path) -> dict[str, Any]:
+    """The reference's options dict in the pickle ``path`` (read with :func:`read_pickle`, no code run).
+    Raises :class:`CheckpointError` for an unsafe or unreadable pickle, or one that is not a dict of str keys."""
     options = read_pickle(path)
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         raise CheckpointError(f"{path}: expected a dict of options, got {type(options).__name__}")

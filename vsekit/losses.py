@@ -53,6 +53,12 @@ class Loss(nn.Module):
 
     def forward(self, im: torch.Tensor, s: torch.Tensor, ids: torch.Tensor,
                 step: int = 0, epoch: float = 0.0) -> torch.Tensor:  # pragma: no cover - interface
+        """The loss on a batch of B pairs, as a 0-d float tensor (lower is better).
+
+        ``im`` and ``s`` are the (B, dim) float image and caption embeddings (row i a
+        positive pair), ``ids`` the (B,) int64 image index of each pair (equal ids: the
+        same image); ``step`` and ``epoch`` (fractional) as the training loop passes them.
+        """
         raise NotImplementedError
 
     def no_information_value(self, ids: torch.Tensor | int, step: int = 0, epoch: float = 0.0) -> float | None:
@@ -119,6 +125,7 @@ class ContrastiveLoss(Loss):
         ncon: int | None = attrs.field(default=None, validator=positive())
 
     def forward(self, im, s, ids, step=0, epoch=0.0):
+        """The summed hinge over in-batch (or ``ncon`` sampled) negatives, both directions; see :meth:`Loss.forward`."""
         scores = im @ s.t()
         neg = negatives_mask(ids, self.config.same_image_negatives)
         if self.config.ncon is None:
@@ -167,9 +174,14 @@ class MaxViolationLoss(Loss):
                                                          same_image_negatives=config.same_image_negatives))
 
     def in_warmup(self, step: int, epoch: float) -> bool:
+        """True while ``step < warmup_steps`` or ``epoch < warmup_epochs``."""
         return step < self.config.warmup_steps or epoch < self.config.warmup_epochs
 
     def forward(self, im, s, ids, step=0, epoch=0.0):
+        """The hinge of the hardest negative per positive, both directions; see :meth:`Loss.forward`.
+
+        During the warm-up: the InfoNCE warm-up loss, or the summed hinge over all negatives.
+        """
         if self.warmup is not None and self.in_warmup(step, epoch):
             return self.warmup(im, s, ids, step=step, epoch=epoch)
         scores = im @ s.t()
@@ -192,6 +204,7 @@ class MaxViolationLoss(Loss):
         return 2.0 * self.config.margin * float((n > 0).sum())
 
     def stall_advice(self) -> str:
+        """A warm-up when there is none, else a longer one; or a lower learning rate."""
         if not (self.config.warmup_epochs or self.config.warmup_steps):
             return ("a warm-up before max-violation ([loss] warmup_epochs = 1: the summed hinge first, or "
                     "warmup_loss = \"infonce\"), or a lower [train] lr")
@@ -217,6 +230,11 @@ class InfoNCELoss(Loss):
             self.register_buffer("log_scale", init)
 
     def forward(self, im, s, ids, step=0, epoch=0.0):
+        """The mean of the image->caption and caption->image cross-entropies; see :meth:`Loss.forward`.
+
+        Logits are the cosine scores times ``exp(log_scale)`` (at most ``max_scale``);
+        unless ``same_image_negatives``, the other pairs of the same image are left out.
+        """
         scale = self.log_scale.exp().clamp(max=self.config.max_scale)
         logits = scale * (im @ s.t())
         if not self.config.same_image_negatives:

@@ -2,7 +2,7 @@
 
 import warnings
 
-from vsekit.metrics import (  # noqa: F401
+from vsekit.metrics import (
     DEFAULT_KS,
     MIN_FOLD_IMAGES,
     TIE_RULES,
@@ -21,5 +21,19 @@ from vsekit.metrics import (  # noqa: F401
 
 warnings.warn("vsekit.metrics_core is deprecated; use vsekit.metrics", DeprecationWarning, stacklevel=2)
 
-__all__ = ["ranks_i2t", "ranks_t2i", "ranks_both", "recall_summary", "recall", "chance_rsum", "check_folds",
-           "check_ties", "input_warnings", "MIN_FOLD_IMAGES", "TIE_RULES"]
+__all__ = [
+    "DEFAULT_KS",
+    "MIN_FOLD_IMAGES",
+    "TIE_RULES",
+    "TINY_SPLIT_IMAGES",
+    "ArrayLike",
+    "chance_rsum",
+    "check_folds",
+    "check_ties",
+    "input_warnings",
+    "ranks_both",
+    "ranks_i2t",
+    "ranks_t2i",
+    "recall",
+    "recall_summary",
+]

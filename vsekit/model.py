@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ class JointModel(nn.Module):
         self.reference_options = None
 
     def set_origin(self, *, spec: dict[str, Any] | None = None, weights_sha256: str | None = None,
-                   reference_options: dict[str, Any] | None = None) -> "JointModel":
+                   reference_options: dict[str, Any] | None = None) -> JointModel:
         """Record where the model comes from (see the class docstring): its ``spec``, the ``weights_sha256`` of
         its weights file, the ``reference_options`` of an imported model; an argument left None keeps the
         current value. Returns the model."""
@@ -85,15 +86,21 @@ class JointModel(nn.Module):
 
     @classmethod
     def build(cls, sentence: Component, image: Component, vocab: Vocab, dim: int, dim_image: int,
-              **kwargs: Any) -> "JointModel":
+              **kwargs: Any) -> JointModel:
+        """A new model: the sentence encoder for ``len(vocab)`` words, the image encoder ``dim_image`` -> ``dim``.
+
+        ``kwargs`` go to the constructor.
+        """
         return cls(sentence.build(len(vocab), dim), image.build(dim_image, dim), vocab, **kwargs)
 
     @property
     def dim(self) -> int:
+        """The width of the joint embedding space."""
         return self.sentence_encoder.dim
 
     @property
     def dim_image(self) -> int:
+        """The width of the image features the model takes."""
         return self.image_encoder.dim_image
 
     def tokens(self, texts: Sequence[str | Sequence[str]]) -> list[list[str]]:
@@ -106,9 +113,14 @@ class JointModel(nn.Module):
         return encode_all(self.vocab, self.tokens(texts), append_eos=self.append_eos, n_words=self.n_words)
 
     def encode_text(self, batch: TextBatch) -> torch.Tensor:
+        """L2-normalized caption embeddings (B, dim) float of a :class:`TextBatch`."""
         return F.normalize(self.sentence_encoder.encode(batch), dim=-1)
 
     def encode_image(self, features: torch.Tensor, training: bool = False) -> torch.Tensor:
+        """Image embeddings (B, dim) float of features (B, dim_image) float.
+
+        L2-normalized, except with ``training=True`` when the encoder's ``normalize_train`` is false.
+        """
         out = self.image_encoder(features)
         if training and not getattr(self.image_encoder, "normalize_train", True):
             return out

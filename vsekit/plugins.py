@@ -31,7 +31,8 @@ import importlib
 import importlib.metadata
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import pluggy

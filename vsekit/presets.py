@@ -2,7 +2,7 @@
 
 import warnings
 
-from vsekit.data.presets import ENV_ROOT, PRESETS, data_root, preset_table, resolve_preset  # noqa: F401
+from vsekit.data.presets import ENV_ROOT, PRESETS, data_root, preset_table, resolve_preset
 
 warnings.warn("vsekit.presets is deprecated; use vsekit.data.presets", DeprecationWarning, stacklevel=2)
 

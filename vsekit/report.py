@@ -203,6 +203,7 @@ def write_html(path: str | Path, title: str, queries: Sequence[Query], *, embed_
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The events in metrics.jsonl ``path``, a cut last line skipped. CheckpointError: no file; DataError: bad JSON."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (a run folder has metrics.jsonl)")
@@ -235,10 +236,10 @@ def plot_curves(metrics: Sequence[dict[str, Any]], out: str | Path, title: str =
         raise DataError("metrics.jsonl has no train or valid events to plot")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     if train:
-        ax1.plot(*zip(*train), lw=1, color="tab:blue")
+        ax1.plot(*zip(*train, strict=True), lw=1, color="tab:blue")
     ax1.set(xlabel="step", ylabel="training loss", title="loss")
     if valid:
-        ax2.plot(*zip(*valid), marker="o", lw=1, color="tab:green")
+        ax2.plot(*zip(*valid, strict=True), marker="o", lw=1, color="tab:green")
         best = max(valid, key=lambda sv: sv[1])
         ax2.annotate(f"best {best[1]:.1f}", best, textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
     ax2.set(xlabel="step", ylabel="dev rsum", title="dev rsum (R@1+R@5+R@10, both directions)")

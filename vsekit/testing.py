@@ -28,8 +28,9 @@ import re
 import sys
 import tempfile
 import tomllib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -37,14 +38,35 @@ import numpy as np
 from vsekit import plugins
 from vsekit import registry as reg
 from vsekit.errors import VsekitError
-
-from vsekit.testing_data import (F8K_MINI, find_shared_data, missing_test_input, run_quick, shared_data, tiny_batch,
-                                 tiny_dataset, tiny_spec, tiny_split)
+from vsekit.testing_data import (
+    F8K_MINI,
+    find_shared_data,
+    missing_test_input,
+    run_quick,
+    shared_data,
+    tiny_batch,
+    tiny_dataset,
+    tiny_spec,
+    tiny_split,
+)
 
 __all__ = [
-    "F8K_MINI", "InstalledPlugins", "check_image_feature_extractor", "check_sentence_encoder", "installed_plugin",
-    "find_shared_data", "isolated_plugins", "make_config", "missing_test_input", "shared_data",
-    "registered", "run_quick", "tiny_batch", "tiny_dataset", "tiny_spec", "tiny_split",
+    "F8K_MINI",
+    "InstalledPlugins",
+    "check_image_feature_extractor",
+    "check_sentence_encoder",
+    "find_shared_data",
+    "installed_plugin",
+    "isolated_plugins",
+    "make_config",
+    "missing_test_input",
+    "registered",
+    "run_quick",
+    "shared_data",
+    "tiny_batch",
+    "tiny_dataset",
+    "tiny_spec",
+    "tiny_split",
 ]
 
 
@@ -109,6 +131,7 @@ class InstalledPlugins:
 
     @property
     def pythonpath(self) -> str:
+        """The plugins' ``sys.path`` entries, then the current ``PYTHONPATH``, joined by ``os.pathsep``."""
         return os.pathsep.join([*self.paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
     @property

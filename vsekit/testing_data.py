@@ -10,7 +10,6 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-
 F8K_MINI = "vsekit:f8k_mini"
 
 __all__ = ["F8K_MINI", "find_shared_data", "missing_test_input", "run_quick", "shared_data", "tiny_batch",

@@ -43,7 +43,7 @@ _OLD_ORDER = ("model", "loss_fn", "optimizer", "params", "batch", "feats", "ids"
 def train_step(*args: Any, **kwargs: Any) -> float:
     """The old signature of :func:`vsekit.training.loop.train_step`: ``(model, loss_fn, optimizer, params, batch,
     feats, ids, grad_clip, step=0, epoch=0.0, *, forward=None, sizes=None, scaler=None)``."""
-    kwargs.update(zip(_OLD_ORDER, args))
+    kwargs.update(zip(_OLD_ORDER, args, strict=False))
     first = [kwargs.pop(k) for k in ("model", "loss_fn", "optimizer", "batch", "feats", "ids")]
     return _loop.train_step(*first, **kwargs)  # looked up at call time, as tests patch it
 

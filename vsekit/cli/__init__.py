@@ -68,6 +68,13 @@ class VsekitGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        """Run the command line and exit with its status.
+
+        In standalone mode every error goes through :func:`user_errors` (``error: ...``
+        on stderr, status 2 or the error's ``exit_code``), and the process exits with
+        a ``ctx.exit(code)`` code or 0. With ``standalone_mode=False`` this is click's
+        own ``main``: exceptions reach the caller and the return value comes back.
+        """
         if not standalone_mode:  # the caller handles exceptions itself
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         if extra.get("obj") is None:

@@ -15,6 +15,7 @@ class EchoHandler(logging.Handler):
     """Shows a record's bare message on stdout (the stdout of the moment, as click's test runner swaps it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Echo the formatted record to the current stdout."""
         click.echo(self.format(record))
 
 

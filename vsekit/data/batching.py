@@ -6,14 +6,14 @@ with numpy fancy indexing (no per-caption Python work on the hot path).
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from vsekit.text.batch import TextBatch
 
-__all__ = ["TextBatch", "CaptionStore", "bucketed_batches", "collate"]
+__all__ = ["CaptionStore", "TextBatch", "bucketed_batches", "collate"]
 
 
 class CaptionStore:
@@ -29,6 +29,11 @@ class CaptionStore:
         return len(self.lengths)
 
     def batch(self, idx: np.ndarray, with_texts: bool = False) -> TextBatch:
+        """The padded :class:`TextBatch` of the captions at positions ``idx``, in that order.
+
+        ``tokens`` is (B, max_len) int64 padded with 0 and ``lengths`` (B,) int64;
+        ``texts`` holds the captions' tokens when ``with_texts`` and the store has them, else None.
+        """
         idx = np.asarray(idx, dtype=np.int64)
         return collate(self.flat, self.offsets[idx], self.lengths[idx],
                        [self.texts[i] for i in idx] if (with_texts and self.texts is not None) else None)
@@ -73,5 +78,6 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
 
 
 def sequential_batches(n: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Index arrays (int) covering ``range(n)`` in order, ``batch_size`` at a time (the last may be shorter)."""
     for start in range(0, n, batch_size):
         yield np.arange(start, min(n, start + batch_size))

@@ -25,7 +25,7 @@ from vsekit.io import load_feature_rows, read_lines
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMBEDDED_ROOT", "embedded_path", "Split", "DatasetReader", "PrecompReader", "Flickr8kReader"]
+__all__ = ["EMBEDDED_ROOT", "DatasetReader", "Flickr8kReader", "PrecompReader", "Split", "embedded_path"]
 
 
 @attrs.define
@@ -65,16 +65,18 @@ class Split:
 
     @property
     def n_images(self) -> int:
+        """The number of images N (rows of ``images``)."""
         return len(self.images)
 
     @property
     def dim_image(self) -> int:
+        """The width of the image features (columns of ``images``)."""
         return int(self.images.shape[1])
 
-    def subset(self, n_images: int) -> "Split":
+    def subset(self, n_images: int) -> Split:
         """The first ``n_images`` images and their captions."""
         keep = self.cap2img < n_images
-        return Split(self.name, [c for c, k in zip(self.captions, keep) if k], self.images[:n_images],
+        return Split(self.name, [c for c, k in zip(self.captions, keep, strict=True) if k], self.images[:n_images],
                      self.cap2img[keep], self.image_ids[:n_images] if self.image_ids else None,
                      list(self.files), dict(self.report), self.source)
 
@@ -92,6 +94,14 @@ class DatasetReader:
         self.config = config
 
     def read(self, split: str) -> Split:  # pragma: no cover - interface
+        """The split named ``split`` (one of :attr:`splits`).
+
+        Returns a :class:`Split`: captions (M,) text, images (N, dim_image) float32,
+        ``cap2img`` (M,) int64 0-based image row of each caption.
+
+        Raises:
+            DataError: an unknown split, or files that are missing, unreadable or inconsistent.
+        """
         raise NotImplementedError
 
     def check(self) -> list[str]:
@@ -124,6 +134,11 @@ class PrecompReader(DatasetReader):
         return embedded_path(self.config.dir)
 
     def paths(self, split: str) -> tuple[Path, Path]:
+        """The (captions ``.txt``, features ``.npy``) paths of ``split``.
+
+        Without ``name``, when ``SPLIT_caps.txt`` is absent and the folder holds exactly
+        one ``*_SPLIT_caps.txt``, that prefix is used.
+        """
         root = self._root()
         prefix = f"{self.config.name}_" if self.config.name else ""
         caps, ims = root / f"{prefix}{split}_caps.txt", root / f"{prefix}{split}_ims.npy"
@@ -135,12 +150,21 @@ class PrecompReader(DatasetReader):
         return caps, ims
 
     def check(self) -> list[str]:
+        """``'PATH: no such file'`` for each missing train/dev/test file, or the missing folder; [] if none."""
         root = self._root()
         if not root.is_dir():
             return [f"{root}: no such folder"]
         return [f"{p}: no such file" for s in ("train", "dev", "test") for p in self.paths(s) if not p.exists()]
 
     def read(self, split: str) -> Split:
+        """The split from ``SPLIT_caps.txt`` (a caption a line) and ``SPLIT_ims.npy``.
+
+        Images are (N, dim_image) float32, one row per image (a row-per-caption file
+        is collapsed); caption i belongs to image ``i // caps_per_image``.
+
+        Raises:
+            DataError: an unknown split, a missing folder or file, or caption and row counts that fit neither layout.
+        """
         if split not in self.splits:
             raise self._unknown_split(split)
         root = self._root()
@@ -194,7 +218,8 @@ class Flickr8kReader(DatasetReader):
     @attrs.frozen
     class Config:
         root: str = path_field(validator=attrs.validators.instance_of(str))
-        features: Any = component_field("image_feature_extractor")
+        # component_field() returns an attrs.field() (a field specifier, not a shared default) that ruff cannot see
+        features: Any = component_field("image_feature_extractor")  # noqa: RUF009
         captions_file: str = "captions.txt"
         splits_dir: str = "splits"
         images_dir: str = "images"
@@ -208,9 +233,11 @@ class Flickr8kReader(DatasetReader):
 
     @property
     def root(self) -> Path:
+        """The dataset folder (``config.root``) as a Path."""
         return Path(self.config.root)
 
     def check(self) -> list[str]:
+        """Missing caption and split files, a missing ``features`` table, and the extractor's own problems."""
         problems = []
         for p in [self.root / self.config.captions_file] + [
             self.root / self.config.splits_dir / f"{s}.txt" for s in self.splits
@@ -225,6 +252,11 @@ class Flickr8kReader(DatasetReader):
 
     @property
     def extractor(self) -> Any:
+        """The image feature extractor built from ``config.features`` (built on first use).
+
+        Raises:
+            DataError: ``features`` is not given.
+        """
         if self._extractor is None:
             if self.config.features is None:
                 raise DataError("[data] features: missing: name an image feature extractor, "
@@ -256,6 +288,15 @@ class Flickr8kReader(DatasetReader):
         return self._captions
 
     def read(self, split: str) -> Split:
+        """The split listed in ``splits_dir/SPLIT.txt``: images with ``caps_per_image`` captions and features.
+
+        Images with fewer captions or no features are left out (and logged and listed
+        in ``report``); images with more keep the first ``caps_per_image``. Features
+        are (N, dim_image) float32, through the ``cache`` feature file when one is set.
+
+        Raises:
+            DataError: an unknown split, a missing file, duplicate image ids, or no image left.
+        """
         if split not in self.splits:
             raise self._unknown_split(split)
         split_path = self.root / self.config.splits_dir / f"{split}.txt"
@@ -277,21 +318,22 @@ class Flickr8kReader(DatasetReader):
         missing = [keep[i] for i in np.flatnonzero(~result.ok)]
         report: dict[str, Any] = {"images_listed": len(names)}
         if few:
-            report["fewer_than_%d_captions" % k] = few
-            log.warning("%s: %d image(s) with fewer than %d captions left out, e.g. %s", split_path, len(few), k, few[0])
+            report[f"fewer_than_{k}_captions"] = few
+            log.warning("%s: %d image(s) with fewer than %d captions left out, e.g. %s", split_path, len(few), k,
+                        few[0])
         if many:
-            report["more_than_%d_captions_truncated" % k] = many
+            report[f"more_than_{k}_captions_truncated"] = many
             log.warning("%s: %d image(s) with more than %d captions: the first %d used", split_path, len(many), k, k)
         if missing:
             report["without_features"] = missing
             log.warning("%s: %d image(s) without features left out, e.g. %s (%s)", split_path, len(missing),
                         missing[0], result.errors.get(missing[0], "missing"))
-        kept = [n for n, ok in zip(keep, result.ok) if ok]
+        kept = [n for n, ok in zip(keep, result.ok, strict=True) if ok]
         if not kept:
             raise DataError(f"{split_path}: no image of split {split!r} has both {k} captions and features")
         captions = [text for name in kept for text in caps[name][:k]]
         cap2img = np.repeat(np.arange(len(kept), dtype=np.int64), k)
         report["images"] = len(kept)
         return Split(split, captions, result.features, cap2img, image_ids=kept,
-                     files=[self.root / self.config.captions_file, split_path] + list(result.files),
+                     files=[self.root / self.config.captions_file, split_path, *result.files],
                      report=report, source=str(split_path))

@@ -33,8 +33,17 @@ from typing import Any
 
 from vsekit.errors import CheckpointError
 
-__all__ = ["read_pickle", "SAFE_OPCODES", "GUARDED_OPCODES", "MAX_PICKLE_BYTES", "MAX_PICKLE_OPCODES",
-           "MAX_PICKLE_OBJECTS", "MAX_PICKLE_DEPTH", "MAX_PICKLE_INT", "MAX_MEMO_INDEX"]
+__all__ = [
+    "GUARDED_OPCODES",
+    "MAX_MEMO_INDEX",
+    "MAX_PICKLE_BYTES",
+    "MAX_PICKLE_DEPTH",
+    "MAX_PICKLE_INT",
+    "MAX_PICKLE_OBJECTS",
+    "MAX_PICKLE_OPCODES",
+    "SAFE_OPCODES",
+    "read_pickle",
+]
 
 
 # --------------------------------------------------------------------------

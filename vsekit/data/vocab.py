@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class Vocab:
             raise DataError("vocabulary has duplicate words")
 
     @classmethod
-    def build(cls, captions: Iterable[Sequence[str]], min_count: int = 1, max_size: int | None = None) -> "Vocab":
+    def build(cls, captions: Iterable[Sequence[str]], min_count: int = 1, max_size: int | None = None) -> Vocab:
         """Words seen at least ``min_count`` times, most frequent first (ties alphabetical)."""
         counts = Counter(w for cap in captions for w in cap)
         ranked = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIALS),
@@ -53,24 +53,37 @@ class Vocab:
         return ids
 
     def decode(self, ids: Iterable[int]) -> list[str]:
+        """The words of the indices ``ids`` (``IndexError`` for an index outside the vocabulary)."""
         return [self.words[i] for i in ids]
 
     def to_json(self) -> dict:
+        """The vocabulary as JSON data: ``{'format': FORMAT, 'words': [...]}`` (index order)."""
         return {"format": FORMAT, "words": self.words}
 
     @classmethod
-    def from_json(cls, data: dict, source: str = "vocab") -> "Vocab":
+    def from_json(cls, data: dict, source: str = "vocab") -> Vocab:
+        """The vocabulary in JSON data ``data`` as :meth:`to_json` writes it; ``source`` names it in errors.
+
+        Raises:
+            DataError: ``data`` is not a vsekit vocabulary, or has duplicate words.
+        """
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("words"), list):
             raise DataError(f"{source}: not a vsekit vocabulary (expected {{'format': {FORMAT!r}, 'words': [...]}})")
         return cls(data["words"])
 
     def save(self, path: str | Path) -> None:
+        """Write the vocabulary as JSON (UTF-8) to ``path``, atomically."""
         from vsekit.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocab":
+    def load(cls, path: str | Path) -> Vocab:
+        """The vocabulary in the JSON file ``path`` (as :meth:`save` writes it).
+
+        Raises:
+            DataError: the file is missing, unreadable or not a vsekit vocabulary.
+        """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

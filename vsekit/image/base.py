@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -42,6 +43,12 @@ class ImageFeatureExtractor:
         return None
 
     def extract(self, paths: Sequence[str | Path]) -> Extracted:  # pragma: no cover - interface
+        """Feature rows for the image files ``paths``.
+
+        Returns an :class:`Extracted`: ``ok`` (len(paths),) bool; ``features``
+        (n_ok, dim) float32, one row per ``ok`` image in order; ``errors`` the reason
+        for each image not ``ok``, by file name. An unreadable image is never raised.
+        """
         raise NotImplementedError
 
     def check(self) -> list[str]:
@@ -69,4 +76,5 @@ class ImageEncoder(nn.Module):
         self.dim = dim
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """Joint-space embeddings (B, dim), unnormalized, of image features (B, dim_image) float."""
         raise NotImplementedError

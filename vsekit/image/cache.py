@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -83,7 +83,7 @@ class FeatureFile:
         return {name: i for i, name in enumerate(self.ids)}
 
     @classmethod
-    def read(cls, out: str | Path) -> "FeatureFile | None":
+    def read(cls, out: str | Path) -> FeatureFile | None:
         """The file at ``out``, or None when there is none yet.
 
         Rows past the end of the ids file (an extraction stopped between the
@@ -241,7 +241,7 @@ def _missing(paths: list[Path], have: dict[str, int]) -> tuple[list[Path], int]:
 def _append(current: FeatureFile, part: list[Path], got: Extracted) -> int:
     """Append the readable rows of one extracted chunk and write the file; the number of rows added."""
     rows = np.asarray(got.features)
-    good = [p.name for p, ok in zip(part, got.ok) if ok]
+    good = [p.name for p, ok in zip(part, got.ok, strict=True) if ok]
     if not good:
         return 0
     if current.ids and rows.shape[1] != current.features.shape[1]:
@@ -328,5 +328,5 @@ def extract_cached(extractor: ImageFeatureExtractor, paths: Sequence[str | Path]
     rows = [index[n] for n in names if n in index]
     dim = current.features.shape[1]
     feats = current.features[rows].astype(np.float32) if rows else np.zeros((0, dim), np.float32)
-    errors = {n: report.errors.get(n, "not in the feature file") for n, good in zip(names, ok) if not good}
+    errors = {n: report.errors.get(n, "not in the feature file") for n, good in zip(names, ok, strict=True) if not good}
     return Extracted(feats, ok, errors, [Path(out), ids_path(out)])

@@ -29,4 +29,5 @@ class LinearImageEncoder(ImageEncoder):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``features @ W.T + b``: (B, dim_image) float to (B, dim), unnormalized."""
         return self.fc(features)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
 
+from vsekit.config import embedded_path, path_field
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.config import embedded_path, path_field
 from vsekit.io import load_feature_rows, read_lines
 
 
@@ -35,6 +36,12 @@ class PrecomputedFeatures(ImageFeatureExtractor):
         self._dim: int | None = None
 
     def pairs(self) -> list[tuple[Path, Path]]:
+        """The (features ``.npy``, ids ``.txt``) file pairs the config names.
+
+        Raises:
+            DataError: only one of ``features`` and ``ids`` given, neither those nor ``dir``, ``dir``
+                missing, or no ``*_ims.npy`` in it with a matching ``*_ids.txt``.
+        """
         c = self.config
         if c.features or c.ids:
             if not (c.features and c.ids):
@@ -52,6 +59,7 @@ class PrecomputedFeatures(ImageFeatureExtractor):
         return pairs
 
     def check(self) -> list[str]:
+        """Messages for missing files, or the config problem :meth:`pairs` raises; [] when all is there."""
         try:
             return [f"{p}: no such file" for pair in self.pairs() for p in pair if not p.exists()]
         except DataError as exc:
@@ -78,14 +86,27 @@ class PrecomputedFeatures(ImageFeatureExtractor):
 
     @property
     def dim(self) -> int | None:
+        """The feature width, from the files (read on first use; raises as :meth:`extract`)."""
         self._load()
         return self._dim
 
     def extract(self, paths: Sequence[str | Path]) -> Extracted:
+        """The rows for ``paths``, matched by file name (the files are read on first use).
+
+        ``features`` is (n_found, dim) float32 in the order of ``paths``; an image not
+        in the files is not ``ok``, with the error ``"no precomputed features"``.
+
+        Raises:
+            DataError: the config or files are wrong (see :meth:`pairs`), ids and rows disagree in number,
+                the files differ in width, or an image id appears twice.
+        """
         table = self._load()
         names = [Path(p).name for p in paths]
         ok = np.array([n in table for n in names], dtype=bool)
         rows = [table[n] for n in names if n in table]
-        feats = np.stack([f[r] for f, r in rows]).astype(np.float32) if rows else np.zeros((0, self._dim or 0), np.float32)
-        errors = {n: "no precomputed features" for n, good in zip(names, ok) if not good}
+        if rows:
+            feats = np.stack([f[r] for f, r in rows]).astype(np.float32)
+        else:
+            feats = np.zeros((0, self._dim or 0), np.float32)
+        errors = {n: "no precomputed features" for n, good in zip(names, ok, strict=True) if not good}
         return Extracted(feats, ok, errors, list(self._files))

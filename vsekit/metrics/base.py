@@ -50,5 +50,12 @@ class RecallMetric(Metric):
         chunk_size: int = attrs.field(default=1024, validator=positive())
 
     def compute(self, images, captions, cap2img, folds=None, ties="pessimistic"):
+        """The recall summary of :func:`~vsekit.metrics.recall` with this config's ``ks`` and ``chunk_size``.
+
+        ``images`` (N, dim) and ``captions`` (M, dim) float32 unit rows, ``cap2img``
+        (M,) int 0-based image of each caption. Returns R@K in %, 1-based ``medr`` /
+        ``meanr`` per direction and ``rsum``. Raises ``ValueError`` (or
+        :class:`~vsekit.errors.ProtocolError`) for inconsistent inputs or folds.
+        """
         return recall(images, captions, cap2img, ks=self.config.ks, folds=folds, chunk_size=self.config.chunk_size,
                       ties=ties)

@@ -127,7 +127,7 @@ class Bank:
         values, indices = torch.topk(scores, min(k, len(self)), dim=-1)
         if scores.ndim == 1:
             return self.hits(values.tolist(), indices.tolist())
-        return [self.hits(v, i) for v, i in zip(values.tolist(), indices.tolist())]
+        return [self.hits(v, i) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
 
     def hits(self, values: Sequence[float], indices: Sequence[int]) -> list[Hit]:
         """The :class:`Hit` list for scores ``values`` of rows ``indices``, best first (rank 1 is the first pair).
@@ -137,7 +137,7 @@ class Bank:
         """
         texts = self.texts
         return [Hit(r, float(s), int(i), self.ids[i], texts[i] if texts is not None else None)
-                for r, (s, i) in enumerate(zip(values, indices), 1)]
+                for r, (s, i) in enumerate(zip(values, indices, strict=True), 1)]
 
     # -- files ---------------------------------------------------------------
 

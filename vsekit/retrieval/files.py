@@ -44,7 +44,7 @@ def write_captions_csv(path: str | Path, texts: Sequence[str], ids: Sequence[str
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", "caption"])
-    for i, t in zip(ids, texts):
+    for i, t in zip(ids, texts, strict=True):
         w.writerow([i or "", t])
     atomic_write_text(path, buf.getvalue())
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import attrs
 
@@ -50,10 +51,10 @@ class Spec:
     data: Component
     model: ModelSpec
     loss: Component
-    train: TrainSpec = TrainSpec()
-    eval: EvalSpec = EvalSpec()
-    output: OutputSpec = OutputSpec()
-    vocab: VocabSpec = VocabSpec()
+    train: TrainSpec = attrs.Factory(TrainSpec)
+    eval: EvalSpec = attrs.Factory(EvalSpec)
+    output: OutputSpec = attrs.Factory(OutputSpec)
+    vocab: VocabSpec = attrs.Factory(VocabSpec)
     name: str = "run"
     imports: tuple[str, ...] = ()
     source: str | None = None  # the file it came from, for messages

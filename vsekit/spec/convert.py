@@ -10,7 +10,8 @@ with did-you-mean for unknown keys.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 import cattrs

@@ -41,7 +41,12 @@ class SentenceEncoder(nn.Module):
         return []
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Sentence embeddings (B, dim) float, unnormalized.
+
+        ``tokens`` is (B, T) int64 word ids padded with 0, ``lengths`` (B,) int64 the true lengths.
+        """
         raise NotImplementedError
 
     def encode(self, batch: TextBatch) -> torch.Tensor:
+        """The embeddings (B, dim) of a :class:`TextBatch`; encoders with ``needs_texts`` override it."""
         return self(batch.tokens, batch.lengths)

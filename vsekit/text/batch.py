@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import attrs
 import torch
@@ -16,10 +16,10 @@ class TextBatch:
     lengths: torch.Tensor
     texts: Sequence[Sequence[str]] | None = None
 
-    def to(self, device: torch.device | str) -> "TextBatch":
+    def to(self, device: torch.device | str) -> TextBatch:
         """On ``device``; the copy of ``tokens`` does not block (pin the batch first for a truly async CUDA copy)."""
         return TextBatch(self.tokens.to(device, non_blocking=True), self.lengths.to(device), self.texts)
 
-    def pin_memory(self) -> "TextBatch":
+    def pin_memory(self) -> TextBatch:
         """A copy in page-locked memory, for asynchronous host-to-GPU copies."""
         return TextBatch(self.tokens.pin_memory(), self.lengths, self.texts)

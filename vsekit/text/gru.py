@@ -35,6 +35,13 @@ IMPLS = ("auto", "packed", "padded", "fused")
 
 
 class GRUEncoder(SentenceEncoder):
+    """Word embeddings (``dim_word``) then a GRU of width ``dim``; a caption's embedding is its last state.
+
+    Bidirectional: the mean of the two directions' last states. ``impl``: see the
+    module docstring. Raises ``ValueError`` when built bidirectional with ``impl``
+    ``"padded"`` or ``"fused"`` (:meth:`check_config` reports it first in a spec).
+    """
+
     @attrs.frozen
     class Config:
         dim_word: int = attrs.field(default=300, validator=positive())
@@ -59,6 +66,7 @@ class GRUEncoder(SentenceEncoder):
 
     @classmethod
     def check_config(cls, config: Any, dim: int) -> list[tuple[str, str]]:
+        """A problem when ``bidirectional`` is set with ``impl`` 'padded' or 'fused' (one direction only)."""
         if config.bidirectional and config.impl in ("padded", "fused"):
             return [("impl", f"{config.impl!r} runs one direction only; with bidirectional = true use "
                              f"'packed' or 'auto'")]
@@ -76,6 +84,10 @@ class GRUEncoder(SentenceEncoder):
         return impl
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The GRU's last state at each caption's length: (B, T) int64 tokens to (B, dim) float.
+
+        ``lengths`` below 1 count as 1; the implementation is :meth:`impl_for`'s.
+        """
         impl = self.impl_for(tokens.device)
         lengths = lengths.clamp(min=1)
         if impl == "fused":

@@ -52,10 +52,12 @@ class Dist:
 
     @property
     def enabled(self) -> bool:
+        """True when more than one process takes part (``world_size > 1``)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that writes the run's files."""
         return self.rank == 0
 
     # -- the global batch ------------------------------------------------------
@@ -102,6 +104,7 @@ class Dist:
         return box[0]
 
     def barrier(self) -> None:
+        """Wait until every rank gets here (nothing to do when not distributed)."""
         if self.enabled:
             dist.barrier(group=_cpu_group())
 
@@ -193,7 +196,7 @@ class _GatherRows(torch.autograd.Function):
             x = torch.cat([x, x.new_zeros((most - x.shape[0], *x.shape[1:]))])
         parts = [torch.empty_like(x) for _ in sizes]
         dist.all_gather(parts, x.contiguous())
-        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
@@ -223,6 +226,11 @@ class GlobalBatchLoss(torch.nn.Module):
 
     def forward(self, batch: Any, feats: torch.Tensor, ids: torch.Tensor, sizes: Sequence[int],
                 step: int = 0, epoch: float = 0.0) -> torch.Tensor:
+        """The loss on the global batch, a 0-d float32 tensor.
+
+        Encodes the local ``batch`` and ``feats`` (B_local, dim_image), gathers every
+        rank's embeddings and ``ids`` (rank r gives ``sizes[r]`` rows) and scores them.
+        """
         if self.autocast is not None:
             with self.autocast:
                 im, s = self.model(batch, feats)

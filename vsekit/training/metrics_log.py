@@ -30,7 +30,7 @@ class MetricsLog:
                 log.warning("%s: %d bytes, shorter than the %d the saved state recorded; lines were lost",
                             path, len(data), truncate_at)
             atomic_write_bytes(path, data[:truncate_at])
-        self.fh = open(path, "ab")
+        self.fh = open(path, "ab")  # noqa: SIM115 - held for the whole run (every write appends); close() closes it
         self.tb = None
         if tensorboard:
             try:
@@ -38,7 +38,8 @@ class MetricsLog:
 
                 self.tb = SummaryWriter(str(path.parent / "tensorboard"), purge_step=purge_step)
             except ImportError:
-                log.warning("tensorboard requested but not installed (pip install tensorboard); metrics go to JSONL only")
+                log.warning("tensorboard requested but not installed (pip install tensorboard); "
+                            "metrics go to JSONL only")
 
     def write(self, event: str, step: int, **values: Any) -> None:
         """Append one line ``{"event": event, "step": step, **values}``; numbers also go to TensorBoard."""

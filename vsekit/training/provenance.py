@@ -7,7 +7,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ PACKAGES = ("vsekit", "torch", "numpy", "scipy", "attrs", "cattrs", "pluggy", "c
 
 
 def versions() -> dict[str, str | None]:
+    """The Python version and the installed version of each of :data:`PACKAGES` (None when not installed)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -40,6 +41,11 @@ def git_commit(path: Path) -> dict[str, Any] | None:
 
 
 def collect(files: Iterable[Path], spec_source: str | None = None) -> dict[str, Any]:
+    """A run's provenance record: UTC time, argv, platform, :func:`versions`, git commits, data files.
+
+    The git commits are those of vsekit's and the spec's checkouts (None outside
+    one); ``data_files`` maps each existing file of ``files`` to its SHA-256.
+    """
     unique = sorted({Path(f).resolve() for f in files})
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -48,7 +54,8 @@ def collect(files: Iterable[Path], spec_source: str | None = None) -> dict[str, 
         "versions": versions(),
         "git": {
             "vsekit": git_commit(Path(__file__).resolve().parent),
-            "spec": git_commit(Path(spec_source).resolve().parent) if spec_source and Path(spec_source).exists() else None,
+            "spec": (git_commit(Path(spec_source).resolve().parent)
+                     if spec_source and Path(spec_source).exists() else None),
         },
         "data_files": {str(f): sha256_file(f) for f in unique if f.is_file()},
     }

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import shutil
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
