@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import F8K_FEATURES, REPO, machine, write  # noqa: E402
+from _common import F8K_FEATURES, REPO, machine, write
 
 DEFAULT_MODEL = REPO / "runs" / "flickr8k_seeds" / "seed0" / "best.json"
 SWEEPS: dict[str, list[dict[str, Any]]] = {}  # kind -> the search settings to measure (set from the flags)

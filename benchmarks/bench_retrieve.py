@@ -33,11 +33,12 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, machine, summary, write  # noqa: E402
+from _common import REPO, SHARED, machine, summary, write
 
 TEXT = "a dog runs on the beach"
 TARGETS_MS = {"warm_image_query": 200.0, "search": 50.0}

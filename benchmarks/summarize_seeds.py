@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from _common import machine, write
+
 from vsekit.evaluate import format_table
 from vsekit.training import summarize_runs
 

@@ -51,11 +51,11 @@ from conftest import SHARED, tiny_spec_text
 
 import vsekit
 from vsekit import testing, training
-from vsekit.training import distributed
-from vsekit.training.setup import RunData, Setup, load_data
 from vsekit.evaluate import evaluate_split
 from vsekit.metrics import chance_rsum
 from vsekit.spec import Spec
+from vsekit.training import distributed
+from vsekit.training.setup import RunData, Setup, load_data
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "thresholds.json"
 EXAMPLES = REPO / "examples"

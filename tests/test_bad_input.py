@@ -12,22 +12,22 @@ import json
 import os
 import shutil
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import REPO, mini_slice, tiny_spec_text
 
 from vsekit import checkpoint
 from vsekit.cli import cli
 from vsekit.data.vocab import Vocab
 from vsekit.errors import SpecError
 from vsekit.io import sha256_file
-from vsekit.spec import dumps_toml, load as load_spec
-
-from conftest import REPO, mini_slice, tiny_spec_text
+from vsekit.spec import dumps_toml
+from vsekit.spec import load as load_spec
 
 # --------------------------------------------------------------------------- harness
 
@@ -147,7 +147,7 @@ def assert_refused(result, needles) -> str:
 CASES: list = []
 
 
-def case(fn: Callable[["Env"], tuple[list[str], list]]) -> Callable:
+def case(fn: Callable[[Env], tuple[list[str], list]]) -> Callable:
     CASES.append(pytest.param(fn, id=fn.__name__))
     return fn
 

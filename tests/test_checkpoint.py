@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_spec_text
 
 import vsekit
 from vsekit import checkpoint
 from vsekit.errors import CheckpointError
-from vsekit.model import encode_images, encode_sentences
 from vsekit.evaluate import evaluate_split
 from vsekit.io import sha256_file
+from vsekit.model import encode_images, encode_sentences
 from vsekit.spec import load as load_spec
-
-from conftest import tiny_spec_text
 
 SENTENCES = ["a dog runs on the beach", "two children play in the snow .", "zebra unknownword"]
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import EXAMPLES, REPO, tiny_spec_text
 
 from vsekit.cli import cli
-
-from conftest import EXAMPLES, REPO, tiny_spec_text
 
 
 def invoke(*args, cwd: Path | None = None):

@@ -9,9 +9,8 @@ from torch import nn
 
 from vsekit.data.batching import collate
 from vsekit.data.vocab import UNK, Vocab
-from vsekit.model import encode_images, encode_sentences
 from vsekit.image.linear import LinearImageEncoder
-from vsekit.model import JointModel
+from vsekit.model import JointModel, encode_images, encode_sentences
 from vsekit.text.bow import BoWEncoder
 from vsekit.text.gru import GRUEncoder
 
@@ -144,7 +143,8 @@ def test_linear_image_encoder():
 # --------------------------------------------------------------------------- the joint model
 
 
-WORDS = "a dog runs on the beach two cats sleep in sun man rides bike down street".split()
+WORDS = ["a", "dog", "runs", "on", "the", "beach", "two", "cats", "sleep", "in", "sun", "man", "rides", "bike",
+         "down", "street"]
 
 
 def joint_model(append_eos=False, n_words=None, encoder="gru", seed=0) -> JointModel:

@@ -21,8 +21,15 @@ from vsekit import spec as spec_mod
 from vsekit import testing
 from vsekit.cli import cli
 from vsekit.errors import DataError, SpecError
-from vsekit.extract import (FeatureFile, extract_cached, extract_folder, ids_path, list_images, meta_path,
-                            recorded_extractor, update)
+from vsekit.extract import (
+    FeatureFile,
+    extract_cached,
+    extract_folder,
+    ids_path,
+    list_images,
+    meta_path,
+    recorded_extractor,
+)
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 
 

@@ -12,15 +12,14 @@ import attrs
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import MINI, mini_slice, tiny_spec_text
 
 import vsekit
 from vsekit import retrieval, testing
 from vsekit.cli import cli
+from vsekit.cli.retrieval import add_commands
 from vsekit.extract import FeatureFile
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.cli.retrieval import add_commands
-
-from conftest import MINI, mini_slice, tiny_spec_text
 
 add_commands(cli)
 

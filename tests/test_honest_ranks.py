@@ -12,13 +12,12 @@ import shutil
 
 import numpy as np
 import pytest
-
-from vsekit.api import load_model
-from vsekit.model import encode_images, encode_sentences
-from vsekit.metrics import input_warnings
-
 from conftest import mini_slice, tiny_spec_text
 from test_cli import assert_user_error, invoke
+
+from vsekit.api import load_model
+from vsekit.metrics import input_warnings
+from vsekit.model import encode_images, encode_sentences
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from vsekit import legacy
 from vsekit.data import safe_pickle
 from vsekit.errors import CheckpointError, VsekitError
 
-
 # --------------------------------------------------------------------------
 # a plain numpy transcription of the reference's encoders
 

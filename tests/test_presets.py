@@ -12,11 +12,11 @@ import torch
 
 import vsekit
 from vsekit import spec as spec_mod
+from vsekit.data.presets import ENV_ROOT, resolve_preset
 from vsekit.data.readers import PrecompReader
 from vsekit.data.vocab import Vocab
 from vsekit.errors import DataError
 from vsekit.metrics import recall
-from vsekit.data.presets import ENV_ROOT, resolve_preset
 
 DIM_IMAGE = 6
 WORDS = ["a", "dog", "cat", "runs", "sits", "on", "grass", "red", "ball", "man"]

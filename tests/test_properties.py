@@ -23,9 +23,8 @@ from vsekit import spec as spec_mod
 from vsekit.data.batching import CaptionStore
 from vsekit.data.tokenize import tokenize
 from vsekit.data.vocab import UNK, Vocab, encode_all
-from vsekit.model import encode_images, encode_sentences
 from vsekit.metrics import recall
-from vsekit.model import JointModel
+from vsekit.model import JointModel, encode_images, encode_sentences
 from vsekit.training.state import load_optimizer_state, optimizer_state
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

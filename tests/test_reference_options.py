@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vsekit import spec as spec_mod
+from vsekit.data.presets import ENV_ROOT
 from vsekit.errors import SpecError
 from vsekit.losses import ContrastiveLoss, hinge_costs, negatives_mask, sample_negatives
-from vsekit.data.presets import ENV_ROOT
 from vsekit.reference_options import OPTIONS, mapping_table, translate
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

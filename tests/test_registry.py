@@ -135,7 +135,7 @@ def test_register_decorator_default_name_and_redefinition():
     first = Redefined
 
     @vsekit.register("sentence_encoder")
-    class Redefined(BoWEncoder):  # noqa: F811 - re-running a cell or a file redefines the class
+    class Redefined(BoWEncoder):  # re-running a cell or a file redefines the class
         pass
 
     assert registry.get("sentence_encoder", "redefined") is Redefined is not first

@@ -20,17 +20,16 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import mini_slice, tiny_spec_text
 from safetensors.torch import load_file
 
 import vsekit
 from vsekit import checkpoint
-from vsekit.training import loop
 from vsekit.cli import cli
 from vsekit.errors import CheckpointError
-from vsekit.training.lock import RunLock
 from vsekit.spec import dumps_toml
-
-from conftest import mini_slice, tiny_spec_text
+from vsekit.training import loop
+from vsekit.training.lock import RunLock
 
 SAVE_FREQ = 5
 STEPS = 32  # 2 epochs of 16 batches (1000 captions, batch 64)

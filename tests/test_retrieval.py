@@ -12,21 +12,19 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import threshold
 
 import vsekit
 from vsekit import checkpoint, retrieval, testing
 from vsekit.cli import cli
+from vsekit.cli.retrieval import add_commands
 from vsekit.data.vocab import Vocab
 from vsekit.errors import DataError, VsekitError
-from vsekit.model import encode_images, encode_sentences
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.image.linear import LinearImageEncoder
-from vsekit.model import JointModel
+from vsekit.model import JointModel, encode_images, encode_sentences
 from vsekit.retrieval import CaptionBank, ImageBank, Retriever, arithmetic, build_caption_bank, build_image_bank
-from vsekit.cli.retrieval import add_commands
 from vsekit.text.bow import BoWEncoder
-
-from conftest import threshold
 
 add_commands(cli)
 

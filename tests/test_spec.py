@@ -7,11 +7,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES, MINI
 
 from vsekit import spec as spec_mod
 from vsekit.errors import SpecError
-
-from conftest import EXAMPLES, MINI
 
 GOOD = """\
 name = "t"

@@ -24,8 +24,8 @@ from vsekit import io, retrieval, testing
 from vsekit.cli import cli
 from vsekit.data.readers import Flickr8kReader, PrecompReader
 from vsekit.errors import DataError
-from vsekit.model import encode_sentences
 from vsekit.image.precomputed import PrecomputedFeatures
+from vsekit.model import encode_sentences
 from vsekit.retrieval_cli import add_commands
 
 add_commands(cli)

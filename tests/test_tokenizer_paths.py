@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from vsekit import checkpoint, retrieval
-from vsekit.training import distributed
-from vsekit.training.setup import Setup, load_data
 from vsekit import spec as spec_mod
 from vsekit.data.tokenize import TOKENIZERS, get_tokenizer
 from vsekit.errors import CheckpointError, SpecError
-from vsekit.model import encode_sentences, token_budget_batches
 from vsekit.evaluate import evaluate_split
+from vsekit.model import encode_sentences, token_budget_batches
+from vsekit.training import distributed
+from vsekit.training.setup import Setup, load_data
 
 # cased, punctuated raw text: where the tokenizers differ
 CAPTIONS = [

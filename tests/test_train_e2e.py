@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import MINI, threshold, tiny_spec_text
 
 import vsekit
 from vsekit.cli import cli
 from vsekit.io import sha256_file
 from vsekit.spec import from_dict
-
-from conftest import MINI, threshold, tiny_spec_text
 
 EPOCHS = 1
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")

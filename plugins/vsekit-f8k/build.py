@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from vsekit import checkpoint, retrieval, spec as spec_mod
+    from vsekit import checkpoint, retrieval
+    from vsekit import spec as spec_mod
     from vsekit.data.tokenize import tokenize
     from vsekit.evaluate import evaluate_split
 

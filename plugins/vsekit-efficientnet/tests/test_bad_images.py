@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from vsekit_efficientnet.pixels import load_rgb
 
 from vsekit import testing
-from vsekit_efficientnet.pixels import load_rgb
 
 # Pillow warns about the 10000x10000 image before vsekit-efficientnet refuses it
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

@@ -6,11 +6,10 @@ import csv
 
 import numpy as np
 from click.testing import CliRunner
+from test_bad_images import photo
 
 from vsekit import spec
 from vsekit.cli import cli
-
-from test_bad_images import photo
 
 
 def invoke(*args):

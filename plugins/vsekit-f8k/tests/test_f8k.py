@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import vsekit_f8k
 from safetensors import safe_open
 
-import vsekit_f8k
 from vsekit import retrieval
 
 DATA = vsekit_f8k.DATA

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from vsekit_faiss import BankIndex, bank_index_path, build_index, load, recall_at_k, save, search
 
 from vsekit import registry
 from vsekit.cli import cli
 from vsekit.errors import DataError, VsekitError
 from vsekit.retrieval import CaptionBank, ImageBank, load_bank
-from vsekit_faiss import BankIndex, bank_index_path, build_index, load, recall_at_k, save, search
 
 DIM = 64
 
@@ -57,7 +58,6 @@ def test_exact_index_equals_numpy_brute_force(data):
 
 def test_flat_batch_search_equals_per_query_search_and_restores_the_blas_threshold(data):
     import faiss
-
     import vsekit_faiss.index as vfi
 
     bank, queries = data

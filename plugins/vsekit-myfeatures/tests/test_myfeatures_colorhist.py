@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from vsekit import registry, spec as spec_mod, testing
 from vsekit_myfeatures.colorhist import ColorHistExtractor
+
+from vsekit import registry, testing
+from vsekit import spec as spec_mod
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
