@@ -82,7 +82,7 @@ def test_both_layouts_read_alike(data_root):
 def test_other_caption_to_row_ratios_are_refused(data_root):
     folder = data_root / "f8k"
     np.save(folder / "f8k_dev_ims.npy", np.ones((7, DIM_IMAGE), dtype=np.float32))  # 20 captions, 7 rows
-    with pytest.raises(DataError, match="20 captions.*7 feature rows"):
+    with pytest.raises(DataError, match=r"20 captions.*7 feature rows"):
         resolve_preset("f8k").read("dev")
     rows = np.random.default_rng(0).normal(size=(20, DIM_IMAGE)).astype(np.float32)  # one row per caption,
     np.save(folder / "f8k_dev_ims.npy", rows)  # but the 5 rows of an image differ

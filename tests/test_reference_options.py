@@ -86,7 +86,7 @@ def test_unknown_and_refused_options():
     assert "[reference] optimizer: only 'adam' is supported" in msg
     assert "[reference] dim: expected an integer, got 'big'" in msg
     assert "[reference] margin: expected a number >= 0, got -1" in msg
-    with pytest.raises(SpecError, match="lr: unknown reference option.*vsekit's name.*'lrate'"):
+    with pytest.raises(SpecError, match=r"lr: unknown reference option.*vsekit's name.*'lrate'"):
         build({"reference": {"lr": 1e-3}, "data": DATA})
     with pytest.raises(SpecError, match=r"\[reference\]: expected a table"):
         build({"reference": 3, "data": DATA})

@@ -191,11 +191,11 @@ def test_clear_errors(tmp_path, data):
         build_index(bad, "flat")
     with pytest.raises(VsekitError, match="did you mean 'hnsw'"):
         build_index(bank[:100], "hnws")
-    with pytest.raises(VsekitError, match="unknown parameter.*nprobe"):
+    with pytest.raises(VsekitError, match=r"unknown parameter.*nprobe"):
         build_index(bank[:100], "hnsw", nprobe=3)
     with pytest.raises(VsekitError, match=r"hnsw_sq8 index: unknown parameter\(s\) nprobe; hnsw_sq8 takes m, "):
         build_index(bank[:100], "hnsw_sq8", nprobe=3)
-    with pytest.raises(VsekitError, match="unknown parameter.*k_factor"):
+    with pytest.raises(VsekitError, match=r"unknown parameter.*k_factor"):
         build_index(bank[:100], "hnsw", k_factor=3)
     with pytest.raises(VsekitError, match="k_factor must be >= 1"):
         build_index(bank[:100], "hnsw_sq8", k_factor=0)
