@@ -465,8 +465,8 @@ def test_bucketed_batches_deterministic_given_seed():
     a = bucketed_batches(lengths, 32, np.random.default_rng(7))
     b = bucketed_batches(lengths, 32, np.random.default_rng(7))
     c = bucketed_batches(lengths, 32, np.random.default_rng(8))
-    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_bucketed_batches_drop_single():

@@ -190,7 +190,7 @@ def test_encode_sentences_matches_manual_loop_with_eos():
     senc = model.sentence_encoder
     cell = cell_from(senc.rnn, 0)
     got = encode_sentences(model, SENTENCES)
-    for sent, vec in zip(SENTENCES, got):
+    for sent, vec in zip(SENTENCES, got, strict=True):
         from vsekit.data.tokenize import tokenize
 
         ids = torch.tensor(model.vocab.encode(tokenize(sent)) + [0])

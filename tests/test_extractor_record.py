@@ -37,8 +37,8 @@ class RowsByName(ImageFeatureExtractor):
         feats = np.load(MINI / "test_ims.npy").astype(np.float32)
         names = [Path(p).name for p in paths]
         ok = np.array([n.startswith("row_") for n in names])
-        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok) if good]
-        errors = {n: "not a row image" for n, good in zip(names, ok) if not good}
+        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok, strict=True) if good]
+        errors = {n: "not a row image" for n, good in zip(names, ok, strict=True) if not good}
         return Extracted(np.array(rows, np.float32).reshape(len(rows), feats.shape[1]), ok, errors)
 
 

@@ -24,7 +24,7 @@ SHARED_IDS = [0, 0, 1, 2, 2, 2]
 
 
 def dot(a, b):
-    return float(sum(x * y for x, y in zip(a.tolist(), b.tolist())))
+    return float(sum(x * y for x, y in zip(a.tolist(), b.tolist(), strict=True)))
 
 
 def is_negative(ids, i, j, same_image_negatives):

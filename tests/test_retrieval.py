@@ -176,7 +176,7 @@ def test_topk_matches_brute_force():
     queries = rng.standard_normal((10, 16)).astype(np.float32)
     bank = ImageBank(emb, [f"im{i}" for i in range(500)])
     batched = bank.search(queries, k=7)
-    for q, hits in zip(queries, batched):
+    for q, hits in zip(queries, batched, strict=True):
         brute = np.argsort(-(emb @ q), kind="stable")[:7]
         assert [h.index for h in hits] == brute.tolist()
         assert [h.index for h in bank.search(q, k=7)] == brute.tolist()
@@ -351,8 +351,8 @@ class _RowsByName(ImageFeatureExtractor):
         feats = np.load(MINI / "test_ims.npy")
         names = [Path(p).name for p in paths]
         ok = np.array([n.startswith("row_") for n in names])
-        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok) if good]
-        errors = {n: "not a row image" for n, good in zip(names, ok) if not good}
+        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok, strict=True) if good]
+        errors = {n: "not a row image" for n, good in zip(names, ok, strict=True) if not good}
         return Extracted(np.array(rows, np.float32).reshape(len(rows), feats.shape[1]), ok, errors)
 
 
@@ -361,7 +361,7 @@ def test_cli_image_query_uses_the_extractor(tiny_run, tmp_path, test_split):
     img = tmp_path / "row_7.jpg"
     img.write_bytes(b"not really a jpeg")
     caps = tmp_path / "caps.csv"
-    lines = ["image,caption"] + [f"{ids[i]},\"{c}\"" for c, i in zip(split.captions, split.cap2img)]
+    lines = ["image,caption"] + [f"{ids[i]},\"{c}\"" for c, i in zip(split.captions, split.cap2img, strict=True)]
     caps.write_text("\n".join(lines) + "\n")
     assert invoke("bank", tiny_run, "--captions", caps, "-o", tmp_path / "capbank").exit_code == 0
     with testing.registered("image_feature_extractor", "rows_by_name", _RowsByName):

@@ -69,7 +69,7 @@ def spelled_ids(emb: np.ndarray) -> list[list[int]]:
     e = np.asarray(emb, dtype=np.float64)
     scaled = e / e[:, :1]
     lengths = np.rint(scaled[:, -1]).astype(int)
-    return [np.rint(row[1 : 1 + n]).astype(int).tolist() for row, n in zip(scaled, lengths)]
+    return [np.rint(row[1 : 1 + n]).astype(int).tolist() for row, n in zip(scaled, lengths, strict=True)]
 
 
 class Capture:
@@ -146,7 +146,7 @@ def test_one_tokenizer_on_every_path(tmp_path, reader, named, used):
 
     # training: the caption store the batches are cut from
     store = setup.store
-    train_ids = [store.flat[o : o + n].tolist() for o, n in zip(store.offsets, store.lengths)]
+    train_ids = [store.flat[o : o + n].tolist() for o, n in zip(store.offsets, store.lengths, strict=True)]
     assert train_ids == want
 
     # the checkpoint records the tokenizer and reads back with it

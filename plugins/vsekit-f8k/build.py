@@ -95,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     if raw_csv.is_file():
         raw_texts, raw_ids = retrieval.read_captions(raw_csv)
         by_image: dict[str, list[str]] = {}
-        for i, t in zip(raw_ids or [], raw_texts):
-            by_image.setdefault(i, []).append(t)
+        if raw_ids is not None:  # a plain text file has no image ids: nothing to match
+            for i, t in zip(raw_ids, raw_texts, strict=True):
+                by_image.setdefault(i, []).append(t)
         replaced = 0
         seen: dict[str, int] = {}
-        for n, (img, toks) in enumerate(zip(cap_ids, train.captions)):
+        for n, (img, toks) in enumerate(zip(cap_ids, train.captions, strict=True)):
             j = seen.get(img, 0)
             seen[img] = j + 1
             cands = by_image.get(img, [])

@@ -401,7 +401,7 @@ class BankIndex:
         scores, ids = self.index.search(query, k)
         if scores.ndim == 1:
             return self._hits(scores, ids)
-        return [self._hits(s, i) for s, i in zip(scores, ids)]
+        return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Any]:
         keep = ids >= 0  # faiss pads with -1 when fewer than k rows were reached
@@ -440,5 +440,5 @@ def available(bank_path: str | Path) -> list[Path]:
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int | None = None) -> float:
     """Mean fraction of each query's true top-k rows that the approximate top-k holds."""
     k = k or truth.shape[1]
-    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth)]
+    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth, strict=True)]
     return float(np.mean(hits) / k)
