@@ -42,9 +42,9 @@ import attrs
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the tests' own spec builders (conftest.tiny_spec_text)
-sys.path.insert(0, str(REPO / "benchmarks"))
+# only sys.path changes before the imports below (anything else would leave them mid-module)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' spec builders (conftest)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine
 from conftest import SHARED, tiny_spec_text
@@ -57,6 +57,7 @@ from vsekit.spec import Spec
 from vsekit.training import distributed
 from vsekit.training.setup import RunData, Setup, load_data
 
+REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "thresholds.json"
 EXAMPLES = REPO / "examples"
 TESTPLUGIN = REPO / "tests" / "plugin_pkgs" / "vsekit-testplugin"
