@@ -144,7 +144,7 @@ def main() -> None:
         "cases": cases,
         "top5_for_image": top,
         "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
-        "notes": notes + ["shared 2-core machine; other jobs may have been running: compare medians, not single runs"],
+        "notes": [*notes, "shared 2-core machine; other jobs may have been running: compare medians, not single runs"],
     }
     write(args.out, payload)
     for name, v in cases.items():

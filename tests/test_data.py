@@ -324,7 +324,7 @@ def fake_flickr(tmp_path):
     rng = np.random.default_rng(3)
     five = lambda name: [f'A dog, "{name}" number {j}, runs.' for j in range(5)]  # noqa: E731
     captions = {"a.jpg": five("a"), "b.jpg": five("b"), "c.jpg": five("c")[:3], "d.jpg": five("d"),
-                "e.jpg": five("e") + ["A sixth caption."]}
+                "e.jpg": [*five("e"), "A sixth caption."]}
     feats = {n: rng.standard_normal(6).astype(np.float32) for n in ("e.jpg", "a.jpg", "c.jpg", "b.jpg")}
     root = make_flickr(tmp_path / "f8k", captions,
                        {"test": ["b.jpg", "a.jpg", "c.jpg", "d.jpg"], "train": ["a.jpg", "e.jpg"],
@@ -353,7 +353,7 @@ def test_flickr8k_reader_keeps_and_reports(fake_flickr, caplog):
 
 
 def test_flickr8k_more_than_five_captions_uses_the_first_five(fake_flickr):
-    root, feats = fake_flickr
+    root, _feats = fake_flickr
     s = flickr_reader(root).read("train")
     assert s.image_ids == ["a.jpg", "e.jpg"] and len(s.captions) == 10
     assert s.report["more_than_5_captions_truncated"] == ["e.jpg"]

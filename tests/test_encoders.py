@@ -193,7 +193,7 @@ def test_encode_sentences_matches_manual_loop_with_eos():
     for sent, vec in zip(SENTENCES, got, strict=True):
         from vsekit.data.tokenize import tokenize
 
-        ids = torch.tensor(model.vocab.encode(tokenize(sent)) + [0])
+        ids = torch.tensor([*model.vocab.encode(tokenize(sent)), 0])
         with torch.no_grad():
             h = manual_states([cell], senc.embed(ids))[-1]
         np.testing.assert_allclose(vec, (h / h.norm()).numpy(), atol=1e-6)

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 import numpy as np
@@ -42,7 +43,7 @@ class Fake(ImageFeatureExtractor):
         bins: int = 8
         batch_size: int = 4
 
-    calls: list[list[str]] = []
+    calls: ClassVar[list[list[str]]] = []  # shared: every instance's calls, for the tests to read
     stop_after = 0  # raise KeyboardInterrupt once this many images were extracted (0: never)
 
     def __init__(self, config):

@@ -98,10 +98,10 @@ def test_evalrank_on_a_preset_prints_the_reference_lines(data_root, capsys):
     num = r"\d+\.\d"
     assert re.fullmatch(rf"Image to text: {num}, {num}, {num}, {num}", lines[0])
     assert re.fullmatch(rf"Text to image: {num}, {num}, {num}, {num}", lines[1])
-    assert lines[0] == "Image to text: %.1f, %.1f, %.1f, %.1f" % tuple(
-        metrics[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr"))
-    assert lines[1] == "Text to image: %.1f, %.1f, %.1f, %.1f" % tuple(
-        metrics[k] for k in ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr"))
+    assert lines[0] == "Image to text: {:.1f}, {:.1f}, {:.1f}, {:.1f}".format(
+        *(metrics[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr")))
+    assert lines[1] == "Text to image: {:.1f}, {:.1f}, {:.1f}, {:.1f}".format(
+        *(metrics[k] for k in ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr")))
     same = vsekit.evalrank(model, data="f30k", split="test", verbose=False, print_table=False)
     assert same == metrics  # the same numbers in the other layout
     with pytest.raises(DataError, match="unknown split"):

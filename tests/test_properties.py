@@ -201,7 +201,7 @@ def models(draw):
     torch.manual_seed(draw(st.integers(0, 1000)))
     model = JointModel.build(s.model.sentence_encoder, s.model.image_encoder, Vocab(words), dim,
                              draw(st.integers(1, 10)), append_eos=s.model.append_eos)
-    sentences = draw(st.lists(st.lists(st.sampled_from(words + ["unseen"]), max_size=6), min_size=1, max_size=5))
+    sentences = draw(st.lists(st.lists(st.sampled_from([*words, "unseen"]), max_size=6), min_size=1, max_size=5))
     return model.eval(), s, sentences
 
 
@@ -210,7 +210,7 @@ def models(draw):
 def test_save_load_reproduces_embeddings(tmp_path, built):
     model, s, sentences = built
     meta_path = checkpoint.save(tmp_path, "m", model, s.to_dict(), step=1)
-    loaded, meta, rest = checkpoint.load(meta_path)
+    loaded, _meta, rest = checkpoint.load(meta_path)
     assert rest == {} and loaded.vocab == model.vocab and loaded.append_eos == model.append_eos
     feats = np.random.default_rng(0).standard_normal((3, model.dim_image)).astype(np.float32)
     np.testing.assert_array_equal(encode_sentences(loaded, sentences), encode_sentences(model, sentences))

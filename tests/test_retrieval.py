@@ -68,7 +68,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_run):
-    model, ref, meta = retrieval.open_model(tiny_run)
+    model, _ref, _meta = retrieval.open_model(tiny_run)
     return model
 
 

@@ -343,7 +343,7 @@ def test_relative_paths_resolve_from_spec_folder(tmp_path, monkeypatch):
     sub = tmp_path / "specs" / "deep"
     sub.mkdir(parents=True)
     text = GOOD.replace('dir = "vsekit:f8k_mini"', 'dir = "../data/f8k"') + '[output]\ndir = "runs/x"\n'
-    path = write(sub, text)
+    write(sub, text)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

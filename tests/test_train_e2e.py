@@ -34,7 +34,7 @@ def mini_run(tmp_path_factory):
 
 
 def test_learns_well_above_chance(mini_run):
-    _, run, results = mini_run
+    _, _run, results = mini_run
     assert results["test"]["split"] == "test"
     # pass marks measured against untrained and shuffled-pair models: benchmarks/thresholds.py
     assert results["test"]["rsum"] >= threshold("mini_gru_contrastive_1ep"), results["test"]["rsum"]

@@ -216,7 +216,7 @@ def test_clear_errors(tmp_path, data):
 
 def test_k_larger_than_the_bank(data):
     bank, queries = data
-    scores, ids = build_index(bank[:7], "flat").search(queries[:2], 10)
+    _scores, ids = build_index(bank[:7], "flat").search(queries[:2], 10)
     assert ids.shape == (2, 7)
 
 

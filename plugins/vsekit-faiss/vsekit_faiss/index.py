@@ -235,7 +235,7 @@ def meta_path(path: str | Path) -> Path:
 
 def default_nlist(n: int) -> int:
     """About sqrt(N) cells, and at least 39 training rows per cell (faiss's minimum)."""
-    return max(1, min(int(round(math.sqrt(n))), n // 39))
+    return max(1, min(round(math.sqrt(n)), n // 39))
 
 
 def build_index(embeddings: Any, kind: str = "flat", *, check_norm: bool = True, verbose: bool = False,
