@@ -97,7 +97,10 @@ def main() -> None:
         notes.append(f"no image feature extractor ({exc}); warm_image_query and cli_image left out")
 
     cases: dict[str, Any] = {}
-    q = r.embed_image(image) if has_extractor else retrieval.embed_features(r.model, torch.zeros(r.model.dim_image).numpy())
+    if has_extractor:
+        q = r.embed_image(image)
+    else:
+        q = retrieval.embed_features(r.model, torch.zeros(r.model.dim_image).numpy())
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         key = f"{threads}_thread" + ("s" if threads > 1 else "")

@@ -145,7 +145,8 @@ def load_spec(config: Config, seed: int, spec_dir: Path) -> Spec:
 
 
 def portable(value: Any) -> Any:
-    """``value`` (a spec dict) with this checkout's and the shared data's absolute paths written ``<repo>``, ``<shared>``."""
+    """``value`` (a spec dict) with this checkout's and the shared data's absolute paths written ``<repo>``,
+    ``<shared>``."""
     if isinstance(value, dict):
         return {k: portable(v) for k, v in value.items()}
     if isinstance(value, list):

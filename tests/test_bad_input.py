@@ -301,7 +301,8 @@ def spec_dropout_out_of_range(e):
 
 @case
 def spec_zero_temperature(e):
-    return e.run(change=lambda d: d.update(loss={"type": "infonce", "temperature": 0.0})), [f"{e.spec}: [loss] temperature:"]
+    return (e.run(change=lambda d: d.update(loss={"type": "infonce", "temperature": 0.0})),
+            [f"{e.spec}: [loss] temperature:"])
 
 
 @case
@@ -337,7 +338,8 @@ def spec_bad_name(e):
 
 @case
 def spec_missing_import(e):
-    return e.run(change=lambda d: d.update(imports=["no_such_module_xyz"])), [f"{e.spec}: [imports]", "no_such_module_xyz"]
+    return (e.run(change=lambda d: d.update(imports=["no_such_module_xyz"])),
+            [f"{e.spec}: [imports]", "no_such_module_xyz"])
 
 
 @case
@@ -825,7 +827,8 @@ def test_no_code_from_data():
     (lambda d, e: d["train"].update(device="cuda:99"), ["[train] device:", "cuda:99"]),
     (lambda d, e: d.update(loss={"type": "infonce", "temperature": 0.001, "max_scale": 100.0}),
      ["[loss] temperature:", "max_scale"]),
-    (lambda d, e: d.update(loss={"type": "max_violation", "warmup_epochs": 3.0}), ["[loss] warmup_epochs:", "max_epochs"]),
+    (lambda d, e: d.update(loss={"type": "max_violation", "warmup_epochs": 3.0}),
+     ["[loss] warmup_epochs:", "max_epochs"]),
     (lambda d, e: d["train"].update(lr_schedule="step", lr_step_epochs=5), ["[train] lr_step_epochs:", "never"]),
 ], ids=["data_folder", "data_file", "output_dir_is_a_file", "device", "temperature_vs_max_scale",
         "warmup_vs_max_epochs", "step_schedule_vs_max_epochs"])

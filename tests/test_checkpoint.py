@@ -49,7 +49,8 @@ def saved(tmp_path, small_data):
 FEATS = np.random.default_rng(0).standard_normal((5, 20)).astype(np.float32)
 
 
-@pytest.mark.parametrize("encoder", [{"type": "gru", "dim_word": 16, "bidirectional": True}, {"type": "bow", "dim_word": 32}])
+@pytest.mark.parametrize("encoder", [{"type": "gru", "dim_word": 16, "bidirectional": True},
+                                     {"type": "bow", "dim_word": 32}])
 def test_round_trip_identical_embeddings(tmp_path, small_data, encoder):
     model, s = build_model(tmp_path, small_data, model__sentence_encoder=encoder)
     if encoder["type"] == "bow":

@@ -82,7 +82,8 @@ def test_unknown_and_refused_options():
     msg = str(err.value)
     assert "exp.toml: [reference] lrat: unknown reference option" in msg and "did you mean 'lrate'?" in msg
     assert "[reference] disp_freq: unknown reference option" in msg and "'dispFreq'" in msg
-    assert "[reference] reload_: reload_ = true: continue a run with `vsekit run SPEC --out RUN --resume` instead" in msg
+    assert ("[reference] reload_: reload_ = true: continue a run with `vsekit run SPEC --out RUN --resume` instead"
+            in msg)
     assert "[reference] optimizer: only 'adam' is supported" in msg
     assert "[reference] dim: expected an integer, got 'big'" in msg
     assert "[reference] margin: expected a number >= 0, got -1" in msg

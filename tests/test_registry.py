@@ -156,7 +156,8 @@ def test_registered_context_manager():
     with testing.registered("sentence_encoder", "temp_bow", OtherBoW) as cls:
         assert registry.get("sentence_encoder", "temp_bow") is cls
     assert "temp_bow" not in registry.registry("sentence_encoder")
-    with pytest.raises(vsekit.VsekitError, match="already exists"), testing.registered("sentence_encoder", "gru", OtherBoW):
+    with (pytest.raises(vsekit.VsekitError, match="already exists"),
+          testing.registered("sentence_encoder", "gru", OtherBoW)):
         pass
 
 

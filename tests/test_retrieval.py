@@ -123,7 +123,8 @@ def test_bank_checks(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def sibling_run(tiny_run, tmp_path_factory) -> Path:
-    """Another checkpoint of the tiny run's exact architecture (same spec, vocab and shapes): one weight moved by 1e-3."""
+    """Another checkpoint of the tiny run's exact architecture (same spec, vocab and shapes): one weight moved by
+    1e-3."""
     model, meta, _ = checkpoint.load(tiny_run)
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] += 1e-3
@@ -298,7 +299,8 @@ def test_arithmetic_moves_the_query_to_the_plus_word():
 def toy_run(tmp_path) -> tuple[Path, Path, Path]:
     """The toy model saved as a checkpoint, its 4 image features (.npy) and an image bank of them."""
     model = _toy_model()
-    spec = {"name": "toy", "model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
+    spec = {"name": "toy",
+            "model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
     checkpoint.save(tmp_path / "toy", "best", model, spec)
     feats = tmp_path / "toy_ims.npy"
     np.save(feats, np.array(list(TOY_IMAGES.values()), np.float32))

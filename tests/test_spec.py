@@ -190,7 +190,8 @@ def test_bad_sizes(tmp_path, override, where):
 
 def test_every_problem_reported_at_once(tmp_path):
     """Two bad values in one section and problems in several sections: one line each."""
-    path = write(tmp_path, GOOD + 'marign = 1.0\n[train]\nmax_epochs = 0\nbatch_size = 0\nlr = "x"\n[vocab]\nmin_count = 0\nmax_size = 0\n')
+    path = write(tmp_path, GOOD + 'marign = 1.0\n[train]\nmax_epochs = 0\nbatch_size = 0\nlr = "x"\n'
+                                  '[vocab]\nmin_count = 0\nmax_size = 0\n')
     lines = problems(path)
     assert any("[loss] marign" in ln for ln in lines)
     assert any("[train] lr" in ln and "'x'" in ln for ln in lines)

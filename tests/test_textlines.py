@@ -164,9 +164,8 @@ def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("textlines") / "run"
     old = torch.get_num_threads()
     try:
-        testing.run_quick(testing.tiny_spec(model={"dim": 16, "sentence_encoder": {"type": "bow"}},
-                                            data={"type": "precomp", "dir": str(testing.tiny_dataset(out.parent / "d"))}),
-                          out)
+        data = {"type": "precomp", "dir": str(testing.tiny_dataset(out.parent / "d"))}
+        testing.run_quick(testing.tiny_spec(model={"dim": 16, "sentence_encoder": {"type": "bow"}}, data=data), out)
     finally:
         torch.set_num_threads(old)
     return out

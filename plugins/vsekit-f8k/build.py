@@ -114,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model.half()
+        spec_path = args.spec.resolve()
         extra = {
             "image_feature_extractor": EXTRACTOR,
             "built_from": {"run": str(meta_path), "weights_sha256": meta["weights_sha256"],
-                           "spec_file": str(args.spec.resolve().relative_to(REPO)) if args.spec.resolve().is_relative_to(REPO) else str(args.spec),
+                           "spec_file": str(spec_path.relative_to(REPO)) if spec_path.is_relative_to(REPO)
+                           else str(args.spec),
                            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             "license": "Flickr8K-derived: research use only (see the package README)",
         }

@@ -77,7 +77,8 @@ def test_flickr8k_reader_extracts_once_into_the_cache(tmp_path, monkeypatch):
 
     calls = []
     real = EfficientNetLite0.extract
-    monkeypatch.setattr(EfficientNetLite0, "extract", lambda self, paths: calls.append(list(paths)) or real(self, paths))
+    monkeypatch.setattr(EfficientNetLite0, "extract",
+                        lambda self, paths: calls.append(list(paths)) or real(self, paths))
     again = spec.from_dict(raw, base=tmp_path).data.build().read("test")
     np.testing.assert_array_equal(again.images, first.images)
     assert calls == []
