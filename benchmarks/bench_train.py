@@ -72,10 +72,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import F8K_FEATURES, REPO, machine, summary, write  # noqa: E402
+from _common import F8K_FEATURES, REPO, machine, summary, write
+
+BENCH_DIR = Path(__file__).resolve().parent
 
 WARMUP = 3
 MARK = "@@bench_train@@ "

@@ -322,7 +322,9 @@ def flickr_reader(root: Path) -> Flickr8kReader:
 @pytest.fixture
 def fake_flickr(tmp_path):
     rng = np.random.default_rng(3)
-    five = lambda name: [f'A dog, "{name}" number {j}, runs.' for j in range(5)]  # noqa: E731
+    def five(name):
+        return [f'A dog, "{name}" number {j}, runs.' for j in range(5)]
+
     captions = {"a.jpg": five("a"), "b.jpg": five("b"), "c.jpg": five("c")[:3], "d.jpg": five("d"),
                 "e.jpg": [*five("e"), "A sixth caption."]}
     feats = {n: rng.standard_normal(6).astype(np.float32) for n in ("e.jpg", "a.jpg", "c.jpg", "b.jpg")}
@@ -451,7 +453,9 @@ def test_bucketed_batches_near_homogeneous():
     rng = np.random.default_rng(1)
     bucketed = bucketed_batches(lengths, 64, rng, bucket=True)
     plain = bucketed_batches(lengths, 64, np.random.default_rng(1), bucket=False)
-    spread = lambda bs: np.mean([lengths[b].max() - lengths[b].min() for b in bs])  # noqa: E731
+    def spread(bs):
+        return np.mean([lengths[b].max() - lengths[b].min() for b in bs])
+
     # 50 batches per pool of 3200 captions over 29 lengths: each batch spans at most ~2 lengths
     assert spread(bucketed) <= 1.5
     assert spread(plain) > 20

@@ -69,7 +69,9 @@ WORDS = ["a", "dog", "runs", "on", "the", "beach", "cat", "sleeps", "red", "ball
 
 
 def random_params(rng, encoder, n_words, dim_word, dim, dim_image):
-    u = lambda *shape: rng.uniform(-0.6, 0.6, size=shape).astype(np.float32)  # noqa: E731
+    def u(*shape):
+        return rng.uniform(-0.6, 0.6, size=shape).astype(np.float32)
+
     P = {"Wemb": u(n_words, dim_word), "ff_image_W": u(dim_image, dim), "ff_image_b": u(dim)}
     if encoder == "gru":
         P.update(encoder_W=u(dim_word, 2 * dim), encoder_b=u(2 * dim), encoder_U=u(dim, 2 * dim),

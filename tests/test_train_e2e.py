@@ -108,7 +108,9 @@ def test_seeded_runs_repeat(small_data, tmp_path):
     for k in METRIC_KEYS:
         assert a["test"][k] == b["test"][k], k
     assert a["valid"] == b["valid"]
-    log = lambda r: [json.loads(x).get("loss") for x in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    def log(r):
+        return [json.loads(x).get("loss") for x in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+
     assert log(a) == log(b)
     from safetensors.torch import load_file
 
