@@ -31,22 +31,23 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import F8K_FEATURES, machine, summary, write  # noqa: E402
-from bench_train import step_sizes  # noqa: E402
+from _common import F8K_FEATURES, machine, summary, write
+from bench_train import step_sizes
 
-import vsekit  # noqa: E402
-from vsekit.data.readers import PrecompReader  # noqa: E402
-from vsekit.data.tokenize import tokenize_all  # noqa: E402
-from vsekit.data.vocab import Vocab, encode_all  # noqa: E402
-from vsekit.model import JointModel  # noqa: E402
-from vsekit.spec import build_component  # noqa: E402
+import vsekit
+from vsekit.data.readers import PrecompReader
+from vsekit.data.tokenize import tokenize_all
+from vsekit.data.vocab import Vocab, encode_all
+from vsekit.model import JointModel
+from vsekit.spec import build_component
 
 
 def timed(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[list[float], list[float]]]:

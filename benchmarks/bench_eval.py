@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +134,9 @@ def run_case(name: str, threads: int, repeats: int, chunk_size: int) -> dict[str
     img, cap, cap2img = make_data(n_img)
     rss_data = max_rss_mb()
     if method == "recall":
-        fn = lambda: recall(img, cap, cap2img, chunk_size=chunk_size)  # noqa: E731
+        fn = partial(recall, img, cap, cap2img, chunk_size=chunk_size)
     else:
-        fn = lambda: baseline_recall(img, cap, cap2img)  # noqa: E731
+        fn = partial(baseline_recall, img, cap, cap2img)
     times, summary = time_repeats(fn, repeats)
     rss_peak = max_rss_mb()
     return {

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 import torch
-
 from _common import F8K_FEATURES, REPO, SHARED, machine, write
+
 from vsekit.extract import extract_folder, ids_path, resolve_extractor
 
 

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import F8K_FEATURES, REPO, machine, write  # noqa: E402
+from _common import F8K_FEATURES, REPO, machine, write
 
 DEFAULT_MODEL = REPO / "runs" / "flickr8k_seeds" / "seed0" / "best.json"
 SWEEPS: dict[str, list[dict[str, Any]]] = {}  # kind -> the search settings to measure (set from the flags)
@@ -118,8 +118,8 @@ def centres_and_queries(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarra
     centres = unit_rows_(tops[rng.integers(topics, size=k)] +
                          0.7 * rng.standard_normal((k, args.dim), dtype=np.float32) / np.sqrt(args.dim))
     picks = rng.integers(k, size=args.queries)
-    queries = unit_rows_(centres[picks] + (args.noise or 0.5) * rng.standard_normal((args.queries, args.dim), dtype=np.float32)
-                         / np.sqrt(args.dim))
+    noise = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
+    queries = unit_rows_(centres[picks] + (args.noise or 0.5) * noise / np.sqrt(args.dim))
     return centres, queries, {"source": f"synthetic: {k} random centres around {topics} random topic directions",
                               "centres": f"{k} synthetic centres", "queries": "fresh perturbations of centres"}
 
@@ -251,7 +251,8 @@ def build_and_store(kind: str, bank: np.ndarray, args: argparse.Namespace,
         del loaded
     gc.collect()
     info = {"kind": kind, "params": dict(index.params), "build_s": build_s, "build_cpu_s": build_cpu_s,
-            "build_threads": args.build_threads, "rss_growth_build_mb": rss1 - rss0, "index_bytes": size_bytes, "index_file_mb": size_mb,
+            "build_threads": args.build_threads, "rss_growth_build_mb": rss1 - rss0, "index_bytes": size_bytes,
+            "index_file_mb": size_mb,
             "save_s": save_s, "load_s": load_s}
     print(f"  built {index!r} in {build_s:.1f} s (CPU {build_cpu_s:.1f} s), +{rss1 - rss0:.0f} MiB RSS, "
           f"file {size_mb:.0f} MiB, save {save_s:.1f} s, load {load_s:.1f} s", flush=True)
@@ -428,7 +429,8 @@ def main() -> None:
             print(f"[{threads} thread(s)] {name}: {c['setting']} recall@{args.k} {c['recall_at_k']:.4f}, "
                   f"{c['speedup_single_vs_flat']:.1f}x single ({c['speedup_single_vs_flat_cpu_time']:.1f}x "
                   f"in CPU time) / {c['speedup_batched_vs_flat']:.1f}x batched vs flat; vs best exact "
-                  f"{c['speedup_single_vs_best_exact']:.1f}x single, {c['speedup_batched_vs_best_exact']:.1f}x batched; "
+                  f"{c['speedup_single_vs_best_exact']:.1f}x single, "
+                  f"{c['speedup_batched_vs_best_exact']:.1f}x batched; "
                   f"target met: single {c['meets_target_single']}, batched {c['meets_target_batched']}", flush=True)
     payload = {"benchmark": "faiss_index", "machine": {**machine(args.threads[0]), "faiss": faiss.__version__,
                                                        "numpy": np.__version__, "load_average": os.getloadavg()},

@@ -33,11 +33,12 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, machine, summary, write  # noqa: E402
+from _common import REPO, SHARED, machine, summary, write
 
 TEXT = "a dog runs on the beach"
 TARGETS_MS = {"warm_image_query": 200.0, "search": 50.0}
@@ -96,7 +97,10 @@ def main() -> None:
         notes.append(f"no image feature extractor ({exc}); warm_image_query and cli_image left out")
 
     cases: dict[str, Any] = {}
-    q = r.embed_image(image) if has_extractor else retrieval.embed_features(r.model, torch.zeros(r.model.dim_image).numpy())
+    if has_extractor:
+        q = r.embed_image(image)
+    else:
+        q = retrieval.embed_features(r.model, torch.zeros(r.model.dim_image).numpy())
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         key = f"{threads}_thread" + ("s" if threads > 1 else "")
@@ -143,7 +147,7 @@ def main() -> None:
         "cases": cases,
         "top5_for_image": top,
         "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
-        "notes": notes + ["shared 2-core machine; other jobs may have been running: compare medians, not single runs"],
+        "notes": [*notes, "shared 2-core machine; other jobs may have been running: compare medians, not single runs"],
     }
     write(args.out, payload)
     for name, v in cases.items():

@@ -20,6 +20,7 @@ import shlex
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,9 @@ def main() -> None:
         c2i = np.repeat(np.arange(n), 5)
         cap = img[c2i] + 0.4 * rng.standard_normal((5 * n, 1024)).astype(np.float32)
         cap /= np.linalg.norm(cap, axis=1, keepdims=True)
-        runs = {"old": lambda: old.recall(img, cap, c2i), "pessimistic": lambda: new.recall(img, cap, c2i),
-                "reference": lambda: new.recall(img, cap, c2i, ties="reference")}
+        # partial binds this case's arrays now (a lambda would look img, cap, c2i up when called)
+        runs = {"old": partial(old.recall, img, cap, c2i), "pessimistic": partial(new.recall, img, cap, c2i),
+                "reference": partial(new.recall, img, cap, c2i, ties="reference")}
         times: dict[str, list[float]] = {k: [] for k in runs}
         rsum = {}
         for _ in range(a.repeats):

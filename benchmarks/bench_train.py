@@ -68,13 +68,15 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import F8K_FEATURES, REPO, machine, summary, write
 
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-from _common import F8K_FEATURES, REPO, machine, summary, write  # noqa: E402
 
 WARMUP = 3
 MARK = "@@bench_train@@ "
@@ -179,8 +181,8 @@ def setup_case(args: argparse.Namespace, encoder: str, variant: str) -> tuple[Ca
     and the list the losses go to."""
     import torch
 
-    from vsekit.text.batch import TextBatch
     from vsekit.losses import ContrastiveLoss
+    from vsekit.text.batch import TextBatch
     from vsekit.training.loop import train_step
 
     feats_on = check_variant(variant)

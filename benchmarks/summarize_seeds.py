@@ -1,8 +1,9 @@
 """Collect repeated runs (one ``results.json`` per run folder) into mean ± std, and save it as a result.
 
+    CMD="vsekit run examples/flickr8k.toml --set train.seed=K --set train.threads=1 --out runs/flickr8k_seeds/seedK"
     python benchmarks/summarize_seeds.py runs/flickr8k_seeds/seed0 runs/flickr8k_seeds/seed1 \
         runs/flickr8k_seeds/seed2 --out benchmarks/results/flickr8k_gru_infonce_3seeds.json \
-        --produced-by "vsekit run examples/flickr8k.toml --set train.seed=K --set train.threads=1 --out runs/flickr8k_seeds/seedK"
+        --produced-by "$CMD"
 
 The same summary as ``vsekit run --seeds N`` writes, for runs made separately
 (e.g. in parallel, one process per seed).
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 
 from _common import machine, write
+
 from vsekit.evaluate import format_table
 from vsekit.training import summarize_runs
 

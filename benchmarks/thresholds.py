@@ -42,21 +42,22 @@ import attrs
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the tests' own spec builders (conftest.tiny_spec_text)
-sys.path.insert(0, str(REPO / "benchmarks"))
+# only sys.path changes before the imports below (anything else would leave them mid-module)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' spec builders (conftest)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine
 from conftest import SHARED, tiny_spec_text
 
 import vsekit
 from vsekit import testing, training
-from vsekit.training import distributed
-from vsekit.training.setup import RunData, Setup, load_data
 from vsekit.evaluate import evaluate_split
 from vsekit.metrics import chance_rsum
 from vsekit.spec import Spec
+from vsekit.training import distributed
+from vsekit.training.setup import RunData, Setup, load_data
 
+REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "thresholds.json"
 EXAMPLES = REPO / "examples"
 TESTPLUGIN = REPO / "tests" / "plugin_pkgs" / "vsekit-testplugin"
@@ -144,7 +145,8 @@ def load_spec(config: Config, seed: int, spec_dir: Path) -> Spec:
 
 
 def portable(value: Any) -> Any:
-    """``value`` (a spec dict) with this checkout's and the shared data's absolute paths written ``<repo>``, ``<shared>``."""
+    """``value`` (a spec dict) with this checkout's and the shared data's absolute paths written ``<repo>``,
+    ``<shared>``."""
     if isinstance(value, dict):
         return {k: portable(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -52,7 +52,8 @@ EXTRACTOR = {"extractor": {"type": "efficientnet_lite0"}, "dim": 1280,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/flickr8k-effnet-lite0")
+    ap.add_argument("--src", type=Path,
+                    default=Path(__file__).resolve().parents[2] / "shared/data/flickr8k-effnet-lite0")
     args = ap.parse_args()
     DEST.mkdir(parents=True, exist_ok=True)
     hashes = {}

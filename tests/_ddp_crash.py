@@ -7,8 +7,8 @@ multi-process run.
 
 import os
 
-from vsekit.training import loop
 from vsekit.cli import cli
+from vsekit.training import loop
 
 CRASH_AT = int(os.environ["VSEKIT_TEST_CRASH_AT"])
 _real = loop.train_step

@@ -12,22 +12,22 @@ import json
 import os
 import shutil
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import REPO, mini_slice, tiny_spec_text
 
 from vsekit import checkpoint
 from vsekit.cli import cli
 from vsekit.data.vocab import Vocab
 from vsekit.errors import SpecError
 from vsekit.io import sha256_file
-from vsekit.spec import dumps_toml, load as load_spec
-
-from conftest import REPO, mini_slice, tiny_spec_text
+from vsekit.spec import dumps_toml
+from vsekit.spec import load as load_spec
 
 # --------------------------------------------------------------------------- harness
 
@@ -147,7 +147,7 @@ def assert_refused(result, needles) -> str:
 CASES: list = []
 
 
-def case(fn: Callable[["Env"], tuple[list[str], list]]) -> Callable:
+def case(fn: Callable[[Env], tuple[list[str], list]]) -> Callable:
     CASES.append(pytest.param(fn, id=fn.__name__))
     return fn
 
@@ -301,7 +301,8 @@ def spec_dropout_out_of_range(e):
 
 @case
 def spec_zero_temperature(e):
-    return e.run(change=lambda d: d.update(loss={"type": "infonce", "temperature": 0.0})), [f"{e.spec}: [loss] temperature:"]
+    return (e.run(change=lambda d: d.update(loss={"type": "infonce", "temperature": 0.0})),
+            [f"{e.spec}: [loss] temperature:"])
 
 
 @case
@@ -337,7 +338,8 @@ def spec_bad_name(e):
 
 @case
 def spec_missing_import(e):
-    return e.run(change=lambda d: d.update(imports=["no_such_module_xyz"])), [f"{e.spec}: [imports]", "no_such_module_xyz"]
+    return (e.run(change=lambda d: d.update(imports=["no_such_module_xyz"])),
+            [f"{e.spec}: [imports]", "no_such_module_xyz"])
 
 
 @case
@@ -825,7 +827,8 @@ def test_no_code_from_data():
     (lambda d, e: d["train"].update(device="cuda:99"), ["[train] device:", "cuda:99"]),
     (lambda d, e: d.update(loss={"type": "infonce", "temperature": 0.001, "max_scale": 100.0}),
      ["[loss] temperature:", "max_scale"]),
-    (lambda d, e: d.update(loss={"type": "max_violation", "warmup_epochs": 3.0}), ["[loss] warmup_epochs:", "max_epochs"]),
+    (lambda d, e: d.update(loss={"type": "max_violation", "warmup_epochs": 3.0}),
+     ["[loss] warmup_epochs:", "max_epochs"]),
     (lambda d, e: d["train"].update(lr_schedule="step", lr_step_epochs=5), ["[train] lr_step_epochs:", "never"]),
 ], ids=["data_folder", "data_file", "output_dir_is_a_file", "device", "temperature_vs_max_scale",
         "warmup_vs_max_epochs", "step_schedule_vs_max_epochs"])

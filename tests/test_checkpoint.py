@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_spec_text
 
 import vsekit
 from vsekit import checkpoint
 from vsekit.errors import CheckpointError
-from vsekit.model import encode_images, encode_sentences
 from vsekit.evaluate import evaluate_split
 from vsekit.io import sha256_file
+from vsekit.model import encode_images, encode_sentences
 from vsekit.spec import load as load_spec
-
-from conftest import tiny_spec_text
 
 SENTENCES = ["a dog runs on the beach", "two children play in the snow .", "zebra unknownword"]
 
@@ -50,7 +49,8 @@ def saved(tmp_path, small_data):
 FEATS = np.random.default_rng(0).standard_normal((5, 20)).astype(np.float32)
 
 
-@pytest.mark.parametrize("encoder", [{"type": "gru", "dim_word": 16, "bidirectional": True}, {"type": "bow", "dim_word": 32}])
+@pytest.mark.parametrize("encoder", [{"type": "gru", "dim_word": 16, "bidirectional": True},
+                                     {"type": "bow", "dim_word": 32}])
 def test_round_trip_identical_embeddings(tmp_path, small_data, encoder):
     model, s = build_model(tmp_path, small_data, model__sentence_encoder=encoder)
     if encoder["type"] == "bow":

@@ -7,10 +7,9 @@ import shlex
 import tomllib
 
 import pytest
+from conftest import REPO
 
 from vsekit import testing
-
-from conftest import REPO
 
 
 def test_pytest_options_report_skips_check_markers_and_list_slow_tests():

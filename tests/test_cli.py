@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import EXAMPLES, REPO, tiny_spec_text
 
 from vsekit.cli import cli
-
-from conftest import EXAMPLES, REPO, tiny_spec_text
 
 
 def invoke(*args, cwd: Path | None = None):
@@ -182,7 +181,8 @@ def test_plugins_lists_builtins():
 def test_real_process_exit_code_and_stderr(tmp_path):
     """Through ``python -m vsekit``: exit status 2, one error line, no traceback, no run folder."""
     path = tmp_path / "bad.toml"
-    path.write_text('[data]\ntype = "precomp"\ndir = "vsekit:f8k_mini"\n[model]\ndim = 0\n[loss]\ntype = "contrastive"\n')
+    path.write_text('[data]\ntype = "precomp"\ndir = "vsekit:f8k_mini"\n'
+                    '[model]\ndim = 0\n[loss]\ntype = "contrastive"\n')
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "vsekit", "run", str(path)], cwd=tmp_path, capture_output=True,
                           text=True, env=env, timeout=120)

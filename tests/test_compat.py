@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from vsekit.api import load_model, resolve_split
-from vsekit.model import encode_images, encode_sentences
 from vsekit.evaluate import evaluate_split
+from vsekit.model import encode_images, encode_sentences
 
 DATA = Path(__file__).parent / "data" / "compat-0.1.0"
 

@@ -10,15 +10,14 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import threshold
 
 import vsekit
+from vsekit import checkpoint
 from vsekit.cli import cli
 from vsekit.spec import dumps_toml
-from vsekit import checkpoint
-from vsekit.training.setup import resolve_device
 from vsekit.testing import tiny_spec
-
-from conftest import threshold
+from vsekit.training.setup import resolve_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 

@@ -9,9 +9,8 @@ from torch import nn
 
 from vsekit.data.batching import collate
 from vsekit.data.vocab import UNK, Vocab
-from vsekit.model import encode_images, encode_sentences
 from vsekit.image.linear import LinearImageEncoder
-from vsekit.model import JointModel
+from vsekit.model import JointModel, encode_images, encode_sentences
 from vsekit.text.bow import BoWEncoder
 from vsekit.text.gru import GRUEncoder
 
@@ -144,7 +143,8 @@ def test_linear_image_encoder():
 # --------------------------------------------------------------------------- the joint model
 
 
-WORDS = "a dog runs on the beach two cats sleep in sun man rides bike down street".split()
+WORDS = ["a", "dog", "runs", "on", "the", "beach", "two", "cats", "sleep", "in", "sun", "man", "rides", "bike",
+         "down", "street"]
 
 
 def joint_model(append_eos=False, n_words=None, encoder="gru", seed=0) -> JointModel:
@@ -190,10 +190,10 @@ def test_encode_sentences_matches_manual_loop_with_eos():
     senc = model.sentence_encoder
     cell = cell_from(senc.rnn, 0)
     got = encode_sentences(model, SENTENCES)
-    for sent, vec in zip(SENTENCES, got):
+    for sent, vec in zip(SENTENCES, got, strict=True):
         from vsekit.data.tokenize import tokenize
 
-        ids = torch.tensor(model.vocab.encode(tokenize(sent)) + [0])
+        ids = torch.tensor([*model.vocab.encode(tokenize(sent)), 0])
         with torch.no_grad():
             h = manual_states([cell], senc.embed(ids))[-1]
         np.testing.assert_allclose(vec, (h / h.norm()).numpy(), atol=1e-6)

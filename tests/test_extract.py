@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 import numpy as np
@@ -21,8 +23,15 @@ from vsekit import spec as spec_mod
 from vsekit import testing
 from vsekit.cli import cli
 from vsekit.errors import DataError, SpecError
-from vsekit.extract import (FeatureFile, extract_cached, extract_folder, ids_path, list_images, meta_path,
-                            recorded_extractor, update)
+from vsekit.extract import (
+    FeatureFile,
+    extract_cached,
+    extract_folder,
+    ids_path,
+    list_images,
+    meta_path,
+    recorded_extractor,
+)
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 
 
@@ -34,7 +43,7 @@ class Fake(ImageFeatureExtractor):
         bins: int = 8
         batch_size: int = 4
 
-    calls: list[list[str]] = []
+    calls: ClassVar[list[list[str]]] = []  # shared: every instance's calls, for the tests to read
     stop_after = 0  # raise KeyboardInterrupt once this many images were extracted (0: never)
 
     def __init__(self, config):
@@ -118,11 +127,11 @@ def test_list_images_refusals(tmp_path):
     (tmp_path / "empty" / "readme.txt").write_text("x")
     with pytest.raises(DataError, match="empty: no images in this folder"):
         list_images([tmp_path / "empty"])
-    with pytest.raises(DataError, match="nope.jpg: no such file or folder"):
+    with pytest.raises(DataError, match=re.escape("nope.jpg: no such file or folder")):
         list_images([tmp_path / "nope.jpg"])
     images(tmp_path / "a", "x.jpg")
     images(tmp_path / "b", "x.jpg")
-    with pytest.raises(DataError, match="two images named 'x.jpg'"):
+    with pytest.raises(DataError, match=re.escape("two images named 'x.jpg'")):
         list_images([tmp_path / "a", tmp_path / "b"])
 
 
@@ -211,7 +220,7 @@ def test_float16_and_dtype_mismatch(tmp_path):
 def test_unreadable_feature_file(tmp_path):
     d = images(tmp_path / "imgs", "a.jpg")
     (tmp_path / "f.npy").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="not a readable .npy array"):
+    with pytest.raises(DataError, match=re.escape("not a readable .npy array")):
         extract_folder("fake", [d], tmp_path / "f.npy", progress=False)
     assert extract_folder("fake", [d], tmp_path / "f.npy", progress=False, force=True).rows == 1
 

@@ -12,15 +12,14 @@ import attrs
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import MINI, mini_slice, tiny_spec_text
 
 import vsekit
 from vsekit import retrieval, testing
 from vsekit.cli import cli
+from vsekit.cli.retrieval import add_commands
 from vsekit.extract import FeatureFile
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.cli.retrieval import add_commands
-
-from conftest import MINI, mini_slice, tiny_spec_text
 
 add_commands(cli)
 
@@ -38,8 +37,8 @@ class RowsByName(ImageFeatureExtractor):
         feats = np.load(MINI / "test_ims.npy").astype(np.float32)
         names = [Path(p).name for p in paths]
         ok = np.array([n.startswith("row_") for n in names])
-        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok) if good]
-        errors = {n: "not a row image" for n, good in zip(names, ok) if not good}
+        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok, strict=True) if good]
+        errors = {n: "not a row image" for n, good in zip(names, ok, strict=True) if not good}
         return Extracted(np.array(rows, np.float32).reshape(len(rows), feats.shape[1]), ok, errors)
 
 

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_spec_text
 
 from vsekit import checkpoint
 from vsekit.model import encode_sentences
 from vsekit.spec import build_component
 from vsekit.text._gru_fused import gru_layer, packing
 from vsekit.text.gru import GRUEncoder
-
-from conftest import tiny_spec_text
 
 VOCAB, DIM_WORD, DIM = 30, 6, 5
 

@@ -12,13 +12,12 @@ import shutil
 
 import numpy as np
 import pytest
-
-from vsekit.api import load_model
-from vsekit.model import encode_images, encode_sentences
-from vsekit.metrics import input_warnings
-
 from conftest import mini_slice, tiny_spec_text
 from test_cli import assert_user_error, invoke
+
+from vsekit.api import load_model
+from vsekit.metrics import input_warnings
+from vsekit.model import encode_images, encode_sentences
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +94,8 @@ def test_bad_folds_is_one_error_line(trained_run, tmp_path, folds, needle):
 
 def test_bad_folds_in_a_spec_is_refused_before_training(small_data, spec_file, tmp_path):
     spec = spec_file(small_data, eval={"folds": 25})
-    assert_user_error(invoke("run", spec, "--out", tmp_path / "out"), "[eval] folds: 25 does not fit the 50 'test' images", "fewer than the 10")
+    assert_user_error(invoke("run", spec, "--out", tmp_path / "out"),
+                      "[eval] folds: 25 does not fit the 50 'test' images", "fewer than the 10")
     assert not (tmp_path / "out").exists()
 
 

@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_precomp
 
 from vsekit import checkpoint, report, testing
 from vsekit.cli import cli
-from vsekit.retrieval import build_image_bank
 from vsekit.cli.retrieval import add_commands
-
-from conftest import write_precomp
+from vsekit.retrieval import build_image_bank
 
 add_commands(cli)
 

@@ -24,7 +24,7 @@ SHARED_IDS = [0, 0, 1, 2, 2, 2]
 
 
 def dot(a, b):
-    return float(sum(x * y for x, y in zip(a.tolist(), b.tolist())))
+    return float(sum(x * y for x, y in zip(a.tolist(), b.tolist(), strict=True)))
 
 
 def is_negative(ids, i, j, same_image_negatives):
@@ -133,7 +133,8 @@ def infonce_manual(im, s, ids, temperature, same_image_negatives=False):
 def test_infonce_equals_manual_cross_entropy(same, ids):
     im, s, ids_t = batch(seed=6, ids=ids)
     fn = InfoNCELoss(InfoNCELoss.Config(temperature=0.1, same_image_negatives=same)).double()
-    assert fn(im, s, ids_t).item() == pytest.approx(infonce_manual(im, s, ids_t, 0.1, same), rel=1e-6)  # log_scale is stored in float32
+    # rel=1e-6: log_scale is stored in float32
+    assert fn(im, s, ids_t).item() == pytest.approx(infonce_manual(im, s, ids_t, 0.1, same), rel=1e-6)
 
 
 def test_infonce_gradient_reaches_temperature():
@@ -158,9 +159,10 @@ def test_infonce_fixed_temperature_and_max_scale():
     im, s, ids = batch(seed=8)
     fixed = InfoNCELoss(InfoNCELoss.Config(temperature=0.5, learn_temperature=False)).double()
     assert list(fixed.parameters()) == []
-    assert fixed(im, s, ids).item() == pytest.approx(infonce_manual(im, s, ids, 0.5), rel=1e-6)  # log_scale is stored in float32
+    # rel=1e-6 here and below: log_scale is stored in float32
+    assert fixed(im, s, ids).item() == pytest.approx(infonce_manual(im, s, ids, 0.5), rel=1e-6)
     clamped = InfoNCELoss(InfoNCELoss.Config(temperature=0.001, max_scale=10.0)).double()
-    assert clamped(im, s, ids).item() == pytest.approx(infonce_manual(im, s, ids, 0.1), rel=1e-6)  # log_scale is stored in float32
+    assert clamped(im, s, ids).item() == pytest.approx(infonce_manual(im, s, ids, 0.1), rel=1e-6)
 
 
 @pytest.mark.parametrize("cls", [ContrastiveLoss, MaxViolationLoss, InfoNCELoss])

@@ -105,7 +105,7 @@ def test_ranks_match_brute_force(tie_data, brute_ranks, brute_ranks_reference, c
 def test_tie_rules_differ_on_the_fixture(brute_ranks, brute_ranks_reference):
     """Guard: on tie-heavy data the reference order ranks some queries better than the pessimistic rule,
     never worse (the pessimistic rank counts every tie, the reference order only some)."""
-    for pess, ref in zip(brute_ranks, brute_ranks_reference):
+    for pess, ref in zip(brute_ranks, brute_ranks_reference, strict=True):
         assert (ref <= pess).all() and (ref < pess).mean() > 0.3
 
 
@@ -152,7 +152,7 @@ def test_input_arrays_are_not_modified(tie_data):
     img, cap, cap2img = tie_data
     copies = [a.copy() for a in tie_data]
     recall(img, cap, cap2img, chunk_size=7)
-    for before, after in zip(copies, tie_data):
+    for before, after in zip(copies, tie_data, strict=True):
         np.testing.assert_array_equal(before, after)
 
 

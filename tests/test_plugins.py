@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import threshold
 
 import vsekit
 from vsekit import plugins, registry, testing
 from vsekit.cli import cli
 from vsekit.errors import RegistryError
 from vsekit.testing import vsekit_registry, vsekit_tiny_spec, vsekit_tiny_split  # noqa: F401 (fixtures)
-
-from conftest import threshold
 
 REPO = Path(__file__).resolve().parent.parent
 PKGS = Path(__file__).resolve().parent / "plugin_pkgs"
@@ -111,9 +110,8 @@ def test_duplicate_names_across_packages_are_an_error_naming_both():
 
 
 def test_misspelled_hook_in_a_package_is_an_error_naming_it():
-    with testing.installed_plugin(TYPO):
-        with pytest.raises(RegistryError) as err:
-            registry.manager()
+    with testing.installed_plugin(TYPO), pytest.raises(RegistryError) as err:
+        registry.manager()
     assert "plugin 'typoplugin' (vsekit_typoplugin): unknown hook 'register_sentence_encoder'" in str(err.value)
     assert "did you mean 'register_sentence_encoders'?" in str(err.value)
 

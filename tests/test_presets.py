@@ -12,11 +12,11 @@ import torch
 
 import vsekit
 from vsekit import spec as spec_mod
+from vsekit.data.presets import ENV_ROOT, resolve_preset
 from vsekit.data.readers import PrecompReader
 from vsekit.data.vocab import Vocab
 from vsekit.errors import DataError
 from vsekit.metrics import recall
-from vsekit.data.presets import ENV_ROOT, resolve_preset
 
 DIM_IMAGE = 6
 WORDS = ["a", "dog", "cat", "runs", "sits", "on", "grass", "red", "ball", "man"]
@@ -82,7 +82,7 @@ def test_both_layouts_read_alike(data_root):
 def test_other_caption_to_row_ratios_are_refused(data_root):
     folder = data_root / "f8k"
     np.save(folder / "f8k_dev_ims.npy", np.ones((7, DIM_IMAGE), dtype=np.float32))  # 20 captions, 7 rows
-    with pytest.raises(DataError, match="20 captions.*7 feature rows"):
+    with pytest.raises(DataError, match=r"20 captions.*7 feature rows"):
         resolve_preset("f8k").read("dev")
     rows = np.random.default_rng(0).normal(size=(20, DIM_IMAGE)).astype(np.float32)  # one row per caption,
     np.save(folder / "f8k_dev_ims.npy", rows)  # but the 5 rows of an image differ
@@ -98,10 +98,10 @@ def test_evalrank_on_a_preset_prints_the_reference_lines(data_root, capsys):
     num = r"\d+\.\d"
     assert re.fullmatch(rf"Image to text: {num}, {num}, {num}, {num}", lines[0])
     assert re.fullmatch(rf"Text to image: {num}, {num}, {num}, {num}", lines[1])
-    assert lines[0] == "Image to text: %.1f, %.1f, %.1f, %.1f" % tuple(
-        metrics[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr"))
-    assert lines[1] == "Text to image: %.1f, %.1f, %.1f, %.1f" % tuple(
-        metrics[k] for k in ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr"))
+    assert lines[0] == "Image to text: {:.1f}, {:.1f}, {:.1f}, {:.1f}".format(
+        *(metrics[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr")))
+    assert lines[1] == "Text to image: {:.1f}, {:.1f}, {:.1f}, {:.1f}".format(
+        *(metrics[k] for k in ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr")))
     same = vsekit.evalrank(model, data="f30k", split="test", verbose=False, print_table=False)
     assert same == metrics  # the same numbers in the other layout
     with pytest.raises(DataError, match="unknown split"):

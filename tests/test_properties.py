@@ -23,9 +23,8 @@ from vsekit import spec as spec_mod
 from vsekit.data.batching import CaptionStore
 from vsekit.data.tokenize import tokenize
 from vsekit.data.vocab import UNK, Vocab, encode_all
-from vsekit.model import encode_images, encode_sentences
 from vsekit.metrics import recall
-from vsekit.model import JointModel
+from vsekit.model import JointModel, encode_images, encode_sentences
 from vsekit.training.state import load_optimizer_state, optimizer_state
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -85,7 +84,7 @@ def test_recall_summary_and_folds_equal_a_per_query_computation(setup):
         assert got[key] == pytest.approx(np.mean([p[key] for p in per_fold])), key
     if folds > 1:
         assert [set(p) for p in got["folds"]] == [set(per_fold[0])] * folds
-        for g, want in zip(got["folds"], per_fold):
+        for g, want in zip(got["folds"], per_fold, strict=True):
             assert g == pytest.approx(want)
     else:
         assert "folds" not in got and got == pytest.approx(recall(img, cap, cap2img, ks=ks, chunk_size=chunk))
@@ -113,7 +112,7 @@ def test_vocab_encode_decode_round_trip(captions, min_count):
         ids = vocab.encode(cap)
         decoded = vocab.decode(ids)
         assert [w if w in vocab.index else "<unk>" for w in cap] == decoded
-        assert all((i == UNK) == (w not in vocab.index) for w, i in zip(cap, ids))
+        assert all((i == UNK) == (w not in vocab.index) for w, i in zip(cap, ids, strict=True))
     assert Vocab.from_json(json.loads(json.dumps(vocab.to_json()))) == vocab
 
 
@@ -125,7 +124,7 @@ def test_batches_decode_back_to_captions(captions, append_eos, data):
     store = CaptionStore(flat, lengths, captions)
     idx = np.array(data.draw(st.lists(st.integers(0, len(captions) - 1), min_size=1, max_size=6)))
     batch = store.batch(idx)
-    for row, n, i in zip(batch.tokens.tolist(), batch.lengths.tolist(), idx):
+    for row, n, i in zip(batch.tokens.tolist(), batch.lengths.tolist(), idx, strict=True):
         assert vocab.decode(row[:n]) == captions[i] + (["<eos>"] if append_eos else [])
         assert all(t == 0 for t in row[n:])
 
@@ -202,7 +201,7 @@ def models(draw):
     torch.manual_seed(draw(st.integers(0, 1000)))
     model = JointModel.build(s.model.sentence_encoder, s.model.image_encoder, Vocab(words), dim,
                              draw(st.integers(1, 10)), append_eos=s.model.append_eos)
-    sentences = draw(st.lists(st.lists(st.sampled_from(words + ["unseen"]), max_size=6), min_size=1, max_size=5))
+    sentences = draw(st.lists(st.lists(st.sampled_from([*words, "unseen"]), max_size=6), min_size=1, max_size=5))
     return model.eval(), s, sentences
 
 
@@ -211,7 +210,7 @@ def models(draw):
 def test_save_load_reproduces_embeddings(tmp_path, built):
     model, s, sentences = built
     meta_path = checkpoint.save(tmp_path, "m", model, s.to_dict(), step=1)
-    loaded, meta, rest = checkpoint.load(meta_path)
+    loaded, _meta, rest = checkpoint.load(meta_path)
     assert rest == {} and loaded.vocab == model.vocab and loaded.append_eos == model.append_eos
     feats = np.random.default_rng(0).standard_normal((3, model.dim_image)).astype(np.float32)
     np.testing.assert_array_equal(encode_sentences(loaded, sentences), encode_sentences(model, sentences))
@@ -232,20 +231,20 @@ def test_optimizer_state_round_trip_continues_identically(shapes, steps, weight_
     grads = [[torch.randn(s) for s in shapes] for _ in range(steps + 2)]
     a_params, a_opt = make()
     for g in grads[:steps]:
-        for p, gi in zip(a_params, g):
+        for p, gi in zip(a_params, g, strict=True):
             p.grad = gi.clone()
         a_opt.step()
     tensors, info = optimizer_state(a_opt)
     info = json.loads(json.dumps(info))  # as stored in last.json
     b_params, b_opt = make()
     with torch.no_grad():
-        for pa, pb in zip(a_params, b_params):
+        for pa, pb in zip(a_params, b_params, strict=True):
             pb.copy_(pa)
     load_optimizer_state(b_opt, {k: v.clone() for k, v in tensors.items()}, info)
     for g in grads[steps:]:
         for params, opt in ((a_params, a_opt), (b_params, b_opt)):
-            for p, gi in zip(params, g):
+            for p, gi in zip(params, g, strict=True):
                 p.grad = gi.clone()
             opt.step()
-    for pa, pb in zip(a_params, b_params):
+    for pa, pb in zip(a_params, b_params, strict=True):
         assert torch.equal(pa, pb)

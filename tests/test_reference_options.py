@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vsekit import spec as spec_mod
+from vsekit.data.presets import ENV_ROOT
 from vsekit.errors import SpecError
 from vsekit.losses import ContrastiveLoss, hinge_costs, negatives_mask, sample_negatives
-from vsekit.data.presets import ENV_ROOT
 from vsekit.reference_options import OPTIONS, mapping_table, translate
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -82,11 +82,12 @@ def test_unknown_and_refused_options():
     msg = str(err.value)
     assert "exp.toml: [reference] lrat: unknown reference option" in msg and "did you mean 'lrate'?" in msg
     assert "[reference] disp_freq: unknown reference option" in msg and "'dispFreq'" in msg
-    assert "[reference] reload_: reload_ = true: continue a run with `vsekit run SPEC --out RUN --resume` instead" in msg
+    assert ("[reference] reload_: reload_ = true: continue a run with `vsekit run SPEC --out RUN --resume` instead"
+            in msg)
     assert "[reference] optimizer: only 'adam' is supported" in msg
     assert "[reference] dim: expected an integer, got 'big'" in msg
     assert "[reference] margin: expected a number >= 0, got -1" in msg
-    with pytest.raises(SpecError, match="lr: unknown reference option.*vsekit's name.*'lrate'"):
+    with pytest.raises(SpecError, match=r"lr: unknown reference option.*vsekit's name.*'lrate'"):
         build({"reference": {"lr": 1e-3}, "data": DATA})
     with pytest.raises(SpecError, match=r"\[reference\]: expected a table"):
         build({"reference": 3, "data": DATA})

@@ -6,6 +6,7 @@ long on a busy machine), with every step slowed down so that it can be stopped a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -13,24 +14,22 @@ import os
 import random
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import mini_slice, tiny_spec_text
 from safetensors.torch import load_file
 
 import vsekit
 from vsekit import checkpoint
-from vsekit.training import loop
 from vsekit.cli import cli
 from vsekit.errors import CheckpointError
-from vsekit.training.lock import RunLock
 from vsekit.spec import dumps_toml
-
-from conftest import mini_slice, tiny_spec_text
+from vsekit.training import loop
+from vsekit.training.lock import RunLock
 
 SAVE_FREQ = 5
 STEPS = 32  # 2 epochs of 16 batches (1000 captions, batch 64)
@@ -69,8 +68,6 @@ def _slow_cli(argv: list[str], delay: float, log_path: str) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)
     step = loop.train_step
 
     def slow_step(*args, **kwargs):
@@ -78,7 +75,9 @@ def _slow_cli(argv: list[str], delay: float, log_path: str) -> None:
         return step(*args, **kwargs)
 
     loop.train_step = slow_step
-    cli.main(args=argv, obj={}, prog_name="vsekit")  # exits (SystemExit) with the command's status
+    with (open(1, "w", buffering=1, closefd=False) as out, open(2, "w", buffering=1, closefd=False) as err,
+          contextlib.redirect_stdout(out), contextlib.redirect_stderr(err)):
+        cli.main(args=argv, obj={}, prog_name="vsekit")  # exits (SystemExit) with the command's status
 
 
 class SlowRun:

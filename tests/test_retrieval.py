@@ -12,21 +12,19 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import threshold
 
 import vsekit
 from vsekit import checkpoint, retrieval, testing
 from vsekit.cli import cli
+from vsekit.cli.retrieval import add_commands
 from vsekit.data.vocab import Vocab
 from vsekit.errors import DataError, VsekitError
-from vsekit.model import encode_images, encode_sentences
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.image.linear import LinearImageEncoder
-from vsekit.model import JointModel
+from vsekit.model import JointModel, encode_images, encode_sentences
 from vsekit.retrieval import CaptionBank, ImageBank, Retriever, arithmetic, build_caption_bank, build_image_bank
-from vsekit.cli.retrieval import add_commands
 from vsekit.text.bow import BoWEncoder
-
-from conftest import threshold
 
 add_commands(cli)
 
@@ -70,7 +68,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_run):
-    model, ref, meta = retrieval.open_model(tiny_run)
+    model, _ref, _meta = retrieval.open_model(tiny_run)
     return model
 
 
@@ -125,7 +123,8 @@ def test_bank_checks(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def sibling_run(tiny_run, tmp_path_factory) -> Path:
-    """Another checkpoint of the tiny run's exact architecture (same spec, vocab and shapes): one weight moved by 1e-3."""
+    """Another checkpoint of the tiny run's exact architecture (same spec, vocab and shapes): one weight moved by
+    1e-3."""
     model, meta, _ = checkpoint.load(tiny_run)
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] += 1e-3
@@ -178,7 +177,7 @@ def test_topk_matches_brute_force():
     queries = rng.standard_normal((10, 16)).astype(np.float32)
     bank = ImageBank(emb, [f"im{i}" for i in range(500)])
     batched = bank.search(queries, k=7)
-    for q, hits in zip(queries, batched):
+    for q, hits in zip(queries, batched, strict=True):
         brute = np.argsort(-(emb @ q), kind="stable")[:7]
         assert [h.index for h in hits] == brute.tolist()
         assert [h.index for h in bank.search(q, k=7)] == brute.tolist()
@@ -300,7 +299,8 @@ def test_arithmetic_moves_the_query_to_the_plus_word():
 def toy_run(tmp_path) -> tuple[Path, Path, Path]:
     """The toy model saved as a checkpoint, its 4 image features (.npy) and an image bank of them."""
     model = _toy_model()
-    spec = {"name": "toy", "model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
+    spec = {"name": "toy",
+            "model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
     checkpoint.save(tmp_path / "toy", "best", model, spec)
     feats = tmp_path / "toy_ims.npy"
     np.save(feats, np.array(list(TOY_IMAGES.values()), np.float32))
@@ -353,8 +353,8 @@ class _RowsByName(ImageFeatureExtractor):
         feats = np.load(MINI / "test_ims.npy")
         names = [Path(p).name for p in paths]
         ok = np.array([n.startswith("row_") for n in names])
-        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok) if good]
-        errors = {n: "not a row image" for n, good in zip(names, ok) if not good}
+        rows = [feats[int(Path(n).stem[4:])] for n, good in zip(names, ok, strict=True) if good]
+        errors = {n: "not a row image" for n, good in zip(names, ok, strict=True) if not good}
         return Extracted(np.array(rows, np.float32).reshape(len(rows), feats.shape[1]), ok, errors)
 
 
@@ -363,7 +363,7 @@ def test_cli_image_query_uses_the_extractor(tiny_run, tmp_path, test_split):
     img = tmp_path / "row_7.jpg"
     img.write_bytes(b"not really a jpeg")
     caps = tmp_path / "caps.csv"
-    lines = ["image,caption"] + [f"{ids[i]},\"{c}\"" for c, i in zip(split.captions, split.cap2img)]
+    lines = ["image,caption"] + [f"{ids[i]},\"{c}\"" for c, i in zip(split.captions, split.cap2img, strict=True)]
     caps.write_text("\n".join(lines) + "\n")
     assert invoke("bank", tiny_run, "--captions", caps, "-o", tmp_path / "capbank").exit_code == 0
     with testing.registered("image_feature_extractor", "rows_by_name", _RowsByName):

@@ -7,11 +7,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES, MINI
 
 from vsekit import spec as spec_mod
 from vsekit.errors import SpecError
-
-from conftest import EXAMPLES, MINI
 
 GOOD = """\
 name = "t"
@@ -191,7 +190,8 @@ def test_bad_sizes(tmp_path, override, where):
 
 def test_every_problem_reported_at_once(tmp_path):
     """Two bad values in one section and problems in several sections: one line each."""
-    path = write(tmp_path, GOOD + 'marign = 1.0\n[train]\nmax_epochs = 0\nbatch_size = 0\nlr = "x"\n[vocab]\nmin_count = 0\nmax_size = 0\n')
+    path = write(tmp_path, GOOD + 'marign = 1.0\n[train]\nmax_epochs = 0\nbatch_size = 0\nlr = "x"\n'
+                                  '[vocab]\nmin_count = 0\nmax_size = 0\n')
     lines = problems(path)
     assert any("[loss] marign" in ln for ln in lines)
     assert any("[train] lr" in ln and "'x'" in ln for ln in lines)
@@ -344,7 +344,7 @@ def test_relative_paths_resolve_from_spec_folder(tmp_path, monkeypatch):
     sub = tmp_path / "specs" / "deep"
     sub.mkdir(parents=True)
     text = GOOD.replace('dir = "vsekit:f8k_mini"', 'dir = "../data/f8k"') + '[output]\ndir = "runs/x"\n'
-    path = write(sub, text)
+    write(sub, text)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, tiny_spec_text
 
 from vsekit.metrics import chance_rsum
 from vsekit.training.stall import stall_reasons
 from vsekit.training.state import Progress
-
-from conftest import REPO, tiny_spec_text
 
 
 def events(run: Path) -> list[dict]:

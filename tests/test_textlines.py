@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,8 +25,8 @@ from vsekit import io, retrieval, testing
 from vsekit.cli import cli
 from vsekit.data.readers import Flickr8kReader, PrecompReader
 from vsekit.errors import DataError
-from vsekit.model import encode_sentences
 from vsekit.image.precomputed import PrecomputedFeatures
+from vsekit.model import encode_sentences
 from vsekit.retrieval_cli import add_commands
 
 add_commands(cli)
@@ -63,11 +64,11 @@ def test_inner_empty_record_refused_by_line(tmp_path, data, line):
 def test_empty_file_and_bad_bytes(tmp_path):
     path = tmp_path / "f.txt"
     path.write_bytes(b"\n \n")
-    with pytest.raises(DataError, match="f.txt: empty file"):
+    with pytest.raises(DataError, match=re.escape("f.txt: empty file")):
         io.read_lines(path)
     assert io.read_lines(path, allow_empty_file=True) == []
     path.write_bytes(b"ok\nok\n\xff\n")
-    with pytest.raises(DataError, match="f.txt: line 3: not UTF-8"):
+    with pytest.raises(DataError, match=re.escape("f.txt: line 3: not UTF-8")):
         io.read_lines(path)
 
 
@@ -163,9 +164,8 @@ def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("textlines") / "run"
     old = torch.get_num_threads()
     try:
-        testing.run_quick(testing.tiny_spec(model={"dim": 16, "sentence_encoder": {"type": "bow"}},
-                                            data={"type": "precomp", "dir": str(testing.tiny_dataset(out.parent / "d"))}),
-                          out)
+        data = {"type": "precomp", "dir": str(testing.tiny_dataset(out.parent / "d"))}
+        testing.run_quick(testing.tiny_spec(model={"dim": 16, "sentence_encoder": {"type": "bow"}}, data=data), out)
     finally:
         torch.set_num_threads(old)
     return out

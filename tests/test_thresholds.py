@@ -15,10 +15,9 @@ import math
 import sys
 
 import pytest
+from conftest import REPO, SHARED, measured_thresholds, threshold
 
 from vsekit.metrics import chance_rsum
-
-from conftest import REPO, SHARED, measured_thresholds, threshold
 
 
 def _load_benchmark():

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from vsekit import checkpoint, retrieval
-from vsekit.training import distributed
-from vsekit.training.setup import Setup, load_data
 from vsekit import spec as spec_mod
 from vsekit.data.tokenize import TOKENIZERS, get_tokenizer
 from vsekit.errors import CheckpointError, SpecError
-from vsekit.model import encode_sentences, token_budget_batches
 from vsekit.evaluate import evaluate_split
+from vsekit.model import encode_sentences, token_budget_batches
+from vsekit.training import distributed
+from vsekit.training.setup import Setup, load_data
 
 # cased, punctuated raw text: where the tokenizers differ
 CAPTIONS = [
@@ -69,7 +69,7 @@ def spelled_ids(emb: np.ndarray) -> list[list[int]]:
     e = np.asarray(emb, dtype=np.float64)
     scaled = e / e[:, :1]
     lengths = np.rint(scaled[:, -1]).astype(int)
-    return [np.rint(row[1 : 1 + n]).astype(int).tolist() for row, n in zip(scaled, lengths)]
+    return [np.rint(row[1 : 1 + n]).astype(int).tolist() for row, n in zip(scaled, lengths, strict=True)]
 
 
 class Capture:
@@ -146,7 +146,7 @@ def test_one_tokenizer_on_every_path(tmp_path, reader, named, used):
 
     # training: the caption store the batches are cut from
     store = setup.store
-    train_ids = [store.flat[o : o + n].tolist() for o, n in zip(store.offsets, store.lengths)]
+    train_ids = [store.flat[o : o + n].tolist() for o, n in zip(store.offsets, store.lengths, strict=True)]
     assert train_ids == want
 
     # the checkpoint records the tokenizer and reads back with it

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import MINI, threshold, tiny_spec_text
 
 import vsekit
 from vsekit.cli import cli
 from vsekit.io import sha256_file
 from vsekit.spec import from_dict
-
-from conftest import MINI, threshold, tiny_spec_text
 
 EPOCHS = 1
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
@@ -35,7 +34,7 @@ def mini_run(tmp_path_factory):
 
 
 def test_learns_well_above_chance(mini_run):
-    _, run, results = mini_run
+    _, _run, results = mini_run
     assert results["test"]["split"] == "test"
     # pass marks measured against untrained and shuffled-pair models: benchmarks/thresholds.py
     assert results["test"]["rsum"] >= threshold("mini_gru_contrastive_1ep"), results["test"]["rsum"]
@@ -109,7 +108,9 @@ def test_seeded_runs_repeat(small_data, tmp_path):
     for k in METRIC_KEYS:
         assert a["test"][k] == b["test"][k], k
     assert a["valid"] == b["valid"]
-    log = lambda r: [json.loads(x).get("loss") for x in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    def log(r):
+        return [json.loads(x).get("loss") for x in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+
     assert log(a) == log(b)
     from safetensors.torch import load_file
 

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from vsekit import checkpoint, retrieval, spec as spec_mod
+    from vsekit import checkpoint, retrieval
+    from vsekit import spec as spec_mod
     from vsekit.data.tokenize import tokenize
     from vsekit.evaluate import evaluate_split
 
@@ -94,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     if raw_csv.is_file():
         raw_texts, raw_ids = retrieval.read_captions(raw_csv)
         by_image: dict[str, list[str]] = {}
-        for i, t in zip(raw_ids or [], raw_texts):
-            by_image.setdefault(i, []).append(t)
+        if raw_ids is not None:  # a plain text file has no image ids: nothing to match
+            for i, t in zip(raw_ids, raw_texts, strict=True):
+                by_image.setdefault(i, []).append(t)
         replaced = 0
         seen: dict[str, int] = {}
-        for n, (img, toks) in enumerate(zip(cap_ids, train.captions)):
+        for n, (img, toks) in enumerate(zip(cap_ids, train.captions, strict=True)):
             j = seen.get(img, 0)
             seen[img] = j + 1
             cands = by_image.get(img, [])
@@ -112,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model.half()
+        spec_path = args.spec.resolve()
         extra = {
             "image_feature_extractor": EXTRACTOR,
             "built_from": {"run": str(meta_path), "weights_sha256": meta["weights_sha256"],
-                           "spec_file": str(args.spec.resolve().relative_to(REPO)) if args.spec.resolve().is_relative_to(REPO) else str(args.spec),
+                           "spec_file": str(spec_path.relative_to(REPO)) if spec_path.is_relative_to(REPO)
+                           else str(args.spec),
                            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             "license": "Flickr8K-derived: research use only (see the package README)",
         }

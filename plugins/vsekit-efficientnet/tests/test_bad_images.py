@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from vsekit_efficientnet.pixels import load_rgb
 
 from vsekit import testing
-from vsekit_efficientnet.pixels import load_rgb
 
 # Pillow warns about the 10000x10000 image before vsekit-efficientnet refuses it
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -95,7 +95,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def mixed(files, extractor):
     """One extraction over good and bad files interleaved; returns (result, names in order, seconds)."""
-    order = [n for pair in zip(GOOD, BAD) for n in pair]
+    order = [n for pair in zip(GOOD, BAD, strict=True) for n in pair]
     start = time.perf_counter()
     res = extractor.extract([files[n] for n in order])
     return res, order, time.perf_counter() - start

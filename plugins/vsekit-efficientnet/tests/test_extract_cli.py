@@ -6,11 +6,10 @@ import csv
 
 import numpy as np
 from click.testing import CliRunner
+from test_bad_images import photo
 
 from vsekit import spec
 from vsekit.cli import cli
-
-from test_bad_images import photo
 
 
 def invoke(*args):
@@ -78,7 +77,8 @@ def test_flickr8k_reader_extracts_once_into_the_cache(tmp_path, monkeypatch):
 
     calls = []
     real = EfficientNetLite0.extract
-    monkeypatch.setattr(EfficientNetLite0, "extract", lambda self, paths: calls.append(list(paths)) or real(self, paths))
+    monkeypatch.setattr(EfficientNetLite0, "extract",
+                        lambda self, paths: calls.append(list(paths)) or real(self, paths))
     again = spec.from_dict(raw, base=tmp_path).data.build().read("test")
     np.testing.assert_array_equal(again.images, first.images)
     assert calls == []

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from test_bad_images import photo
+from vsekit_efficientnet.extractor import EfficientNetLite0
+from vsekit_efficientnet.pixels import crops, resized_size
 
 from vsekit import registry, spec
 from vsekit.cli import cli
 from vsekit.errors import SpecError
-from vsekit_efficientnet.extractor import EfficientNetLite0
-from vsekit_efficientnet.pixels import crops, resized_size
-
-from test_bad_images import photo
 
 
 def test_registered_through_the_entry_point():

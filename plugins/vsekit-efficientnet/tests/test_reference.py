@@ -23,7 +23,8 @@ def _agreement(reference, extractor, n: int | None) -> tuple[np.ndarray, list[st
 
 def _check(cos: np.ndarray, ids: list[str]) -> None:
     worst = int(cos.argmin())
-    assert (cos > THRESHOLD).all(), f"{int((cos <= THRESHOLD).sum())} image(s) below {THRESHOLD}, worst {ids[worst]}: {cos[worst]:.6f}"
+    assert (cos > THRESHOLD).all(), \
+        f"{int((cos <= THRESHOLD).sum())} image(s) below {THRESHOLD}, worst {ids[worst]}: {cos[worst]:.6f}"
 
 
 def test_reference_agreement_20_images(reference, extractor):

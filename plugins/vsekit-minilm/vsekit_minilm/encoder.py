@@ -18,8 +18,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -27,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsekit.errors import VsekitError
 from vsekit.config import in_range, non_negative, one_of, path_field, positive
+from vsekit.errors import VsekitError
 from vsekit.text.base import SentenceEncoder
 
 log = logging.getLogger(__name__)
@@ -152,11 +153,11 @@ class MiniLMEncoder(SentenceEncoder):
 
     # -- the module plumbing for the hidden backbone --------------------------------
 
-    def _apply(self, fn: Any, recurse: bool = True) -> "MiniLMEncoder":
+    def _apply(self, fn: Any, recurse: bool = True) -> MiniLMEncoder:
         self._bert._apply(fn)  # .to(device), .half(), ... reach the frozen weights too
         return super()._apply(fn, recurse)
 
-    def train(self, mode: bool = True) -> "MiniLMEncoder":
+    def train(self, mode: bool = True) -> MiniLMEncoder:
         self._bert.eval()  # the frozen part never uses dropout
         return super().train(mode)  # the tuned layers (children) follow ``mode``
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from vsekit import registry, spec as spec_mod, testing
 from vsekit_myfeatures.colorhist import ColorHistExtractor
+
+from vsekit import registry, testing
+from vsekit import spec as spec_mod
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
@@ -110,10 +111,9 @@ def test_dim_follows_the_config_and_bad_configs_are_spec_errors(tmp_path):
     ext = make({"hsv_bins": [4, 4, 4], "color_grid": 2, "orientations": 6, "grid": 3})
     assert ext.dim == 64 * 4 + 6 * 9
     table = {"type": "colorhist", "hsv_bins": [8, 4], "grid": 40, "size": 64, "sise": 1}
-    with testing.registered("image_feature_extractor", "colorhist_t", ColorHistExtractor):
-        with pytest.raises(spec_mod.SpecProblems) as err:
-            spec_mod.build_component("image_feature_extractor", {**table, "type": "colorhist_t"}, "data.features",
-                                     tmp_path)
+    with (testing.registered("image_feature_extractor", "colorhist_t", ColorHistExtractor),
+          pytest.raises(spec_mod.SpecProblems) as err):
+        spec_mod.build_component("image_feature_extractor", {**table, "type": "colorhist_t"}, "data.features", tmp_path)
     text = str(err.value.problems)
     assert "sise" in text and "did you mean 'size'" in text
 
@@ -205,7 +205,7 @@ def test_flickr8k_reader_trains_on_colorhist_features(images, tmp_path):
     """The whole path: spec -> flickr8k reader -> extract(paths) -> training, with one unreadable image."""
     img_dir = images["rgb.png"].parent
     good = [n for n in images if n not in BAD]
-    root = flickr_folder(tmp_path, img_dir, {"train": good[:8] + ["not_an_image.jpg"], "dev": good[8:11],
+    root = flickr_folder(tmp_path, img_dir, {"train": [*good[:8], "not_an_image.jpg"], "dev": good[8:11],
                                              "test": good[11:14]})
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC.format(root=root.as_posix(), images=img_dir.as_posix()), encoding="utf-8")

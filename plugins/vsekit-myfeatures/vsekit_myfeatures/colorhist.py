@@ -24,14 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
 
-from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.config import FieldError, in_range, path_field, positive
+from vsekit.image.base import Extracted, ImageFeatureExtractor
 
 log = logging.getLogger(__name__)
 
