@@ -222,7 +222,8 @@ def test_the_checker_finds_missing_docstrings_and_private_uses(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text('def f():\n    "Doc."\n\ndef g():\n    pass\n\nclass C:\n    "Doc."\n'
-                              '    def m(self):\n        pass\n    def _p(self):\n        pass\n\ndef _h():\n    pass\n')
+                              '    def m(self):\n        pass\n    def _p(self):\n        pass\n\n'
+                              'def _h():\n    pass\n')
     (pkg / "b.py").write_text("from vsekit.a import _h\nfrom vsekit import a\n\ndef k():\n    'Doc.'\n"
                               "    return a._h, a.__name__\n")
     assert missing_docstrings(pkg) == ["vsekit.a:g (line 4)", "vsekit.a:C.m (line 9)"]
