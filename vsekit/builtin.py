@@ -37,10 +37,13 @@ def register_image_feature_extractors(register):
 
 @hookimpl
 def register_image_encoders(register):
-    """Register the built-in image encoder ``linear``."""
+    """Register the built-in image encoders ``linear``, and ``mean`` and ``gpo`` (pooled region features)."""
     from vsekit.image.linear import LinearImageEncoder
+    from vsekit.image.pooled import GPOImageEncoder, MeanImageEncoder
 
     register("linear", LinearImageEncoder)
+    register("mean", MeanImageEncoder)
+    register("gpo", GPOImageEncoder)
 
 
 @hookimpl

@@ -129,24 +129,72 @@ def split_records(text: str, source: str, what: str = "line", *, allow_empty_fil
     return records
 
 
-def load_feature_rows(path: Path) -> np.ndarray:
+def load_feature_rows(path: Path, *, regions: bool = False) -> np.ndarray:
     """The ``(rows, dim)`` floating-point array in the ``.npy`` file ``path`` (dtype as stored, no pickles).
 
+    With ``regions``, a 3-D ``(rows, K, dim)`` array (K region features per row) is accepted too and
+    returned memory-mapped read-only (``np.memmap``: nothing is read until rows are indexed; a COCO
+    train file is tens of GB); a 2-D array is read into memory as without ``regions``.
+
     Raises:
-        DataError: no such file, not a readable ``.npy`` array, not 2-D, or not floating point.
+        DataError: no such file, not a readable ``.npy`` array, not 2-D (or 3-D with ``regions``), or not
+            floating point.
     """
     import numpy as np
 
     from vsekit.errors import DataError
 
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if regions else None)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npy array: {exc}") from None
-    if arr.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D (rows, dim) feature array, got shape {arr.shape}")
+    if arr.ndim != 2 and not (regions and arr.ndim == 3):
+        shapes = "a 2-D (rows, dim) or 3-D (rows, regions, dim)" if regions else "a 2-D (rows, dim)"
+        raise DataError(f"{path}: expected {shapes} feature array, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise DataError(f"{path}: expected floating-point features, got dtype {arr.dtype}")
-    return arr
+    return np.array(arr) if arr.ndim == 2 and regions else arr
+
+
+#: bytes of feature rows read at a time by the checks below (bounded memory for memory-mapped region files)
+CHECK_CHUNK_BYTES = 64 * 2**20
+
+
+def nonfinite_rows(images: np.ndarray) -> np.ndarray:
+    """The indices (int64, ascending) of the rows of ``images`` (N, ...) holding a NaN or inf, read in chunks
+    of about :data:`CHECK_CHUNK_BYTES` (a memory-mapped array is never read whole into memory)."""
+    import numpy as np
+
+    step = max(1, CHECK_CHUNK_BYTES // max(1, images[:1].nbytes))
+    bad = [np.zeros(0, dtype=np.int64)]
+    for start in range(0, len(images), step):
+        chunk = np.asarray(images[start : start + step])
+        bad.append(start + np.flatnonzero(~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)))
+    return np.concatenate(bad).astype(np.int64)
+
+
+def collapse_repeated_rows(feats: np.ndarray, k: int, path: Path) -> np.ndarray:
+    """Every ``k``-th row of ``feats`` (rows, ...) whose rows ``k i .. k i + k - 1`` are copies of one image's
+    row (one row per caption); a strided view: a memory-mapped file is compared in chunks, never read whole.
+
+    Raises:
+        DataError: the row count is not a multiple of ``k``, or a group's rows differ.
+    """
+    import numpy as np
+
+    from vsekit.errors import DataError
+
+    n_rows = len(feats)
+    if n_rows % k:
+        raise DataError(f"{path}: {n_rows} rows (one per caption) is not a multiple of {k}")
+    step = k * max(1, CHECK_CHUNK_BYTES // max(1, feats[:k].nbytes))
+    for start in range(0, n_rows, step):
+        grouped = np.asarray(feats[start : start + step]).reshape(-1, k, int(np.prod(feats.shape[1:])))
+        if not np.array_equal(grouped, np.repeat(grouped[:, :1], k, axis=1)):
+            raise DataError(
+                f"{path}: {n_rows} rows for {n_rows} captions, but rows {k}i..{k}i+{k - 1} are not "
+                f"copies of one image row (expected one row per image, or each image row repeated {k} times)"
+            )
+    return feats[::k]

@@ -192,21 +192,33 @@ def encode_images(model: JointModel, features: np.ndarray | torch.Tensor, batch_
                   verbose: bool = False) -> np.ndarray:
     """Unit-norm float32 embeddings (N, dim) of image feature rows (N, dim_image), row i for row i.
 
-    Raises :class:`~vsekit.errors.DataError` when the rows are not ``(N, model.dim_image)``.
+    Region features (N, K, dim_image) (a ``np.memmap`` too) are read and converted to float32 a chunk
+    of ``max(1, batch_size // K)`` images at a time, never whole.
+    Raises :class:`~vsekit.errors.DataError` when the features are not ``(N, model.dim_image)`` or
+    ``(N, K, model.dim_image)``.
     """
-    feats = torch.as_tensor(np.asarray(features, dtype=np.float32) if not torch.is_tensor(features) else features)
-    if feats.ndim != 2 or feats.shape[1] != model.dim_image:
-        raise DataError(f"image features: expected shape (N, {model.dim_image}), got {tuple(feats.shape)}")
+    if torch.is_tensor(features) or np.ndim(features) == 3:
+        feats = features  # region features: each chunk converted below
+    else:
+        feats = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    if feats.ndim not in (2, 3) or feats.shape[-1] != model.dim_image:
+        raise DataError(f"image features: expected shape (N, {model.dim_image}) or (N, K, {model.dim_image}), "
+                        f"got {tuple(feats.shape)}")
+    if feats.ndim == 3:
+        if not getattr(model.image_encoder, "takes_regions", False):
+            raise DataError(f"image features: region features {tuple(feats.shape)}, but this model's image encoder "
+                            f"takes one row (N, {model.dim_image}) per image")
+        batch_size = max(1, batch_size // max(1, feats.shape[1]))
     was_training = model.training
     model.eval()
     device = device_of(model)
     starts = range(0, len(feats), batch_size)
     out = np.zeros((len(feats), model.dim), dtype=np.float32) if len(starts) != 1 else None
     for start in tqdm(starts, desc="encode images", disable=not verbose, leave=False):
-        chunk = feats[start : start + batch_size].float().to(device)
+        chunk = feats_tensor(feats[start : start + batch_size]).to(device)
         emb = model.encode_image(chunk).float().cpu()
         if out is None and emb.is_contiguous() and \
-                emb.untyped_storage().data_ptr() != feats.untyped_storage().data_ptr():
+                emb.untyped_storage().data_ptr() != chunk.untyped_storage().data_ptr():
             out = emb.numpy()  # one chunk: its embeddings are the result, no copy
         else:
             if out is None:
@@ -214,3 +226,11 @@ def encode_images(model: JointModel, features: np.ndarray | torch.Tensor, batch_
             out[start : start + len(emb)] = emb.numpy()
     model.train(was_training)
     return out
+
+
+def feats_tensor(rows: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Feature rows (any shape, floating point) as a float32 tensor: a tensor converted on its device (a
+    float32 one returned as is), an array (a slice of a read-only ``np.memmap`` too) copied into a new one."""
+    if torch.is_tensor(rows):
+        return rows.float()
+    return torch.from_numpy(np.array(rows, dtype=np.float32))

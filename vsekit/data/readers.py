@@ -21,7 +21,7 @@ from vsekit.config import EMBEDDED_ROOT, component_field, embedded_path, path_fi
 from vsekit.data.files import is_captions_csv_header, parse_captions_csv
 from vsekit.errors import DataError
 from vsekit.image.cache import extract_cached
-from vsekit.io import load_feature_rows, read_lines
+from vsekit.io import collapse_repeated_rows, load_feature_rows, nonfinite_rows, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,11 @@ __all__ = ["EMBEDDED_ROOT", "DatasetReader", "Flickr8kReader", "PrecompReader", 
 @attrs.define
 class Split:
     """One split: caption texts (strings, never token lists), image features (one row per image),
-    caption -> image map."""
+    caption -> image map.
+
+    ``images`` is (N, dim_image) float32 in memory, or (N, K, dim_image) region features (K per image),
+    kept as given (a read-only ``np.memmap`` from the readers, dtype as stored; converted to float32 a
+    batch at a time by whoever reads rows)."""
 
     name: str
     captions: list[str]
@@ -43,11 +47,15 @@ class Split:
     source: str = ""
 
     def __attrs_post_init__(self) -> None:
-        self.images = np.ascontiguousarray(self.images, dtype=np.float32)
+        if np.ndim(self.images) != 3:
+            self.images = np.ascontiguousarray(self.images, dtype=np.float32)
+        elif not np.issubdtype(self.images.dtype, np.floating):
+            self.images = np.asarray(self.images, dtype=np.float32)
         self.cap2img = np.asarray(self.cap2img, dtype=np.int64)
         where = self.source or self.name
-        if self.images.ndim != 2 or len(self.images) == 0:
-            raise DataError(f"{where}: expected a non-empty 2-D feature array, got shape {self.images.shape}")
+        if self.images.ndim not in (2, 3) or len(self.images) == 0:
+            raise DataError(f"{where}: expected a non-empty 2-D (images, dim) or 3-D (images, regions, dim) "
+                            f"feature array, got shape {self.images.shape}")
         if len(self.captions) == 0:
             raise DataError(f"{where}: no captions")
         bad_text = next((i for i, c in enumerate(self.captions) if not isinstance(c, str)), None)
@@ -58,9 +66,8 @@ class Split:
             raise DataError(f"{where}: {len(self.captions)} captions but {len(self.cap2img)} caption->image entries")
         if self.cap2img.min() < 0 or self.cap2img.max() >= len(self.images):
             raise DataError(f"{where}: a caption points at an image outside 0..{len(self.images) - 1}")
-        bad = ~np.isfinite(self.images).all(axis=1)
-        if bad.any():
-            rows = np.flatnonzero(bad)
+        rows = nonfinite_rows(self.images)
+        if len(rows):
             raise DataError(f"{where}: image features have NaN or inf in {len(rows)} row(s), first row {int(rows[0])}")
 
     @property
@@ -70,8 +77,8 @@ class Split:
 
     @property
     def dim_image(self) -> int:
-        """The width of the image features (columns of ``images``)."""
-        return int(self.images.shape[1])
+        """The width of the image features (the last axis of ``images``)."""
+        return int(self.images.shape[-1])
 
     def subset(self, n_images: int) -> Split:
         """The first ``n_images`` images and their captions."""
@@ -160,7 +167,8 @@ class PrecompReader(DatasetReader):
         """The split from ``SPLIT_caps.txt`` (a caption a line) and ``SPLIT_ims.npy``.
 
         Images are (N, dim_image) float32, one row per image (a row-per-caption file
-        is collapsed); caption i belongs to image ``i // caps_per_image``.
+        is collapsed); caption i belongs to image ``i // caps_per_image``. A 3-D file of region
+        features (N, K, dim_image) is memory-mapped, dtype as stored (see :class:`Split`).
 
         Raises:
             DataError: an unknown split, a missing folder or file, or caption and row counts that fit neither layout.
@@ -172,19 +180,11 @@ class PrecompReader(DatasetReader):
             raise DataError(f"{root}: no such dataset folder")
         caps_path, ims_path = self.paths(split)
         captions = read_lines(caps_path, "caption")
-        feats = load_feature_rows(ims_path)
+        feats = load_feature_rows(ims_path, regions=True)
         k = self.config.caps_per_image
         n_caps, n_rows = len(captions), len(feats)
         if n_rows == n_caps and k > 1:
-            if n_rows % k:
-                raise DataError(f"{ims_path}: {n_rows} rows (one per caption) is not a multiple of {k}")
-            grouped = feats.reshape(n_rows // k, k, -1)
-            if not np.array_equal(grouped, np.repeat(grouped[:, :1], k, axis=1)):
-                raise DataError(
-                    f"{ims_path}: {n_rows} rows for {n_caps} captions, but rows {k}i..{k}i+{k - 1} are not "
-                    f"copies of one image row (expected one row per image, or each image row repeated {k} times)"
-                )
-            images, layout = grouped[:, 0], "row-per-caption"
+            images, layout = collapse_repeated_rows(feats, k, ims_path), "row-per-caption"
         elif n_caps == k * n_rows:
             images, layout = feats, "row-per-image"
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -68,6 +68,8 @@ class ImageEncoder(nn.Module):
         pass
 
     normalize_train: bool = True
+    #: True for encoders that take sets of region features (B, K, dim_image) (``mean``, ``gpo``)
+    takes_regions: ClassVar[bool] = False
 
     def __init__(self, config: Any, dim_image: int, dim: int) -> None:
         super().__init__()

@@ -143,7 +143,7 @@ class Setup:
     metric: Any
     store: CaptionStore
     needs_texts: bool
-    images: torch.Tensor  # (n_images, dim_image) float32, on the run's device
+    images: torch.Tensor | MappedRows  # indexed by image ids: (B, dim_image) or (B, K, dim_image) float32, on device
     cap2img: torch.Tensor  # (n_captions,) int64
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
@@ -190,12 +190,45 @@ class Setup:
                    prov=collect(files, spec.source), model=model, loss_fn=loss_fn, metric=spec.eval.metric.build(),
                    store=CaptionStore(flat, lengths, tokens),
                    needs_texts=getattr(model.sentence_encoder, "needs_texts", False),
-                   images=torch.from_numpy(data.train.images).to(device),  # copied once: batches index it there
+                   images=train_rows(data.train, model, device, spec.source),
                    cap2img=torch.from_numpy(data.train.cap2img), params=params,
                    optimizer=make_optimizer(params, spec),
                    scaler=torch.amp.GradScaler("cuda") if t.precision == "fp16" else None,
                    batches_per_epoch=batches_per_epoch, total_steps=batches_per_epoch * t.max_epochs,
                    record={"image_feature_extractor": extractor} if extractor else {})
+
+
+class MappedRows:
+    """Region features (N, K, dim_image) left where they are (a read-only ``np.memmap``, dtype as stored):
+    ``rows[ids]`` reads the rows ``ids`` (B,) int64 (any device) and returns them as a float32 tensor
+    (B, K, dim_image) on ``device``; only a batch is ever in memory."""
+
+    def __init__(self, array: np.ndarray, device: torch.device) -> None:
+        self.array = array
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = np.asarray(self.array[ids.cpu().numpy()], dtype=np.float32)  # fancy indexing: a copy of B rows
+        return torch.from_numpy(np.ascontiguousarray(rows)).to(self.device)
+
+
+def train_rows(train: Split, model: JointModel, device: torch.device, source: str | None) -> torch.Tensor | MappedRows:
+    """The train images as batches index them: (N, dim_image) rows copied once to ``device``, or
+    (N, K, dim_image) region features gathered a batch at a time (:class:`MappedRows`).
+
+    Raises:
+        SpecError: region features with an image encoder that takes one row per image.
+    """
+    if train.images.ndim == 2:
+        return torch.from_numpy(train.images).to(device)  # copied once: batches index it there
+    if not getattr(model.image_encoder, "takes_regions", False):
+        raise SpecError(f"{source or '<spec>'}: [model.image_encoder] type: {train.source} holds region features "
+                        f"{tuple(train.images.shape)}; this image encoder takes one row per image: use a pooling "
+                        f"encoder (type = \"mean\" or \"gpo\")")
+    return MappedRows(train.images, device)
 
 
 @attrs.define
