@@ -110,3 +110,69 @@ def test_gpo_weights_sum_to_one_and_are_zero_past_the_length():
 def test_gpo_refuses_a_mask_of_the_wrong_shape():
     with pytest.raises(ValueError, match="mask"):
         GPO()(torch.zeros(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------
+# the GRU sentence encoder's pooling option
+
+
+def gru_encoder(pooling: str, impl: str = "auto", bidirectional: bool = False):
+    from vsekit.text.gru import GRUEncoder
+
+    torch.manual_seed(0)
+    cfg = GRUEncoder.Config(dim_word=6, impl=impl, pooling=pooling, bidirectional=bidirectional)
+    return GRUEncoder(cfg, 20, 5).double().eval()
+
+
+def word_states(enc, tokens: torch.Tensor, lengths: torch.Tensor) -> list[list[list[float]]]:
+    """Each caption's word states (its first lengths[b] positions), one direction after the other averaged."""
+    out = []
+    p = {k: v.detach().tolist() for k, v in enc.rnn.named_parameters()}
+    for b in range(len(tokens)):
+        xs = enc.embed.weight.detach()[tokens[b, : lengths[b]]].tolist()
+        states = literal_gru(xs, p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"])
+        if enc.config.bidirectional:
+            back = literal_gru(xs[::-1], p["weight_ih_l0_reverse"], p["weight_hh_l0_reverse"],
+                               p["bias_ih_l0_reverse"], p["bias_hh_l0_reverse"])[::-1]
+            states = [[(f + r) / 2 for f, r in zip(fs, rs, strict=True)] for fs, rs in zip(states, back, strict=True)]
+        out.append(states)
+    return out
+
+
+TOKENS = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0], [9, 0, 0, 0]])
+LENGTHS = torch.tensor([4, 2, 1])
+
+
+@pytest.mark.parametrize("impl,bidirectional", [("packed", False), ("padded", False), ("auto", False),
+                                                ("auto", True)])
+def test_gru_mean_and_gpo_pool_the_word_states(impl, bidirectional):
+    for pooling in ("mean", "gpo"):
+        enc = gru_encoder(pooling, impl, bidirectional)
+        got = enc(TOKENS, LENGTHS).detach().numpy()
+        for b, states in enumerate(word_states(enc, TOKENS, LENGTHS)):
+            if pooling == "mean":
+                want = [sum(s[u] for s in states) / len(states) for u in range(5)]
+            else:
+                want = literal_gpo(states, enc.gpo)
+            assert got[b] == pytest.approx(want, abs=1e-9), (pooling, b)
+
+
+def test_gru_last_is_unchanged_and_has_no_pooling_parameters():
+    from vsekit.text.gru import GRUEncoder
+
+    enc = gru_encoder("last")
+    assert GRUEncoder.Config().pooling == "last"
+    assert not any(k.startswith("gpo") for k in enc.state_dict())
+    got = enc(TOKENS, LENGTHS).detach().numpy()
+    for b, states in enumerate(word_states(enc, TOKENS, LENGTHS)):
+        assert got[b] == pytest.approx(states[-1], abs=1e-9)
+    assert any(k.startswith("gpo.") for k in gru_encoder("gpo").state_dict())
+
+
+def test_gru_fused_with_pooling_is_refused():
+    from vsekit.text.gru import GRUEncoder
+
+    cfg = GRUEncoder.Config(impl="fused", pooling="gpo")
+    assert GRUEncoder.check_config(cfg, 8)[0][0] == "impl"
+    with pytest.raises(ValueError, match="fused"):
+        GRUEncoder(cfg, 10, 8)

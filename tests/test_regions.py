@@ -107,7 +107,7 @@ def test_region_features_with_the_linear_encoder_are_refused(regions, tmp_path):
     from vsekit.errors import SpecError
 
     spec = tiny_spec(data={"type": "precomp", "dir": str(regions)})
-    with pytest.raises(SpecError, match="mean.*gpo"):
+    with pytest.raises(SpecError, match=r"mean.*gpo"):
         run_quick(spec, tmp_path / "run")
 
 
