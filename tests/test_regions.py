@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from vsekit.api import eval_checkpoint
 from vsekit.data.readers import PrecompReader, Split
 from vsekit.errors import DataError
 from vsekit.metrics import chance_rsum
@@ -117,3 +118,14 @@ def test_region_features_train_above_chance(regions, tmp_path, encoder):
     res = run_quick(spec, tmp_path / encoder, "train.lr=0.01")  # measured: rsum 61.5 (mean), 67.5 (gpo)
     chance = chance_rsum(200, 5)  # 15.9 for 200 test images, 5 captions each
     assert res["test"]["rsum"] > 2 * chance, res["test"]
+    again, _ = eval_checkpoint(tmp_path / encoder, "test", verbose=False, log_warnings=False)  # the saved model
+    assert again["rsum"] == pytest.approx(res["test"]["rsum"])
+
+
+def test_gru_gpo_sentence_pooling_trains_and_its_checkpoint_loads(regions, tmp_path):
+    spec = tiny_spec(data={"type": "precomp", "dir": str(regions)}, image_encoder={"type": "mean"},
+                     sentence_encoder={"type": "gru", "dim_word": 32, "pooling": "gpo"})
+    res = run_quick(spec, tmp_path / "run", "train.lr=0.01")
+    assert res["test"]["rsum"] > 2 * chance_rsum(200, 5), res["test"]
+    again, _ = eval_checkpoint(tmp_path / "run", "test", verbose=False, log_warnings=False)
+    assert again["rsum"] == pytest.approx(res["test"]["rsum"])
