@@ -16,11 +16,11 @@ import attrs
 import numpy as np
 import torch
 
+import vsekit.training.distributed as distributed  # the module, not the package (no cycle)
 from vsekit import checkpoint
 from vsekit.errors import CheckpointError, VsekitError
 from vsekit.evaluate import evaluate_split, format_table, scalar_metrics
 from vsekit.spec import Spec
-from vsekit.training import distributed
 from vsekit.training.lock import RunLock
 from vsekit.training.loop import Loop
 from vsekit.training.metrics_log import MetricsLog, NoLog

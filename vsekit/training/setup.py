@@ -11,6 +11,7 @@ import attrs
 import numpy as np
 import torch
 
+import vsekit.training.distributed as distributed  # the module, not the package (no cycle)
 from vsekit.data.batching import CaptionStore, bucketed_batches
 from vsekit.data.readers import Split
 from vsekit.data.tokenize import tokenize_all, tokenizer_problem
@@ -20,7 +21,6 @@ from vsekit.extract import RUNTIME_OPTIONS, recorded_extractor
 from vsekit.metrics import check_folds
 from vsekit.model import JointModel
 from vsekit.spec import Spec
-from vsekit.training import distributed
 from vsekit.training.provenance import collect
 
 
