@@ -127,9 +127,10 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
     """Evaluate a checkpoint on ``split`` of its own spec's data (or ``data``); returns (metrics, checkpoint json).
 
     The metrics are :func:`~vsekit.evaluate.evaluate_split`'s, plus ``"data"``: which data was read (``"own"``
-    or the spec file given, its ``[data]`` table and the split's source). ``strict_protocol`` (or the own
-    spec's ``[eval] strict_protocol``) refuses a split with an image of fewer than 5 captions; the own spec's
-    ``[eval] coco_1k_and_5k`` applies (else the rule of :func:`~vsekit.evaluate.wants_coco_rows`).
+    or the spec file given, its ``[data]`` table and the split's source). ``strict_protocol`` (or the spec's
+    ``[eval] strict_protocol``: the own spec's, or the ``data`` spec file's) refuses a split with an image of
+    fewer than 5 captions; that spec's ``[eval] coco_1k_and_5k`` applies (unset: the rule of
+    :func:`~vsekit.evaluate.wants_coco_rows`).
     Raises :class:`VsekitError` subclasses for a missing checkpoint, unknown split, unreadable data or a bad
     protocol setting.
     """
@@ -149,10 +150,11 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
         record: dict[str, Any] = {"spec": "own", "data": s.data.to_dict()}
     else:
         split_data = resolve_split(model, data, split)
-        coco = load_spec(data).eval.coco_1k_and_5k if str(data).endswith(".toml") else None
-        record = {"spec": str(data)}
+        record, coco = {"spec": str(data)}, None
         if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
-            record["data"] = load_spec(data).data.to_dict()
+            given = load_spec(data)
+            record["data"] = given.data.to_dict()
+            strict_protocol, coco = strict_protocol or given.eval.strict_protocol, given.eval.coco_1k_and_5k
     record["source"] = split_data.source
     metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties, log_warnings=log_warnings,
                              strict_protocol=strict_protocol, coco_1k_and_5k=coco,
