@@ -149,6 +149,11 @@ def test_strict_protocol_refuses_images_with_fewer_captions():
     split = varying_split("test", 50)
     with pytest.raises(ProtocolError, match=r"^test\.json: 20 of 50 images of split 'test' have fewer than 5"):
         evaluate_split(tiny_model(split), split, strict_protocol=True)
+    # evalrank goes through the same function
+    m = api.evalrank(tiny_model(split), split, print_table=False, verbose=False)
+    assert m["protocol"]["images_with_fewer"] == 20
+    with pytest.raises(ProtocolError, match="20 of 50"):
+        api.evalrank(tiny_model(split), split, print_table=False, verbose=False, strict_protocol=True)
 
 
 def test_eval_captions_keeps_the_first_in_file_order():
