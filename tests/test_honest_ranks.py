@@ -62,7 +62,9 @@ def test_zero_features_rank_at_or_below_chance_and_warn(trained_run, zero_test_d
     assert got["rsum"] < 2 * 16.9  # chance_rsum(50) = 56.6; the zero features sit far below it
     assert any("all-zero" in w for w in got["warnings"])
     assert got["protocol"] == {"ties": "pessimistic", "folds": 1, "n_images": 50, "n_captions": 250,
-                               "caps_per_image": {"min": 5, "max": 5}}
+                               "caps_per_image": {"min": 5, "max": 5}, "caps_per_image_eval": 5,
+                               "n_captions_eval": 250, "images_with_fewer": 0, "captions_dropped": 0,
+                               "coco_1k_and_5k": False}
     assert got["data"]["spec"] == str(zero_test_data) and got["data"]["data"]["type"] == "precomp"
 
 

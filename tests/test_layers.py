@@ -60,7 +60,8 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             if node.level:
                 up = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(up + ([base] if base else []))
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            # `from pkg import sub` imports the package too (its __init__ runs): an edge to both
+            targets = [base] + [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
         else:
             continue
         for t in targets:
@@ -122,6 +123,8 @@ def check_package(root: Path, layers: dict[str, int]) -> list[str]:
     for m, targets in sorted(graph.items()):
         lm = layer_of(m, layers)
         for t in sorted(targets):
+            if m.startswith(t + "."):  # an ancestor package: Python runs it for every import of m anyway
+                continue
             lt = layer_of(t, layers)
             if lm is not None and lt is not None and lt > lm:
                 problems.append(f"{m} (layer {lm}) imports {t} (layer {lt}): an upward import")

@@ -84,12 +84,27 @@ def resolve_split(model: JointModel, data: Any, split: str) -> Split:
     raise DataError(f"evalrank: cannot read data from {data!r}")
 
 
+def data_source(model: JointModel, data: Any) -> Any:
+    """What :func:`resolve_split` reads ``data`` from, for :func:`vsekit.evaluate.is_coco_data`: the ``[data]``
+    component of a spec (path or Spec), the model's own ``[data]`` table (``data=None``), else ``data`` itself."""
+    if isinstance(data, spec_mod.Spec):
+        return data.data
+    if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
+        return load_spec(data).data
+    if data is None:
+        return (getattr(model, "spec", None) or {}).get("data")
+    return data
+
+
 def evalrank(model: JointModel | str, data: Any = None, split: str = "test", folds: int | None = None, *,
-             verbose: bool = True, print_table: bool = True, ties: str = "pessimistic") -> dict[str, Any]:
+             verbose: bool = True, print_table: bool = True, ties: str = "pessimistic",
+             strict_protocol: bool = False, coco_1k_and_5k: bool | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (or a checkpoint path) on ``split`` of ``data`` and print the reference's lines.
 
-    ``data`` is a :class:`Split`, a dataset reader, or a spec file path (its
-    ``[data]`` section is used); by default the data of the model's own spec.
+    ``data`` is a :class:`Split`, a dataset reader, a preset name or a spec file path (its
+    ``[data]`` section is used); by default the data of the model's own spec. ``strict_protocol`` and
+    ``coco_1k_and_5k`` are :func:`~vsekit.evaluate.evaluate_split`'s (COCO 1K and 5K are reported for a
+    5,000-image split of COCO data unless ``coco_1k_and_5k=False``).
     Returns what :func:`~vsekit.evaluate.evaluate_split` returns (R@K in %, 1-based ranks, protocol, warnings).
     Raises :class:`~vsekit.errors.VsekitError` subclasses for an unreadable model or data, or a bad protocol.
     """
@@ -98,20 +113,26 @@ def evalrank(model: JointModel | str, data: Any = None, split: str = "test", fol
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = load_model(model)
     split_data = resolve_split(model, data, split)
-    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties)
+    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties,
+                             strict_protocol=strict_protocol, coco_1k_and_5k=coco_1k_and_5k,
+                             data=data_source(model, data))
     if print_table:
         print(reference_lines(metrics))
     return metrics
 
 
 def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, folds: int | None = None, *,
-                    verbose: bool = True, ties: str = "pessimistic",
-                    log_warnings: bool = True) -> tuple[dict[str, Any], Path]:
+                    verbose: bool = True, ties: str = "pessimistic", log_warnings: bool = True,
+                    strict_protocol: bool = False) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on ``split`` of its own spec's data (or ``data``); returns (metrics, checkpoint json).
 
     The metrics are :func:`~vsekit.evaluate.evaluate_split`'s, plus ``"data"``: which data was read (``"own"``
-    or the spec file given, its ``[data]`` table and the split's source). Raises :class:`VsekitError` subclasses
-    for a missing checkpoint, unknown split, unreadable data or a bad protocol setting.
+    or the spec file given, its ``[data]`` table and the split's source). ``strict_protocol`` (or the spec's
+    ``[eval] strict_protocol``: the own spec's, or the ``data`` spec file's) refuses a split with an image of
+    fewer than 5 captions; that spec's ``[eval] coco_1k_and_5k`` applies (unset: the rule of
+    :func:`~vsekit.evaluate.wants_coco_rows`).
+    Raises :class:`VsekitError` subclasses for a missing checkpoint, unknown split, unreadable data or a bad
+    protocol setting.
     """
     from vsekit.evaluate import evaluate_split
 
@@ -125,14 +146,19 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
         split_data = reader.read(split)
         if folds is None:
             folds = s.eval.folds if split == s.eval.split else None
+        strict_protocol, coco = strict_protocol or s.eval.strict_protocol, s.eval.coco_1k_and_5k
         record: dict[str, Any] = {"spec": "own", "data": s.data.to_dict()}
     else:
         split_data = resolve_split(model, data, split)
-        record = {"spec": str(data)}
+        record, coco = {"spec": str(data)}, None
         if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
-            record["data"] = load_spec(data).data.to_dict()
+            given = load_spec(data)
+            record["data"] = given.data.to_dict()
+            strict_protocol, coco = strict_protocol or given.eval.strict_protocol, given.eval.coco_1k_and_5k
     record["source"] = split_data.source
-    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties, log_warnings=log_warnings)
+    metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties, log_warnings=log_warnings,
+                             strict_protocol=strict_protocol, coco_1k_and_5k=coco,
+                             data=record.get("data", data_source(model, data)))
     return {**metrics, "data": record}, meta_path
 
 

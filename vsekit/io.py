@@ -175,9 +175,10 @@ def nonfinite_rows(images: np.ndarray) -> np.ndarray:
     return np.concatenate(bad).astype(np.int64)
 
 
-def collapse_repeated_rows(feats: np.ndarray, k: int, path: Path) -> np.ndarray:
+def collapse_repeated_rows(feats: np.ndarray, k: int, path: Path, *, suffix: str = "") -> np.ndarray:
     """Every ``k``-th row of ``feats`` (rows, ...) whose rows ``k i .. k i + k - 1`` are copies of one image's
-    row (one row per caption); a strided view: a memory-mapped file is compared in chunks, never read whole.
+    row (one row per caption, ``k`` the reader's ``caps_per_image``); a strided view: a memory-mapped file is
+    compared in chunks, never read whole. ``suffix`` ends the error messages.
 
     Raises:
         DataError: the row count is not a multiple of ``k``, or a group's rows differ.
@@ -188,13 +189,14 @@ def collapse_repeated_rows(feats: np.ndarray, k: int, path: Path) -> np.ndarray:
 
     n_rows = len(feats)
     if n_rows % k:
-        raise DataError(f"{path}: {n_rows} rows (one per caption) is not a multiple of {k}")
+        raise DataError(f"{path}: {n_rows} rows (one per caption) is not a multiple of caps_per_image = {k}{suffix}")
     step = k * max(1, CHECK_CHUNK_BYTES // max(1, feats[:k].nbytes))
     for start in range(0, n_rows, step):
         grouped = np.asarray(feats[start : start + step]).reshape(-1, k, int(np.prod(feats.shape[1:])))
         if not np.array_equal(grouped, np.repeat(grouped[:, :1], k, axis=1)):
             raise DataError(
                 f"{path}: {n_rows} rows for {n_rows} captions, but rows {k}i..{k}i+{k - 1} are not "
-                f"copies of one image row (expected one row per image, or each image row repeated {k} times)"
+                f"copies of one image row (expected one row per image, or each image row repeated "
+                f"caps_per_image = {k} times){suffix}"
             )
     return feats[::k]

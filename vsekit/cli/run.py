@@ -40,25 +40,29 @@ def setup_logging(*, quiet: bool, debug: bool) -> None:
               help="Repeat with seeds seed..seed+N-1; report mean ± std.")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in the folder from its latest saved state.")
+@click.option("--strict-protocol", is_flag=True,
+              help="Refuse dev/test splits with an image of fewer than 5 captions (as [eval] strict_protocol = true).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.pass_context
 def run_cmd(ctx: click.Context, *, spec: Path, overrides: tuple[str, ...], out: Path | None, seeds: int, force: bool,
-            resume: bool, quiet: bool) -> None:
+            resume: bool, strict_protocol: bool, quiet: bool) -> None:
     """Train and evaluate the model that SPEC describes.
 
     Ctrl-C saves the training state and exits with status 130; --resume continues from it.
     """
     from vsekit import api
-    from vsekit.evaluate import format_table
+    from vsekit.evaluate import format_table, table_rows
     from vsekit.training.distributed import from_env
 
     setup_logging(quiet=quiet, debug=ctx.obj["debug"])
+    if strict_protocol:  # a spec key, so the run folder's spec.toml records it
+        overrides = (*overrides, "eval.strict_protocol=true")
     results = api.train(spec, out, overrides=overrides, seeds=seeds, quiet=quiet, force=force, resume=resume)
     if quiet and from_env().is_main:  # -q silences progress, not the result (printed by rank 0 under torchrun)
         if "mean" in results:
             click.echo(format_table({"mean": results["mean"]}, std={"mean": results["std"]}))
         else:
-            click.echo(format_table({results["test"].get("split", "test"): results["test"]}))
+            click.echo(format_table(table_rows(results["test"].get("split", "test"), results["test"])))
 
 
 @click.command("validate")

@@ -167,11 +167,13 @@ class PrecompReader(DatasetReader):
         """The split from ``SPLIT_caps.txt`` (a caption a line) and ``SPLIT_ims.npy``.
 
         Images are (N, dim_image) float32, one row per image (a row-per-caption file
-        is collapsed); caption i belongs to image ``i // caps_per_image``. A 3-D file of region
+        is collapsed); caption i belongs to image ``i // caps_per_image`` (the option ``caps_per_image``,
+        default 5; ``caps_per_image = 1`` for a folder with one caption per image). A 3-D file of region
         features (N, K, dim_image) is memory-mapped, dtype as stored (see :class:`Split`).
 
         Raises:
-            DataError: an unknown split, a missing folder or file, or caption and row counts that fit neither layout.
+            DataError: an unknown split, a missing folder or file, or caption and row counts that fit neither
+                layout with this ``caps_per_image`` (the message names the value that fits, if one does).
         """
         if split not in self.splits:
             raise self._unknown_split(split)
@@ -183,14 +185,17 @@ class PrecompReader(DatasetReader):
         feats = load_feature_rows(ims_path, regions=True)
         k = self.config.caps_per_image
         n_caps, n_rows = len(captions), len(feats)
+        one_each = "; with one caption per image set caps_per_image = 1 in [data]"
         if n_rows == n_caps and k > 1:
-            images, layout = collapse_repeated_rows(feats, k, ims_path), "row-per-caption"
+            images, layout = collapse_repeated_rows(feats, k, ims_path, suffix=one_each), "row-per-caption"
         elif n_caps == k * n_rows:
             images, layout = feats, "row-per-image"
         else:
+            fits = (f"caps_per_image = {n_caps // n_rows} in [data] fits these counts" if n_rows and not
+                    n_caps % n_rows else "no caps_per_image fits these counts (captions must be a multiple of rows)")
             raise DataError(
                 f"{caps_path} has {n_caps} captions but {ims_path} has {n_rows} feature rows: expected "
-                f"{k} captions per row (one row per image) or 1 (one row per caption)"
+                f"caps_per_image = {k} captions per row (one row per image) or 1 (one row per caption); {fits}"
             )
         cap2img = np.arange(n_caps, dtype=np.int64) // k
         return Split(split, captions, images, cap2img, files=[caps_path, ims_path],

@@ -82,6 +82,10 @@ class Spec:
             ev["folds"] = self.eval.folds
         if self.eval.ties != "pessimistic":  # unset keys keep specs of earlier versions equal for --resume
             ev["ties"] = self.eval.ties
+        if self.eval.strict_protocol:
+            ev["strict_protocol"] = True
+        if self.eval.coco_1k_and_5k is not None:
+            ev["coco_1k_and_5k"] = self.eval.coco_1k_and_5k
         if self.eval.metric is not None:
             ev["metric"] = self.eval.metric.to_dict()
         out["eval"] = ev

@@ -74,7 +74,7 @@ class TrainSpec:
 
 @attrs.frozen
 class EvalSpec:
-    """``[eval]``: the split the final table is computed on, its metric, folds and tie rule."""
+    """``[eval]``: the split the final table is computed on, its metric, folds, tie rule and caption protocol."""
 
     split: str = "test"
     metric: Component | None = None
@@ -82,6 +82,12 @@ class EvalSpec:
     #: how the final table ranks ties: "pessimistic" (a tie counts against the query) or "reference" (the
     #: reference's stable argsort order); dev-rsum model selection always uses "pessimistic"
     ties: str = attrs.field(default="pessimistic", validator=one_of(*TIE_RULES))
+    #: refuse an evaluated split (dev or test) with an image of fewer than 5 captions (by default such images
+    #: are evaluated with the captions they have, warned about and counted)
+    strict_protocol: bool = False
+    #: also report COCO 1K (mean of 5 folds) and 5K (the whole split); unset: when the data is COCO and the
+    #: split holds exactly 5,000 images (``vsekit.evaluate.wants_coco_rows``)
+    coco_1k_and_5k: bool | None = None
 
 
 @attrs.frozen

@@ -162,7 +162,8 @@ class Loop:
         p = self.prog
         self.model.eval()
         # model selection always ranks ties against the query; the data warnings are logged once
-        m = evaluate_split(self.model, self.data.valid, self.metric, log_warnings=self.first_validation)
+        m = evaluate_split(self.model, self.data.valid, self.metric, log_warnings=self.first_validation,
+                           strict_protocol=self.spec.eval.strict_protocol)
         self.first_validation = False
         self.model.train()
         self.last_valid = m

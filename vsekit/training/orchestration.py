@@ -16,11 +16,11 @@ import attrs
 import numpy as np
 import torch
 
+import vsekit.training.distributed as distributed  # the module, not the package (no cycle)
 from vsekit import checkpoint
 from vsekit.errors import CheckpointError, VsekitError
-from vsekit.evaluate import evaluate_split, format_table, scalar_metrics
+from vsekit.evaluate import evaluate_split, format_table, scalar_metrics, table_rows
 from vsekit.spec import Spec
-from vsekit.training import distributed
 from vsekit.training.lock import RunLock
 from vsekit.training.loop import Loop
 from vsekit.training.metrics_log import MetricsLog, NoLog
@@ -119,7 +119,8 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
     best_model, _, _ = checkpoint.load(out / "best.json")
     best_model.to(ctx.device)
     test_metrics = evaluate_split(best_model, ctx.data.test, ctx.setup.metric, folds=spec.eval.folds,
-                                  ties=spec.eval.ties)
+                                  ties=spec.eval.ties, strict_protocol=spec.eval.strict_protocol,
+                                  coco_1k_and_5k=spec.eval.coco_1k_and_5k, data=spec.data)
     mlog.write("test", p.step, split=spec.eval.split, **scalar_metrics(test_metrics))
     valid_metrics = p.best.get("metrics", {})
     results = {
@@ -137,7 +138,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
             (out / name).unlink(missing_ok=True)
     if not ctx.quiet:
         title = f"{spec.eval.split} (best {t.valid_split} rsum at epoch {p.best['epoch']:.2f})"
-        results_log.info("%s", format_table({title: test_metrics}))
+        results_log.info("%s", format_table(table_rows(title, test_metrics)))
         results_log.info("results: %s", out / "results.json")
     return results
 

@@ -11,16 +11,17 @@ import attrs
 import numpy as np
 import torch
 
+import vsekit.training.distributed as distributed  # the module, not the package (no cycle)
 from vsekit.data.batching import CaptionStore, bucketed_batches
 from vsekit.data.readers import Split
 from vsekit.data.tokenize import tokenize_all, tokenizer_problem
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import DataError, ProtocolError, SpecError
+from vsekit.evaluate import protocol_captions
 from vsekit.extract import RUNTIME_OPTIONS, recorded_extractor
 from vsekit.metrics import check_folds
 from vsekit.model import JointModel
 from vsekit.spec import Spec
-from vsekit.training import distributed
 from vsekit.training.provenance import collect
 
 
@@ -39,6 +40,7 @@ def load_data(spec: Spec) -> RunData:
     Raises:
         SpecError: an unknown split name, or ``[eval] folds`` that do not fit the evaluation split.
         DataError: a split whose image features differ in dimension from the train split's.
+        ProtocolError: ``[eval] strict_protocol`` and an evaluated split with an image of fewer than 5 captions.
     """
     reader = spec.data.build()
     where = spec.source or "<spec>"
@@ -57,6 +59,9 @@ def load_data(spec: Spec) -> RunData:
         why = str(exc).split(": ", 1)[-1]
         raise SpecError(f"{where}: [eval] folds: {spec.eval.folds} does not fit the {test.n_images} "
                         f"{spec.eval.split!r} images ({test.source}): {why}") from None
+    if spec.eval.strict_protocol:  # refuse before training, not after it
+        for s in (valid, test):
+            protocol_captions(s, strict=True)
     return RunData(train, valid, test)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vsekit.data.readers import Split
-from vsekit.metrics import DEFAULT_KS, chance_rsum
+from vsekit.metrics import DEFAULT_KS, chance_rsum, eval_captions
 
 #: an epoch stalls when dev rsum <= STALL_CHANCE_FACTOR x chance ...
 STALL_CHANCE_FACTOR = 2.0
@@ -14,9 +14,10 @@ STALL_LOSS_TOLERANCE = 0.02
 
 
 def split_chance_rsum(split: Split, ks: Any = DEFAULT_KS) -> float:
-    """The expected rsum of i.i.d. random scores on ``split`` (its images, its captions per image, rounded mean)."""
-    caps_per_image = max(1, round(len(split.cap2img) / split.n_images))
-    return chance_rsum(split.n_images, caps_per_image, tuple(ks))
+    """The expected rsum of i.i.d. random scores on ``split`` as it is evaluated: its images, each with the
+    captions the evaluation ranks (its first ``min(n, 5)``, :func:`~vsekit.metrics.eval_captions`)."""
+    used = eval_captions(split.cap2img, split.n_images).used
+    return chance_rsum(split.n_images, [max(1, int(c)) for c in used], tuple(ks))
 
 
 def stall_reasons(rsum: float | None, chance: float | None, mean_loss: float | None,
