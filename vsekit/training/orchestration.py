@@ -63,8 +63,8 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
     d, device = distributed.setup(resolve_device(spec), spec.source or "<spec>")
     quiet = quiet or not d.is_main
     failure: VsekitError | None = None
-    try:  # every check, on every rank, before rank 0 writes anything
-        check_usable(out)
+    try:  # every check, on every rank, before rank 0 writes anything (the lock is rank 0's to probe)
+        check_usable(out, probe_lock=d.is_main)
         point = find_resume_point(out, spec_dict) if resume else None
         if point is not None and point.kind == "finished":
             if not quiet:
@@ -75,7 +75,7 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
                 log.warning("%s: the run stopped before its first saved state; starting it over", out)
             force, point = True, None
         if point is None:
-            check_run_dir(out, force)
+            check_run_dir(out, force, probe_lock=d.is_main)
         data = data or load_data(spec)
         ctx = RunContext(spec, out, spec_dict, data, Setup.build(spec, data, device, d), device, d, quiet)
         prog = resumed_progress(ctx, point)
@@ -156,7 +156,8 @@ def fit_seeds(spec: Spec, n: int, out: str | Path | None = None, *, quiet: bool 
     if resume and force:
         raise CheckpointError("--resume continues a run and --force starts it over: choose one")
     out = run_dir(spec, out)
-    check_usable(out)
+    d, _ = distributed.setup(resolve_device(spec), spec.source or "<spec>")
+    check_usable(out, probe_lock=d.is_main)  # the lock is rank 0's to probe (see check_usable)
     if resume and not out.is_dir():
         raise CheckpointError(f"{out}: nothing to resume (no such folder); run without --resume to start")
     if not resume and contents(out) and not force:
@@ -168,9 +169,8 @@ def fit_seeds(spec: Spec, n: int, out: str | Path | None = None, *, quiet: bool 
         if resume and (sub / "spec.toml").exists():
             find_resume_point(sub, s.to_dict())
         else:
-            check_run_dir(sub, force or resume)
+            check_run_dir(sub, force or resume, probe_lock=d.is_main)
     runs = []
-    d, _ = distributed.setup(resolve_device(spec), spec.source or "<spec>")
     with d.main_only(RunLock(out)):
         for s in seeded:
             sub = out / f"seed{s.train.seed}"

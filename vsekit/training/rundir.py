@@ -47,11 +47,16 @@ def contents(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name != LOCK_NAME]
 
 
-def check_usable(out: Path) -> None:
-    """Raise :class:`CheckpointError` when ``out`` is a file, or another process holds its lock."""
+def check_usable(out: Path, *, probe_lock: bool = True) -> None:
+    """Raise :class:`CheckpointError` when ``out`` is a file, or (with ``probe_lock``) another process holds its lock.
+
+    Only the process that takes the lock probes it: under torchrun the other ranks leave it alone, since a
+    probe is a brief exclusive hold that rank 0's own acquire could meet.
+    """
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out}: exists and is not a folder; choose another with --out")
-    check_free(out)
+    if probe_lock:
+        check_free(out)
 
 
 def not_empty_error(out: Path) -> CheckpointError:
@@ -60,13 +65,15 @@ def not_empty_error(out: Path) -> CheckpointError:
                            f"--resume to continue it, or choose another with --out")
 
 
-def check_run_dir(out: Path, force: bool) -> None:
+def check_run_dir(out: Path, force: bool, *, probe_lock: bool = True) -> None:
     """Refuse (before anything is written) a folder that is in use, not empty without ``force``, or not ours.
+
+    ``probe_lock``: as :func:`check_usable`.
 
     Raises:
         CheckpointError: with the one-line reason.
     """
-    check_usable(out)
+    check_usable(out, probe_lock=probe_lock)
     if contents(out):
         if not force:
             raise not_empty_error(out)
