@@ -170,3 +170,213 @@ def test_every_format_trains_to_bit_identical_weights(real30, tmp_path):
         assert w.keys() == weights.keys()
         for k in w:
             assert np.array_equal(w[k], weights[k]), (name, k)
+
+
+# --------------------------------------------------------------------------- captions per image vary
+
+
+def varying(n_images: int = 6, seed: int = 0) -> tuple[list[dict], np.ndarray]:
+    """Images with 3, 4, 5, 6, 7, 3 ... captions (split train/dev/test by index mod 3), 4-d features."""
+    images = [{"name": f"im{i}.jpg", "split": ("train", "dev", "test")[i % 3],
+               "captions": [f"caption {j} of image {i}" for j in range(3 + i % 5)]} for i in range(n_images)]
+    return images, np.random.default_rng(seed).standard_normal((n_images, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("variant", ["karpathy", "coco_one_file", "coco_per_split", "csv_tab_lists",
+                                     "csv_split_column"])
+def test_new_readers_keep_every_caption_in_file_order(tmp_path, variant):
+    images, feats = varying(9)
+    table = write_all_formats(tmp_path, images, feats)[variant]
+    train = read_all(table, tmp_path)["train"]
+    expected = [im for im in images if im["split"] == "train"]
+    assert [len(im["captions"]) for im in expected] == [3, 6, 4]  # derived from varying(): 3 + i % 5, i = 0, 3, 6
+    assert train.image_ids == ["im0.jpg", "im3.jpg", "im6.jpg"]
+    assert train.captions == [c for im in expected for c in im["captions"]]
+    assert train.cap2img.tolist() == [0] * 3 + [1] * 6 + [2] * 4
+    np.testing.assert_array_equal(train.images, feats[[0, 3, 6]])
+    assert "fewer_than_5_captions" not in train.report and train.report["images"] == 3
+
+
+def test_caps_per_image_keeps_the_first_k(tmp_path, caplog):
+    images, feats = varying(9)
+    table = {**write_all_formats(tmp_path, images, feats)["karpathy"], "caps_per_image": 5}
+    with caplog.at_level(logging.WARNING):
+        train = read_all(table, tmp_path)["train"]
+    # im0 (3 captions) and im6 (4) are left out; im3 (6) keeps its first 5
+    assert train.image_ids == ["im3.jpg"] and train.captions == images[3]["captions"][:5]
+    assert train.report["fewer_than_5_captions"] == ["im0.jpg", "im6.jpg"]
+    assert train.report["more_than_5_captions_truncated"] == ["im3.jpg"]
+    assert "fewer than 5 captions" in caplog.text
+
+
+def test_flickr8k_keeps_its_default_of_five(tmp_path):
+    images, feats = varying(9)
+    table = write_all_formats(tmp_path, images, feats)["flickr8k"]
+    assert read_all(table, tmp_path)["train"].image_ids == ["im3.jpg"]
+    every = read_all({**table, "caps_per_image": None}, tmp_path)["train"]
+    assert every.image_ids == ["im0.jpg", "im3.jpg", "im6.jpg"] and len(every.captions) == 13
+
+
+def test_karpathy_restval(tmp_path):
+    images, feats = varying(3)
+    path = write_karpathy(tmp_path / "d.json", images)
+    doc = json.loads(path.read_text())
+    doc["images"].append({"filename": "extra.jpg", "split": "restval", "sentences": [{"raw": "an extra one"}]})
+    path.write_text(json.dumps(doc))
+    feats_dir = write_features(tmp_path / "f", [*(im["name"] for im in images), "extra.jpg"],
+                               np.vstack([feats, np.ones((1, 4), np.float32)]))
+    table = {"type": "karpathy", "json": str(path), "features": {"type": "precomputed", "dir": str(feats_dir)}}
+    assert read_all(table, tmp_path)["train"].image_ids == ["im0.jpg", "extra.jpg"]
+    assert read_all({**table, "restval": "skip"}, tmp_path)["train"].image_ids == ["im0.jpg"]
+    assert read_all(table, tmp_path)["dev"].image_ids == ["im1.jpg"]  # "val" is vsekit's dev
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def test_presets_find_the_karpathy_json(tmp_path, monkeypatch):
+    images, feats = varying(6)
+    root = tmp_path / "root"
+    write_features(root / "f30k", [im["name"] for im in images], feats)
+    write_karpathy(root / "f30k" / "dataset_flickr30k.json", images)
+    write_features(root / "coco", [im["name"] for im in images], feats)
+    write_karpathy(root / "dataset_coco.json", images)  # beside the folder
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    for name, json_path in (("f30k", root / "f30k" / "dataset_flickr30k.json"), ("coco", root / "dataset_coco.json")):
+        reader = resolve_preset(name)
+        assert isinstance(reader, KarpathyReader) and reader.path == json_path.resolve()
+        test = reader.read("test")
+        assert test.image_ids == ["im2.jpg", "im5.jpg"] and len(test.captions) == 5 + 3  # 3 + i % 5
+        assert preset_table(name)["type"] == "karpathy"
+        built = spec_mod.build_component("dataset_reader", preset_table(name), "data", tmp_path).build()
+        assert built.read("test").captions == test.captions
+    # the precomp folder comes first
+    (root / "f30k" / "f30k_train_caps.txt").write_text("a\n")
+    assert isinstance(resolve_preset("f30k"), PrecompReader) and preset_table("f30k")["type"] == "precomp"
+    with pytest.raises(DataError, match=r"'f8k': no such folder"):
+        resolve_preset("f8k")
+
+
+# --------------------------------------------------------------------------- bad input: one error line, exit 2
+
+
+def run_data(tmp_path: Path, table: dict, command: str = "run") -> list[str]:
+    """A tiny spec whose [data] is ``table``; the argv of ``vsekit run`` (or ``validate``)."""
+    raw = {"name": "bad", "data": table, "model": {"dim": 8}, "loss": {"type": "contrastive"},
+           "train": {"max_epochs": 1, "threads": 1}}
+    path = tmp_path / "spec.toml"
+    path.write_text(spec_mod.dumps_toml(raw), encoding="utf-8")
+    return ["run", path, "--out", tmp_path / "out", "-q"] if command == "run" else ["validate", path]
+
+
+def karpathy_case(tmp_path: Path, change) -> tuple[list[str], Path]:
+    images, feats = varying(6)
+    path = write_karpathy(tmp_path / "dataset.json", images)
+    doc = json.loads(path.read_text())
+    change(doc["images"])
+    path.write_text(json.dumps(doc))
+    feats_dir = write_features(tmp_path / "f", [im["name"] for im in images], feats)
+    table = {"type": "karpathy", "json": str(path), "features": {"type": "precomputed", "dir": str(feats_dir)}}
+    return run_data(tmp_path, table), path
+
+
+KARPATHY_BAD = {
+    "missing key": (lambda ims: ims[2].pop("sentences"), 'images[2] ("im2.jpg"): missing key "sentences"'),
+    "listed twice": (lambda ims: ims.append(dict(ims[1])), 'images[6] ("im1.jpg"): listed twice (also images[1])'),
+    "empty caption": (lambda ims: ims[4]["sentences"][1].update(raw="  "), 'images[4] ("im4.jpg"): sentences[1]: '
+                                                                           "empty caption"),
+    "unknown split": (lambda ims: ims[3].update(split="validation"), "images[3] (\"im3.jpg\"): unknown split "
+                                                                     "'validation'"),
+    "no filename": (lambda ims: ims[0].pop("filename"), 'images[0]: missing key "filename"'),
+}
+
+
+@pytest.mark.parametrize("case", list(KARPATHY_BAD))
+def test_karpathy_bad_input(tmp_path, case):
+    change, needle = KARPATHY_BAD[case]
+    argv, path = karpathy_case(tmp_path, change)
+    assert_user_error(invoke(*argv), f"{path}: {needle}")
+    assert not (tmp_path / "out").exists()
+
+
+def coco_case(tmp_path: Path, change, per_split: bool = False) -> tuple[list[str], Path]:
+    images, feats = varying(6)
+    doc = coco_doc(images)
+    change(doc)
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps(doc))
+    write_lists(tmp_path / "ids", images, key=lambda im: im["name"])
+    feats_dir = write_features(tmp_path / "f", [im["name"] for im in images], feats)
+    table = {"type": "coco", "json": str(path), "splits": str(tmp_path / "ids" / "{split}.txt"),
+             "features": {"type": "precomputed", "dir": str(feats_dir)}}
+    return run_data(tmp_path, table), path
+
+
+COCO_BAD = {
+    "missing key": (lambda d: d["images"][1].pop("file_name"), 'images[1]: missing key "file_name"'),
+    "listed twice": (lambda d: d["images"].append({"id": 1002, "file_name": "x.jpg"}),
+                     "images[6] (\"x.jpg\"): image id 1002 listed twice (also images[2])"),
+    "unknown image id": (lambda d: d["annotations"][7].update(image_id=99), "annotations[7] (image_id 99): unknown "
+                                                                           "image id"),
+    "empty caption": (lambda d: d["annotations"][3].update(caption=""), "annotations[3] (image_id 1003): empty "
+                                                                       "caption"),
+    "no annotations": (lambda d: d.pop("annotations"), 'missing key "annotations"'),
+}
+
+
+@pytest.mark.parametrize("case", list(COCO_BAD))
+def test_coco_bad_input(tmp_path, case):
+    change, needle = COCO_BAD[case]
+    argv, path = coco_case(tmp_path, change)
+    assert_user_error(invoke(*argv), f"{path}: {needle}")
+
+
+def test_coco_split_lists(tmp_path):
+    argv, _ = coco_case(tmp_path, lambda d: None)
+    (tmp_path / "ids" / "dev.txt").write_text("im1.jpg\nnope.jpg\n")
+    assert_user_error(invoke(*argv), f"{tmp_path / 'ids' / 'dev.txt'}: line 2: unknown image id 'nope.jpg'")
+    (tmp_path / "ids" / "dev.txt").unlink()
+    validate = ["validate", argv[1]]
+    assert_user_error(invoke(*validate), f"{tmp_path / 'ids' / 'dev.txt'}: no such file")
+
+
+def csv_case(tmp_path: Path, rows: list[list[str]], **options) -> tuple[list[str], Path]:
+    images, feats = varying(6)
+    path = write_csv(tmp_path / "caps.csv", rows)
+    write_lists(tmp_path / "lists", images)
+    feats_dir = write_features(tmp_path / "f", [im["name"] for im in images], feats)
+    table = {"type": "csv", "path": str(path), "features": {"type": "precomputed", "dir": str(feats_dir)}, **options}
+    if "splits" not in options:
+        table["splits"] = str(tmp_path / "lists" / "{split}.txt")
+    return run_data(tmp_path, {k: v for k, v in table.items() if v is not None}), path
+
+
+def csv_rows(header=("image", "caption"), split: bool = False) -> list[list[str]]:
+    images, _ = varying(6)
+    rows = [[im["name"], c] + ([im["split"]] if split else []) for im in images for c in im["captions"]]
+    return [[*header, *(["split"] if split else [])], *rows]
+
+
+def test_csv_bad_input(tmp_path):
+    argv, path = csv_case(tmp_path, csv_rows(header=("image", "text")))
+    assert_user_error(invoke(*argv), f"{path}: line 1: expected a CSV header 'image,caption'", "'image,text'")
+    rows = csv_rows()
+    rows[4][1] = " "
+    argv, path = csv_case(tmp_path, rows)
+    assert_user_error(invoke(*argv), f"{path}: line 5: empty caption for 'im1.jpg'")  # im0 has rows 2-4
+    argv, path = csv_case(tmp_path, csv_rows())
+    (tmp_path / "lists" / "train.txt").write_text("im0.jpg\nim3.jpg\nim0.jpg\n")
+    assert_user_error(invoke(*argv), f"{tmp_path / 'lists' / 'train.txt'}: duplicate image ids, e.g. 'im0.jpg'")
+
+
+def test_csv_split_column_bad_input(tmp_path):
+    rows = csv_rows(split=True)
+    rows[6][2] = "validation"
+    argv, path = csv_case(tmp_path, rows, split_column="split", splits=None)
+    assert_user_error(invoke(*argv), f"{path}: line 7: unknown split 'validation' for 'im1.jpg'")
+    rows = csv_rows(split=True)
+    rows[5][2] = "test"  # im1.jpg (dev) once in test
+    argv, path = csv_case(tmp_path, rows, split_column="split", splits=None)
+    assert_user_error(invoke(*argv), f"{path}: line 6: image 'im1.jpg' is in split 'dev' and 'test'")
+    argv, path = csv_case(tmp_path, csv_rows(split=True), split_column="split")
+    assert_user_error(invoke("validate", argv[1]), "give either split_column or splits")
