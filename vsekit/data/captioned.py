@@ -88,8 +88,8 @@ def select_captions(listing: ImageCaptions, k: int | None) -> tuple[list[int], d
     if few:
         key = "without_captions" if k is None else f"fewer_than_{k}_captions"
         report[key] = few
-        log.warning("%s: %d image(s) with fewer than %d captions left out, e.g. %s", listing.source, len(few),
-                    need, few[0])
+        what = "without captions" if k is None else f"with fewer than {k} captions"
+        log.warning("%s: %d image(s) %s left out, e.g. %s", listing.source, len(few), what, few[0])
     if k is not None:
         many = [n for n, c in zip(listing.names, counts, strict=True) if c > k]
         if many:
