@@ -245,7 +245,7 @@ def spec_unknown_sentence_encoder(e):
 
 @case
 def spec_unknown_dataset_reader(e):
-    return e.run(change=lambda d: d["data"].update(type="coco")), [f"{e.spec}: [data] type:", "coco"]
+    return e.run(change=lambda d: d["data"].update(type="cocoa")), [f"{e.spec}: [data] type:", "coco"]
 
 
 @case

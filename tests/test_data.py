@@ -15,7 +15,8 @@ from conftest import MINI, write_precomp
 
 from vsekit import spec as spec_mod
 from vsekit.data.batching import CaptionStore, bucketed_batches, collate
-from vsekit.data.readers import Flickr8kReader, PrecompReader, Split, embedded_path
+from vsekit.data.csv_captions import Flickr8kReader
+from vsekit.data.readers import PrecompReader, Split, embedded_path
 from vsekit.data.tokenize import split_tokens, tokenize
 from vsekit.data.vocab import EOS, UNK, Vocab, encode_all
 from vsekit.errors import DataError

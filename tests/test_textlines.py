@@ -24,7 +24,8 @@ from click.testing import CliRunner
 from vsekit import io, retrieval, testing
 from vsekit.cli import cli
 from vsekit.cli.retrieval import add_commands
-from vsekit.data.readers import Flickr8kReader, PrecompReader
+from vsekit.data.csv_captions import Flickr8kReader
+from vsekit.data.readers import PrecompReader
 from vsekit.errors import DataError
 from vsekit.image.precomputed import PrecomputedFeatures
 from vsekit.model import encode_sentences

@@ -10,11 +10,17 @@ from vsekit.hookspecs import hookimpl
 
 @hookimpl
 def register_dataset_readers(register):
-    """Register the built-in dataset readers ``precomp`` and ``flickr8k``."""
-    from vsekit.data.readers import Flickr8kReader, PrecompReader
+    """Register the built-in dataset readers ``precomp``, ``flickr8k``, ``csv``, ``karpathy`` and ``coco``."""
+    from vsekit.data.coco import CocoReader
+    from vsekit.data.csv_captions import CsvReader, Flickr8kReader
+    from vsekit.data.karpathy import KarpathyReader
+    from vsekit.data.readers import PrecompReader
 
     register("precomp", PrecompReader)
     register("flickr8k", Flickr8kReader)
+    register("csv", CsvReader)
+    register("karpathy", KarpathyReader)
+    register("coco", CocoReader)
 
 
 @hookimpl

@@ -1,4 +1,7 @@
-"""Dataset readers: ``precomp`` (the reference's folder layout) and ``flickr8k`` (raw captions + features).
+"""Dataset readers: the :class:`Split`, the :class:`DatasetReader` base and ``precomp`` (the reference's folder layout).
+
+The readers of captions + image files (``csv``, ``flickr8k``, ``karpathy``, ``coco``) live in
+:mod:`vsekit.data.captioned` and the modules beside it.
 
 A reader turns a split name into a :class:`Split`: caption texts (strings,
 never token lists: the model's tokenizer splits them), one feature row per
@@ -10,22 +13,19 @@ inconsistent data with a :class:`~vsekit.errors.DataError` naming the file.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 import numpy as np
 
-from vsekit.config import EMBEDDED_ROOT, component_field, embedded_path, path_field, positive
-from vsekit.data.files import is_captions_csv_header, parse_captions_csv
+from vsekit.config import EMBEDDED_ROOT, embedded_path, path_field, positive
 from vsekit.errors import DataError
-from vsekit.image.cache import extract_cached
 from vsekit.io import collapse_repeated_rows, load_feature_rows, nonfinite_rows, read_lines
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMBEDDED_ROOT", "DatasetReader", "Flickr8kReader", "PrecompReader", "Split", "embedded_path"]
+__all__ = ["EMBEDDED_ROOT", "DatasetReader", "PrecompReader", "Split", "embedded_path"]
 
 
 @attrs.define
@@ -200,145 +200,3 @@ class PrecompReader(DatasetReader):
         cap2img = np.arange(n_caps, dtype=np.int64) // k
         return Split(split, captions, images, cap2img, files=[caps_path, ims_path],
                      report={"layout": layout}, source=str(ims_path))
-
-
-# --------------------------------------------------------------------------
-# flickr8k
-
-
-class Flickr8kReader(DatasetReader):
-    """Flickr8K as released: ``captions.txt`` (CSV ``image,caption``) and ``splits/{train,dev,test}.txt``.
-
-    Captions are kept as written (the model's tokenizer splits them). Image
-    features come from an image feature extractor (``features``), e.g.
-    ``{type = "precomputed", dir = ".../flickr8k-effnet-lite0"}``. Images
-    without features or with fewer than ``caps_per_image`` captions are
-    reported in the log and the run's provenance, then left out.
-
-    ``cache`` (a folder): features are extracted once per split into
-    ``CACHE/{split}_ims.npy`` + ``{split}_ids.txt`` (the files ``vsekit
-    extract`` writes) and reused; later runs extract only missing images.
-    """
-
-    @attrs.frozen
-    class Config:
-        root: str = path_field(validator=attrs.validators.instance_of(str))
-        # component_field() returns an attrs.field() (a field specifier, not a shared default) that ruff cannot see
-        features: Any = component_field("image_feature_extractor")  # noqa: RUF009
-        captions_file: str = "captions.txt"
-        splits_dir: str = "splits"
-        images_dir: str = "images"
-        caps_per_image: int = attrs.field(default=5, validator=positive())
-        cache: str | None = path_field(None)
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self._captions: OrderedDict[str, list[str]] | None = None
-        self._extractor = None
-
-    @property
-    def root(self) -> Path:
-        """The dataset folder (``config.root``) as a Path."""
-        return Path(self.config.root)
-
-    def check(self) -> list[str]:
-        """Missing caption and split files, a missing ``features`` table, and the extractor's own problems."""
-        problems = []
-        for p in [self.root / self.config.captions_file] + [
-            self.root / self.config.splits_dir / f"{s}.txt" for s in self.splits
-        ]:
-            if not p.exists():
-                problems.append(f"{p}: no such file")
-        if self.config.features is None:
-            problems.append("data.features: missing: name an image feature extractor")
-        else:
-            problems += self.extractor.check()
-        return problems
-
-    @property
-    def extractor(self) -> Any:
-        """The image feature extractor built from ``config.features`` (built on first use).
-
-        Raises:
-            DataError: ``features`` is not given.
-        """
-        if self._extractor is None:
-            if self.config.features is None:
-                raise DataError("[data] features: missing: name an image feature extractor, "
-                                "e.g. {type = \"precomputed\", dir = \"...\"}")
-            self._extractor = self.config.features.build()
-        return self._extractor
-
-    def _extractor_class(self, name: str) -> type:
-        """The class an extractor type name resolves to, through the component the spec layer built for
-        ``features`` (so that a cache made under another name of the same class is reused)."""
-        return attrs.evolve(self.config.features, type=name).cls
-
-    def captions_by_image(self) -> OrderedDict[str, list[str]]:
-        """Caption texts by image name, in file order. Each CSV row is one line (:func:`vsekit.io.read_lines`'s
-        rule); a row with an empty image name or caption is refused with its line number."""
-        if self._captions is None:
-            path = self.root / self.config.captions_file
-            lines = read_lines(path, "CSV row")
-            if not is_captions_csv_header(lines[0]):
-                raise DataError(f"{path}: expected a CSV header 'image,caption', got {lines[0]!r}")
-            by_image: OrderedDict[str, list[str]] = OrderedDict()
-            for lineno, name, text in parse_captions_csv(path, lines):
-                if not name:
-                    raise DataError(f"{path}: line {lineno}: empty image name")
-                by_image.setdefault(name, []).append(text)
-            if not by_image:
-                raise DataError(f"{path}: no captions")
-            self._captions = by_image
-        return self._captions
-
-    def read(self, split: str) -> Split:
-        """The split listed in ``splits_dir/SPLIT.txt``: images with ``caps_per_image`` captions and features.
-
-        Images with fewer captions or no features are left out (and logged and listed
-        in ``report``); images with more keep the first ``caps_per_image``. Features
-        are (N, dim_image) float32, through the ``cache`` feature file when one is set.
-
-        Raises:
-            DataError: an unknown split, a missing file, duplicate image ids, or no image left.
-        """
-        if split not in self.splits:
-            raise self._unknown_split(split)
-        split_path = self.root / self.config.splits_dir / f"{split}.txt"
-        names = [n.strip() for n in read_lines(split_path, "image name")]
-        dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
-        if dupes:
-            raise DataError(f"{split_path}: duplicate image ids, e.g. {dupes[0]!r}")
-        caps = self.captions_by_image()
-        k = self.config.caps_per_image
-        few = [n for n in names if len(caps.get(n, [])) < k]
-        many = [n for n in names if len(caps.get(n, [])) > k]
-        keep = [n for n in names if n not in set(few)]
-        image_paths = [self.root / self.config.images_dir / n for n in keep]
-        if self.config.cache:
-            result = extract_cached(self.extractor, image_paths, Path(self.config.cache) / f"{split}_ims.npy",
-                                    spec=self.config.features.to_dict(), resolve_type=self._extractor_class)
-        else:
-            result = self.extractor.extract(image_paths)
-        missing = [keep[i] for i in np.flatnonzero(~result.ok)]
-        report: dict[str, Any] = {"images_listed": len(names)}
-        if few:
-            report[f"fewer_than_{k}_captions"] = few
-            log.warning("%s: %d image(s) with fewer than %d captions left out, e.g. %s", split_path, len(few), k,
-                        few[0])
-        if many:
-            report[f"more_than_{k}_captions_truncated"] = many
-            log.warning("%s: %d image(s) with more than %d captions: the first %d used", split_path, len(many), k, k)
-        if missing:
-            report["without_features"] = missing
-            log.warning("%s: %d image(s) without features left out, e.g. %s (%s)", split_path, len(missing),
-                        missing[0], result.errors.get(missing[0], "missing"))
-        kept = [n for n, ok in zip(keep, result.ok, strict=True) if ok]
-        if not kept:
-            raise DataError(f"{split_path}: no image of split {split!r} has both {k} captions and features")
-        captions = [text for name in kept for text in caps[name][:k]]
-        cap2img = np.repeat(np.arange(len(kept), dtype=np.int64), k)
-        report["images"] = len(kept)
-        return Split(split, captions, result.features, cap2img, image_ids=kept,
-                     files=[self.root / self.config.captions_file, split_path, *result.files],
-                     report=report, source=str(split_path))

@@ -151,7 +151,8 @@ class Retriever:
         Raises :class:`~vsekit.errors.DataError` when the model records no spec, or the spec's data cannot be read.
         """
         from vsekit import spec as spec_mod
-        from vsekit.data.readers import Flickr8kReader, PrecompReader
+        from vsekit.data.csv_captions import Flickr8kReader
+        from vsekit.data.readers import PrecompReader
 
         spec = self.meta.get("spec") or getattr(self.model, "spec", None)
         if not spec:
