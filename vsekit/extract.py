@@ -1,23 +1,9 @@
 """Image files -> a feature file, resumable: ``vsekit extract``.
 
-The feature file itself (reading, writing, growing it; the reader's cache) lives in :mod:`vsekit.image.cache`;
-this module adds what needs the registry and the spec: extractors named by registered name or TOML file, and
-records that match one class under two names. A feature file is a pair (plus a small record of what made it)::
-
-    features.npy            float32 or float16, one row per image
-    features_ids.txt        the image file names, one per line, row order
-    features_extractor.json the extractor's type and options
-
-The ids file is the ``.npy`` path with ``.npy`` replaced by ``_ids.txt``,
-except that a trailing ``_ims`` is dropped first, so ``test_ims.npy`` pairs
-with ``test_ids.txt``: the layout of the ``precomp`` reader and of the
-``precomputed`` extractor, which read such folders as they are.
-
-Every write is atomic (:func:`vsekit.io.atomic_write`), and new rows are
-saved every ``chunk`` images. A rerun skips the images already in the file
-and appends the others, so an interrupted extraction resumes where it
-stopped. Images that cannot be read are reported by name and never stop
-the batch (they are not written, so a rerun tries them again).
+The feature file itself (its layout: ``features.npy`` + ``features_ids.txt`` + ``features_extractor.json``;
+reading, writing and growing it atomically; the ``flickr8k`` reader's cache) lives in
+:mod:`vsekit.image.cache`. This module adds what needs the registry and the spec: extractors named by
+registered name or TOML file, and records that match one class under two names.
 """
 
 from __future__ import annotations

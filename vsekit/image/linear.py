@@ -23,11 +23,18 @@ class LinearImageEncoder(ImageEncoder):
     def __init__(self, config: Any, dim_image: int, dim: int) -> None:
         super().__init__(config, dim_image, dim)
         self.normalize_train = config.normalize_train
-        self.fc = nn.Linear(dim_image, dim)
-        bound = math.sqrt(6.0) / math.sqrt(dim_image + dim)
-        nn.init.uniform_(self.fc.weight, -bound, bound)
-        nn.init.zeros_(self.fc.bias)
+        self.fc = xavier_linear(dim_image, dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``features @ W.T + b``: (B, dim_image) float to (B, dim), unnormalized."""
         return self.fc(features)
+
+
+def xavier_linear(dim_in: int, dim_out: int) -> nn.Linear:
+    """The reference's image projection: ``nn.Linear(dim_in, dim_out)`` with Xavier-uniform weights
+    (bound sqrt(6 / (dim_in + dim_out))) and a zero bias."""
+    fc = nn.Linear(dim_in, dim_out)
+    bound = math.sqrt(6.0) / math.sqrt(dim_in + dim_out)
+    nn.init.uniform_(fc.weight, -bound, bound)
+    nn.init.zeros_(fc.bias)
+    return fc

@@ -10,15 +10,14 @@ no nonzero region keeps all of its regions.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
 import torch
-from torch import nn
 
 from vsekit.config import check, positive
 from vsekit.image.base import ImageEncoder
+from vsekit.image.linear import xavier_linear
 from vsekit.pooling import GPO, mean_pool
 
 
@@ -36,10 +35,7 @@ class RegionEncoder(ImageEncoder):
     def __init__(self, config: Any, dim_image: int, dim: int) -> None:
         super().__init__(config, dim_image, dim)
         self.normalize_train = config.normalize_train
-        self.fc = nn.Linear(dim_image, dim)
-        bound = math.sqrt(6.0) / math.sqrt(dim_image + dim)
-        nn.init.uniform_(self.fc.weight, -bound, bound)
-        nn.init.zeros_(self.fc.bias)
+        self.fc = xavier_linear(dim_image, dim)
 
     def pool(self, regions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         """The pooled (B, dim) of projected regions (B, K, dim) with valid regions ``mask`` (B, K) bool."""
