@@ -79,7 +79,7 @@ def test_max_violation_from_scratch_warns_after_epoch_1(tmp_path):
     lines = stall_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("WARNING") and "epoch 1:" in lines[0]
-    assert "warm-up" in lines[0] and "warmup_epochs" in lines[0] and "lower [train] lr" in lines[0]
+    assert "warm-up" in lines[0] and "warmup_epochs" in lines[0] and "another [train] lr" in lines[0]
     log = events(tmp_path / "run")
     stall = [e for e in log if e["event"] == "stall"]
     assert len(stall) == 1 and stall[0]["epoch"] == 1 and stall[0]["loss"] == "max_violation"
@@ -110,7 +110,7 @@ def test_infonce_at_lr_50_warns_by_its_loss(tmp_path):
     # ln B per batch averaged: at most ln 128 (fewer candidates where captions share an image or a batch is short)
     assert 0 < stall["no_information_loss"] <= math.log(128)
     assert abs(stall["mean_loss"] - stall["no_information_loss"]) <= 0.02 * stall["no_information_loss"]
-    assert "warm-up" not in stall["advice"] and "lower [train] lr" in stall["advice"]
+    assert "warm-up" not in stall["advice"] and "another [train] lr" in stall["advice"]
 
 
 @pytest.mark.slow

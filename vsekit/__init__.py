@@ -19,8 +19,7 @@ torch nor the rest of the package; the first use of a name imports the module th
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import importlib as _importlib
 
 from vsekit._version import __version__
 
@@ -53,7 +52,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """Resolve a public name (importing its module on first use), or a submodule such as ``vsekit.retrieval``.
 
     Raises:
@@ -61,12 +60,12 @@ def __getattr__(name: str) -> Any:
     """
     module = _EXPORTS.get(name)
     if module is not None:
-        value = getattr(importlib.import_module(module), name)
+        value = getattr(_importlib.import_module(module), name)
         globals()[name] = value  # the next access is a plain attribute lookup
         return value
     if not name.startswith("_"):  # `import vsekit; vsekit.retrieval.load_bank(...)` as when the root imported all
         try:
-            return importlib.import_module(f"{__name__}.{name}")
+            return _importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"{__name__}.{name}":
                 raise
@@ -76,3 +75,6 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     """The module's attributes plus every public name, resolved or not."""
     return sorted(set(globals()) | set(__all__))
+
+
+del annotations  # the __future__ import's binding: not a name of the package

@@ -76,7 +76,8 @@ class Loss(nn.Module):
 
     def stall_advice(self) -> str:
         """What usually helps when training with this loss goes nowhere (one clause for the stall warning)."""
-        return "a lower [train] lr"
+        return ("another [train] lr: lower when the loss jumped or diverged, higher when it barely moved "
+                "(a small model often needs a higher one)")
 
 
 def negatives_mask(ids: torch.Tensor, same_image_negatives: bool) -> torch.Tensor:
@@ -207,8 +208,8 @@ class MaxViolationLoss(Loss):
         """A warm-up when there is none, else a longer one; or a lower learning rate."""
         if not (self.config.warmup_epochs or self.config.warmup_steps):
             return ("a warm-up before max-violation ([loss] warmup_epochs = 1: the summed hinge first, or "
-                    "warmup_loss = \"infonce\"), or a lower [train] lr")
-        return "a longer warm-up ([loss] warmup_epochs) or a lower [train] lr"
+                    "warmup_loss = \"infonce\"), or another [train] lr")
+        return "a longer warm-up ([loss] warmup_epochs) or another [train] lr"
 
 
 class InfoNCELoss(Loss):

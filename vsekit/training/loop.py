@@ -205,7 +205,7 @@ class Loop:
         reasons = stall_reasons(rsum, chance, mean_loss, noinfo)
         if not reasons:
             return
-        advice = getattr(self.loss_fn, "stall_advice", lambda: "a lower [train] lr")()
+        advice = getattr(self.loss_fn, "stall_advice", lambda: "another [train] lr")()
         self.mlog.write("stall", p.step, epoch=epoch, reasons=reasons, rsum=rsum, chance_rsum=chance,
                         mean_loss=mean_loss, no_information_loss=noinfo, loss=self.spec.loss.type, advice=advice)
         if self.d.is_main:

@@ -36,7 +36,8 @@ def stall_reasons(rsum: float | None, chance: float | None, mean_loss: float | N
     """
     reasons = []
     if rsum is not None and chance is not None and rsum <= STALL_CHANCE_FACTOR * chance:
-        reasons.append(f"dev rsum {rsum:.1f} is at most {STALL_CHANCE_FACTOR:g} x chance ({chance:.1f})")
+        reasons.append(f"dev rsum {rsum:.1f} is at most {STALL_CHANCE_FACTOR:g} x chance = "
+                       f"{STALL_CHANCE_FACTOR * chance:.1f} (chance: {chance:.1f})")
     if mean_loss is not None and no_information is not None and no_information > 0 \
             and abs(mean_loss - no_information) <= STALL_LOSS_TOLERANCE * no_information:
         reasons.append(f"the mean loss {mean_loss:.4g} is within {STALL_LOSS_TOLERANCE:.0%} of {no_information:.4g}, "
