@@ -143,3 +143,14 @@ def mini_dup_run(tmp_path_factory):
     spec = root / "spec.toml"
     spec.write_text(tiny_spec_text(root), encoding="utf-8")
     return vsekit.train(spec, root / "run", quiet=True)["run_dir"] and root / "run"
+
+
+def test_eval_data_may_be_a_spec_of_data_alone(trained_run, zero_test_data, tmp_path):
+    """`vsekit eval --data` needs only a [data] table (the model comes from the run)."""
+    data_only = tmp_path / "data.toml"
+    data_only.write_text(zero_test_data.read_text().split("[model]")[0], encoding="utf-8")
+    assert "[loss]" not in data_only.read_text() and "[data]" in data_only.read_text()
+    target = tmp_path / "m.json"
+    result = invoke("eval", trained_run, "--data", data_only, "-q", "-o", target)
+    assert result.exit_code == 0, result.output
+    assert json.loads(target.read_text())["protocol"]["n_images"] == 50

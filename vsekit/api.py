@@ -74,8 +74,10 @@ def resolve_split(model: JointModel, data: Any, split: str) -> Split:
         reader = resolve_preset(data)
         if reader is not None:
             return reader.read(split)
-    if isinstance(data, (str, Path, spec_mod.Spec)):
-        return load_spec(data).data.build().read(split)
+    if isinstance(data, spec_mod.Spec):
+        return data.data.build().read(split)
+    if isinstance(data, (str, Path)):  # a spec file: only its [data] (and [eval]) are needed
+        return spec_mod.load_data_spec(data).data.build().read(split)
     if data is None:
         meta_spec = getattr(model, "spec", None)
         if meta_spec is None:
@@ -90,7 +92,7 @@ def data_source(model: JointModel, data: Any) -> Any:
     if isinstance(data, spec_mod.Spec):
         return data.data
     if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
-        return load_spec(data).data
+        return spec_mod.load_data_spec(data).data
     if data is None:
         return (getattr(model, "spec", None) or {}).get("data")
     return data
@@ -152,7 +154,7 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
         split_data = resolve_split(model, data, split)
         record, coco = {"spec": str(data)}, None
         if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
-            given = load_spec(data)
+            given = spec_mod.load_data_spec(data)
             record["data"] = given.data.to_dict()
             strict_protocol, coco = strict_protocol or given.eval.strict_protocol, given.eval.coco_1k_and_5k
     record["source"] = split_data.source

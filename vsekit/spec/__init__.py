@@ -111,10 +111,13 @@ class _Problems(list):
             return None
 
 
-def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = None) -> Spec:
+def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = None, *,
+              required: tuple[str, ...] = ("data", "model", "loss")) -> Spec:
     """Build a :class:`Spec` from parsed TOML; every problem is reported at once.
 
     ``base`` (default: the current directory) is where relative paths and ``file.py:Class`` names resolve.
+    ``required``: the sections that must be there; ``("data",)`` reads a data spec (``vsekit eval --data``),
+    whose absent ``model`` and ``loss`` are None.
 
     Raises:
         SpecError: one line per problem: ``SOURCE: [section] key: message``.
@@ -135,7 +138,7 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
     if not isinstance(name, str) or not name:
         problems.append(("name", f"expected a non-empty string, got {name!r}"))
     imports = _imports(raw, base, problems)
-    for section in ("data", "model", "loss"):
+    for section in required:
         if section not in raw:
             problems.append((section, "missing section"))
     data = problems.attempt(lambda: build_component("dataset_reader", raw["data"], "data", base)) if "data" in raw \
@@ -210,15 +213,26 @@ def _field(path: str) -> str:
     return tail if head else ""
 
 
-def load(path: str | Path, overrides: Iterable[str] = ()) -> Spec:
-    """Read, override (``--set`` items) and structure the spec file at ``path``.
+def load(path: str | Path, overrides: Iterable[str] = (), *,
+         required: tuple[str, ...] = ("data", "model", "loss")) -> Spec:
+    """Read, override (``--set`` items) and structure the spec file at ``path`` (``required``: as :func:`from_dict`).
 
     Raises:
         SpecError: the file is missing or not TOML, an override is malformed, or the spec has problems.
     """
     path = Path(path)
     raw = apply_overrides(read_toml(path), overrides)
-    return from_dict(raw, source=str(path), base=path.resolve().parent)
+    return from_dict(raw, source=str(path), base=path.resolve().parent, required=required)
+
+
+def load_data_spec(path: str | Path) -> Spec:
+    """The spec file at ``path`` read for its data: only ``[data]`` is required (``[eval]`` is read too), so a
+    file holding just the data a model is evaluated on will do.
+
+    Raises:
+        SpecError: as :func:`load`.
+    """
+    return load(path, required=("data",))
 
 
 #: the field helpers that moved to :mod:`vsekit.config`; importing them from here warns (for one release)
