@@ -141,21 +141,7 @@ def test_broken_image_is_detected(tmp_path):
 
 def test_cli_html_page_and_screenshot(pictures, tmp_path):
     """`vsekit retrieve --html`: the page of a real query over an image bank of files."""
-    import torch
-
-    from vsekit.data.vocab import Vocab
-    from vsekit.image.linear import LinearImageEncoder
-    from vsekit.model import JointModel
-    from vsekit.text.bow import BoWEncoder
-
-    vocab = Vocab(["red", "blue", "car", "dog"])
-    model = JointModel(BoWEncoder(BoWEncoder.Config(), len(vocab), 4),
-                       LinearImageEncoder(LinearImageEncoder.Config(), 4, 4), vocab).eval()
-    with torch.no_grad():
-        model.sentence_encoder.embed.weight.zero_()
-        for axis, word in enumerate(["red", "blue", "car", "dog"]):
-            model.sentence_encoder.embed.weight[vocab.index[word], axis] = 1.0
-        model.image_encoder.fc.weight.copy_(torch.eye(4))
+    model = _toy_model()
     spec = {"model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
     checkpoint.save(tmp_path / "toy", "best", model, spec)
     feats = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1]], np.float32)
@@ -265,8 +251,8 @@ def test_write_html_escapes_hostile_text_and_names(tmp_path, embed):
     assert_static(page, *HOSTILE)
 
 
-def _toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Path:
-    """The 4-word, 4-d bag-of-words model of test_cli_html_page_and_screenshot, saved as a run folder."""
+def _toy_model():
+    """A 4-word, 4-d bag-of-words model: word k is axis k ("red", "blue", "car", "dog"), images map to themselves."""
     import torch
 
     from vsekit.data.vocab import Vocab
@@ -282,6 +268,12 @@ def _toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Pat
         for axis, word in enumerate(["red", "blue", "car", "dog"]):
             model.sentence_encoder.embed.weight[vocab.index[word], axis] = 1.0
         model.image_encoder.fc.weight.copy_(torch.eye(4))
+    return model
+
+
+def _toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Path:
+    """The 4-word, 4-d bag-of-words model of :func:`_toy_model`, saved as a run folder."""
+    model = _toy_model()
     spec = {"name": name, "model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}},
             "loss": {"type": "infonce"}, **({"data": data} if data else {})}
     run = tmp_path / "toy"

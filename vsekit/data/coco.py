@@ -48,16 +48,21 @@ def _image_id(value: Any) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and bool(value))
 
 
+def _check_entry(where: str, item: Any, keys: tuple[str, ...]) -> None:
+    """Raise :class:`DataError` at ``where`` unless ``item`` is an object holding every one of ``keys``."""
+    if not isinstance(item, dict):
+        raise DataError(f"{where}: expected an object, got {type(item).__name__}")
+    for key in keys:
+        if key not in item:
+            raise DataError(f'{where}: missing key "{key}"')
+
+
 def _images(path: Path, items: list[Any]) -> OrderedDict[str, str]:
     files: OrderedDict[str, str] = OrderedDict()
     where_name: dict[str, int] = {}
     for i, item in enumerate(items):
         where = f"{path}: images[{i}]"
-        if not isinstance(item, dict):
-            raise DataError(f"{where}: expected an object, got {type(item).__name__}")
-        for key in ("id", "file_name"):
-            if key not in item:
-                raise DataError(f'{where}: missing key "{key}"')
+        _check_entry(where, item, ("id", "file_name"))
         name = item["file_name"]
         if not isinstance(name, str) or not name.strip():
             raise DataError(f'{where}: "file_name": expected a file name, got {name!r}')
@@ -90,11 +95,7 @@ def parse_coco(path: Path) -> CocoCaptions:
     captions: dict[str, list[str]] = {}
     for j, item in enumerate(_items(path, doc, "annotations")):
         where = f"{path}: annotations[{j}]"
-        if not isinstance(item, dict):
-            raise DataError(f"{where}: expected an object, got {type(item).__name__}")
-        for key in ("image_id", "caption"):
-            if key not in item:
-                raise DataError(f'{where}: missing key "{key}"')
+        _check_entry(where, item, ("image_id", "caption"))
         where = f"{where} (image_id {item['image_id']!r})"
         if str(item["image_id"]) not in files or not _image_id(item["image_id"]):
             raise DataError(f'{where}: unknown image id (not in "images")')
