@@ -128,3 +128,16 @@ def trained_run(small_data, tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(old)
     return Path(results["run_dir"])
+
+
+# the bad-input harness's fixtures (tests/bad_input_harness.py)
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return mini_slice(tmp_path_factory.mktemp("tiny_data"), {"train": 20, "dev": 10, "test": 10})
+
+
+@pytest.fixture
+def env(tmp_path, tiny_data, trained_run, small_data):
+    from bad_input_harness import Env
+
+    return Env(tmp_path, tiny_data, trained_run, small_data)
