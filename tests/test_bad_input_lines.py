@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,12 @@ def flickr8k_two_images_one_file_name(e):
 
 
 @case
+def flickr8k_two_ids_one_file(e):
+    root = flickr(e, {"dev3.jpg": "B.jpg", "dev5.jpg": "./B.jpg"})  # one file, two ids: was one row shared
+    return run_flickr(e, root), [root / "splits" / "dev.txt", "two images named 'B.jpg' (B.jpg and ./B.jpg)"]
+
+
+@case
 def flickr8k_feature_id_with_other_break_and_one_missing(e):
     root = flickr(e)
     ids = root / "feats" / "all_ids.txt"
@@ -230,3 +237,19 @@ def test_what_is_written_is_read_back(records):
         assert str(exc).startswith(f"f.txt: id {n} ")
     else:
         assert split_records(text, "f.txt", allow_empty_file=True) == records
+
+
+def test_coco_id_list_line_that_is_one_image_id_and_another_file_name(tmp_path):
+    from vsekit.data.coco import CocoReader
+
+    doc = {"images": [{"id": 1, "file_name": "2"}, {"id": 2, "file_name": "b.jpg"}],
+           "annotations": [{"image_id": 1, "caption": "a dog"}, {"image_id": 2, "caption": "a cat"}]}
+    (tmp_path / "caps.json").write_text(json.dumps(doc))
+    for split, listed in (("train", "b.jpg\n1\n"), ("dev", "2\n"), ("test", "1\n")):
+        (tmp_path / f"{split}_ids.txt").write_text(listed)
+    reader = CocoReader(CocoReader.Config(json=str(tmp_path / "caps.json"), splits=str(tmp_path / "{split}_ids.txt")))
+    assert reader.listing("train").names == ["b.jpg", "2"]
+    with pytest.raises(DataError) as info:
+        reader.listing("dev")  # '2': image 2 by id, or image 1 by file_name: was silently image 2
+    assert str(info.value) == (f"{tmp_path / 'dev_ids.txt'}: line 1: '2' is the id of one image and the file_name "
+                               f"of image '1' in {tmp_path / 'caps.json'}: write the other form")

@@ -240,15 +240,16 @@ def feature_keys(paths: Sequence[str | Path], where: str, ids: Sequence[str] | N
     starts it.
 
     Raises:
-        DataError: two different images with one file name (``x/B.jpg`` and ``y/B.jpg``): they would share one
-            feature row, so one is refused rather than silently given the other's features.
+        DataError: two different images (two ``ids``, or without ids two paths) with one file name (``x/B.jpg``
+            and ``y/B.jpg``, or ``B.jpg`` and ``./B.jpg``): they would share one feature row, so they are
+            refused rather than one silently given the other's features.
     """
     seen: dict[str, int] = {}
     keys = []
     for i, p in enumerate(paths):
         key = Path(p).name
         j = seen.setdefault(key, i)
-        if j != i and Path(paths[j]) != Path(p):
+        if j != i and (ids[j] != ids[i] if ids else Path(paths[j]) != Path(p)):
             names = ids or [str(q) for q in paths]
             raise DataError(f"{where + ': ' if where else ''}two images named {key!r} ({names[j]} and {names[i]}): "
                             f"feature rows are looked up by file name, so they would share one row; rename one "
