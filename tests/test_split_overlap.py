@@ -40,11 +40,24 @@ def test_by_id_exactly():
     test_ids = ["c.jpg", "x.jpg", "j.jpg", "C.jpg", " a.jpg", "y/a.jpg"]  # only c.jpg and j.jpg are the same ids
     found = split_overlap([split("train", rng.random((10, 3)), train_ids), split("test", rng.random((6, 3)), test_ids)])
     want = [i for i in test_ids if i in set(train_ids)]
-    assert found == {"train/test": {"by": "image id", "shared": len(want), "images": {"train": 10, "test": 6},
-                                    "examples": want}}
+    assert found == {"train/test": {"images": {"train": 10, "test": 6},
+                                    "by_id": {"shared": len(want), "examples": want},
+                                    "by_rows": {"shared": 0, "examples": []}}}
     (w,) = overlap_warnings(found)
     assert w.startswith("splits 'train' and 'test' overlap: 2 of the 6 'test' images are also in 'train' "
-                        "(matched by image id, e.g. 'c.jpg')")
+                        "(same image id, e.g. 'c.jpg')")
+
+
+def test_one_picture_under_two_ids_is_found_by_rows():
+    rng = np.random.default_rng(3)
+    train, test = rng.random((4, 3)), rng.random((3, 3))
+    test[1] = train[2]  # 'B.jpg' in test is 'x/B.jpg' of train: the ids differ, the features do not
+    found = split_overlap([split("train", train, ["a", "x/B.jpg", "c", "d"]), split("test", test, ["e", "B.jpg", "f"])])
+    rec = found["train/test"]
+    assert rec["by_id"]["shared"] == 0 and rec["by_rows"] == {"shared": 1, "examples": [{"train": 2, "test": 1}]}
+    (w,) = overlap_warnings(found)
+    assert "1 of the 3 'test' images have the feature row of an image of 'train'" in w
+    assert "test row 1 = train row 2" in w
 
 
 def test_by_rows_when_a_split_has_no_ids():
@@ -53,15 +66,15 @@ def test_by_rows_when_a_split_has_no_ids():
     test = rng.random((6, 5)).astype(np.float32)
     test[1], test[4] = train[7], train[2]
     test[5] = np.nextafter(train[3], np.float32(2))  # one ulp away: another image
-    dev = train[[0, 0, 9]]  # no ids here, ids on train: matched by rows
+    dev = train[[0, 0, 9]]  # no ids here, ids on train: matched by rows only
     found = split_overlap([split("train", train, [f"{i}" for i in range(12)]), split("dev", dev), split("test", test)])
     for pair, (a, b) in {"train/dev": (train, dev), "train/test": (train, test), "dev/test": (dev, test)}.items():
         want = brute_force_rows(a, b)
         name_a, name_b = pair.split("/")
-        assert found[pair]["by"] == "feature rows"
-        assert found[pair]["shared"] == len(want), pair
-        assert found[pair]["examples"] == [{name_a: i, name_b: j} for i, j in want][:5]
-    assert found["train/test"]["shared"] == 2 and found["dev/test"]["shared"] == 0
+        assert found[pair]["by_id"] is None
+        examples = [{name_a: i, name_b: j} for i, j in want][:5]
+        assert found[pair]["by_rows"] == {"shared": len(want), "examples": examples}
+    assert found["train/test"]["by_rows"]["shared"] == 2 and found["dev/test"]["by_rows"]["shared"] == 0
     assert len(overlap_warnings(found)) == 2
 
 
@@ -73,7 +86,7 @@ def test_region_features_and_a_split_given_twice():
     dev = split("dev", test)
     found = split_overlap([split("train", train), dev, dev])  # the dev split evaluated: compared once
     assert list(found) == ["train/dev"]
-    assert found["train/dev"]["shared"] == 1 and found["train/dev"]["examples"] == [{"train": 1, "dev": 2}]
+    assert found["train/dev"]["by_rows"] == {"shared": 1, "examples": [{"train": 1, "dev": 2}]}
 
 
 def test_run_warns_and_records_rows_shared(tmp_path, tiny_data, caplog):
@@ -91,11 +104,11 @@ def test_run_warns_and_records_rows_shared(tmp_path, tiny_data, caplog):
     with caplog.at_level(logging.WARNING, logger="vsekit.training.setup"):
         r = invoke(["run", str(spec), "--out", str(tmp_path / "out"), "-q"], tmp_path)
     assert r.exit_code == 0, r.output
-    sentence = f"splits 'train' and 'test' overlap: {want} of the 10 'test' images are also in 'train'"
+    sentence = f"splits 'train' and 'test' overlap: {want} of the 10 'test' images have the feature row of an image"
     assert sum(sentence in rec.getMessage() and rec.levelname == "WARNING" for rec in caplog.records) == 1
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())["split_overlap"]
-    assert prov["train/test"]["shared"] == want and prov["train/test"]["by"] == "feature rows"
-    assert prov["train/dev"]["shared"] == prov["dev/test"]["shared"] == 0
+    assert prov["train/test"]["by_id"] is None and prov["train/test"]["by_rows"]["shared"] == want
+    assert prov["train/dev"]["by_rows"]["shared"] == prov["dev/test"]["by_rows"]["shared"] == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert sum(w.startswith(sentence) for w in results["warnings"]) == 1
 
@@ -113,11 +126,16 @@ def test_flickr8k_overlap_by_id(env, caplog):
         data = load_data(load(env.spec))
     test_names = lines_of(test_list)
     want = [n for n in test_names if n in set(train_names)]
-    assert data.overlap["train/test"] == {"by": "image id", "shared": len(want), "images": {"train": 20, "test": 10},
-                                          "examples": want}
-    assert data.overlap["train/dev"]["shared"] == data.overlap["dev/test"]["shared"] == 0
-    assert [r.getMessage() for r in caplog.records] == overlap_warnings(data.overlap)
-    assert "3 of the 10 'test' images are also in 'train' (matched by image id, e.g. 'train4.jpg')" in \
+    rows = brute_force_rows(data.train.images, data.test.images)
+    assert len(want) == len(rows) == 3  # listed under the same ids: the same rows
+    assert data.overlap["train/test"] == {"images": {"train": 20, "test": 10},
+                                          "by_id": {"shared": len(want), "examples": want},
+                                          "by_rows": {"shared": 3,
+                                                      "examples": [{"train": i, "test": j} for i, j in rows]}}
+    assert all(data.overlap[p]["by_id"]["shared"] == data.overlap[p]["by_rows"]["shared"] == 0
+               for p in ("train/dev", "dev/test"))
+    assert [r.getMessage() for r in caplog.records] == overlap_warnings(data.overlap)  # one: the rows add nothing
+    assert "3 of the 10 'test' images are also in 'train' (same image id, e.g. 'train4.jpg')" in \
         caplog.records[0].getMessage()
 
 
@@ -129,5 +147,6 @@ def test_no_overlap_no_warning(tiny_data, tmp_path, caplog):
     spec.write_text(tiny_spec_text(tiny_data), encoding="utf-8")
     with caplog.at_level(logging.WARNING, logger="vsekit.training.setup"):
         data = load_data(load(spec))
-    assert {k: v["shared"] for k, v in data.overlap.items()} == {"train/dev": 0, "train/test": 0, "dev/test": 0}
+    assert {k: v["by_rows"]["shared"] for k, v in data.overlap.items()} == {"train/dev": 0, "train/test": 0,
+                                                                             "dev/test": 0}
     assert caplog.records == []

@@ -6,8 +6,9 @@ run would say so. Two splits are compared:
 
 - by image id where both have ids (``flickr8k``, ``csv``, ``karpathy``, ``coco``: :attr:`Split.image_ids`),
   matched exactly as written (no case, space or folder folding);
-- by identical feature rows otherwise (``precomp`` has no ids): each image's row bytes are hashed
-  (BLAKE2b, 16 bytes); for region features (N, K, dim) the first region of each image stands for it.
+- always by identical feature rows, the only way where a format has no ids (``precomp``), and a second one
+  where it has (one picture under two names, ``x/B.jpg`` and ``B.jpg``, is one image): each image's row
+  bytes are hashed (BLAKE2b, 16 bytes); for region features (N, K, dim) the first region stands for it.
 
 The result is a plain dict for ``provenance.json``; :func:`overlap_warnings` turns it into the sentences a
 run logs and lists in ``results.json`` ``warnings``.
@@ -43,52 +44,59 @@ def row_digests(images: np.ndarray) -> list[bytes]:
     return out
 
 
-def _keys(split: Split, by_id: bool, cache: dict[str, list[Any]]) -> list[Any]:
-    name = f"{split.name}:{'id' if by_id else 'rows'}"
-    if name not in cache:
-        cache[name] = list(split.image_ids or []) if by_id else row_digests(split.images)
-    return cache[name]
+def _digests(split: Split, cache: dict[str, list[bytes]]) -> list[bytes]:
+    if split.name not in cache:
+        cache[split.name] = row_digests(split.images)
+    return cache[split.name]
 
 
-def _pair(a: Split, b: Split, cache: dict[str, list[Any]]) -> dict[str, Any]:
-    """The record of one pair: how matched, how many of ``b``'s images are in ``a``, examples."""
-    by_id = bool(a.image_ids) and bool(b.image_ids)
-    keys_a, keys_b = _keys(a, by_id, cache), _keys(b, by_id, cache)
-    first = {}
+def _shared(keys_a: Sequence[Any], keys_b: Sequence[Any]) -> list[tuple[int, int]]:
+    """``(first index in keys_a, index in keys_b)`` for every key of ``keys_b`` also in ``keys_a``."""
+    first: dict[Any, int] = {}
     for i, k in enumerate(keys_a):
         first.setdefault(k, i)
-    shared = [(first[k], j) for j, k in enumerate(keys_b) if k in first]
-    record: dict[str, Any] = {"by": "image id" if by_id else "feature rows", "shared": len(shared),
-                              "images": {a.name: len(keys_a), b.name: len(keys_b)}}
-    if by_id:
-        record["examples"] = [keys_b[j] for _, j in shared[:EXAMPLES]]
-    else:
-        record["examples"] = [{a.name: i, b.name: j} for i, j in shared[:EXAMPLES]]  # 0-based rows
+    return [(first[k], j) for j, k in enumerate(keys_b) if k in first]
+
+
+def _pair(a: Split, b: Split, cache: dict[str, list[bytes]]) -> dict[str, Any]:
+    """The record of one pair (see :func:`split_overlap`)."""
+    record: dict[str, Any] = {"images": {a.name: a.n_images, b.name: b.n_images}, "by_id": None}
+    if a.image_ids and b.image_ids:
+        ids = _shared(a.image_ids, b.image_ids)
+        record["by_id"] = {"shared": len(ids), "examples": [b.image_ids[j] for _, j in ids[:EXAMPLES]]}
+    rows = _shared(_digests(a, cache), _digests(b, cache))
+    record["by_rows"] = {"shared": len(rows), "examples": [{a.name: i, b.name: j} for i, j in rows[:EXAMPLES]]}
     return record
 
 
 def split_overlap(splits: Sequence[Split]) -> dict[str, dict[str, Any]]:
     """Every pair of distinctly named ``splits`` compared: ``{"train/test": record, ...}`` in the given order.
 
-    A record is ``{"by": "image id" | "feature rows", "shared": number of the second split's images found in
-    the first, "images": {name: image count}, "examples": up to 5 shared ids, or {name: 0-based row} pairs}``.
-    A split given twice (the dev split evaluated) is compared once.
+    A record is ``{"images": {name: image count}, "by_id": None (a split without ids) or {"shared": number of
+    the second split's ids also in the first, "examples": up to 5 of them}, "by_rows": {"shared": number of the
+    second split's images whose feature row is also one of the first's, "examples": up to 5 {name: 0-based
+    row} pairs}}``. Rows are compared even where ids are (``x.jpg`` and ``copy of x.jpg`` are one image). A
+    split given twice (the dev split evaluated) is compared once.
     """
     unique = list({s.name: s for s in splits}.values())
-    cache: dict[str, list[Any]] = {}
+    cache: dict[str, list[bytes]] = {}
     return {f"{a.name}/{b.name}": _pair(a, b, cache) for n, a in enumerate(unique) for b in unique[n + 1:]}
 
 
 def overlap_warnings(found: dict[str, dict[str, Any]]) -> list[str]:
-    """One sentence per pair of :func:`split_overlap`'s result that shares images (none when none does)."""
+    """The sentences for :func:`split_overlap`'s result: per pair, one for shared ids and one for shared feature
+    rows when they find more images than the ids do (none when the splits share nothing)."""
     out = []
     for pair, rec in found.items():
-        if not rec["shared"]:
-            continue
         a, b = pair.split("/", 1)
-        e = rec["examples"][0]
-        example = repr(e) if rec["by"] == "image id" else f"{b} row {e[b]} = {a} row {e[a]}"
-        out.append(f"splits {a!r} and {b!r} overlap: {rec['shared']} of the {rec['images'][b]} {b!r} images are "
-                   f"also in {a!r} (matched by {rec['by']}, e.g. {example}); scores on {b!r} are not measured on "
-                   f"unseen images")
+        n_b, by_id, by_rows = rec["images"][b], rec["by_id"], rec["by_rows"]
+        if by_id and by_id["shared"]:
+            out.append(f"splits {a!r} and {b!r} overlap: {by_id['shared']} of the {n_b} {b!r} images are also in "
+                       f"{a!r} (same image id, e.g. {by_id['examples'][0]!r}); scores on {b!r} are not measured on "
+                       f"unseen images")
+        if by_rows["shared"] > (by_id["shared"] if by_id else 0):
+            e = by_rows["examples"][0]
+            out.append(f"splits {a!r} and {b!r} overlap: {by_rows['shared']} of the {n_b} {b!r} images have the "
+                       f"feature row of an image of {a!r} (identical rows, e.g. {b} row {e[b]} = {a} row {e[a]}); "
+                       f"scores on {b!r} are not measured on unseen images")
     return out
