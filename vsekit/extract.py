@@ -16,10 +16,10 @@ from typing import Any
 import attrs
 
 from vsekit.data import files
-from vsekit.errors import DataError, SpecError
+from vsekit.errors import SpecError
 from vsekit.image import cache
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.image.cache import DTYPES, RUNTIME_OPTIONS, ExtractReport, FeatureFile, ids_path, meta_path
+from vsekit.image.cache import DTYPES, RUNTIME_OPTIONS, ExtractReport, FeatureFile, feature_keys, ids_path, meta_path
 
 __all__ = [
     "DTYPES",
@@ -53,14 +53,9 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
         DataError: as :func:`vsekit.data.files.list_images`, and for two images with the same file name
             (ids are file names).
     """
-    paths = files.list_images(inputs)
-    seen: dict[str, Path] = {}
-    for p in paths:
-        if p.name in seen and seen[p.name] != p:
-            raise DataError(f"two images named {p.name!r} ({seen[p.name]} and {p}): ids are file names, "
-                            "extract them into separate files")
-        seen[p.name] = p
-    return list(dict.fromkeys(paths))
+    paths = list(dict.fromkeys(files.list_images(inputs)))
+    feature_keys(paths, "")  # the one check: vsekit.image.cache
+    return paths
 
 
 def resolve_extractor(name_or_file: str | Path, options: Sequence[str] = ()) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,11 +75,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: The byte order mark: dropped at the start of a line file, refused anywhere else (see :func:`read_lines`).
+BOM = "\ufeff"
+
+
 def read_lines(path: str | Path, what: str = "line", *, allow_empty_file: bool = False) -> list[str]:
     """The records of a line-oriented text file (captions, ids, splits, vocabularies): vsekit's one rule.
 
     A record is a line ended by ``\\n`` (the last may lack it); one trailing
-    ``\\r`` is stripped from each; a leading UTF-8 BOM is dropped. Trailing
+    ``\\r`` is stripped from each; a UTF-8 BOM (U+FEFF) at the very start of
+    the file is dropped, and one anywhere else (two files joined together, an
+    editor's slip) is refused with its line: it would silently become part of
+    an id or a caption that then matches nothing. Trailing
     empty or whitespace-only lines are ignored; any other empty or
     whitespace-only record is refused, so record ``i`` is always line ``i + 1``
     and whatever is computed from the records lines up with the file. Other
@@ -88,8 +95,9 @@ def read_lines(path: str | Path, what: str = "line", *, allow_empty_file: bool =
 
     Returns a list of str, one per record, in file order.
     Raises :class:`~vsekit.errors.DataError` naming ``path`` (and the 1-based
-    line) for a missing file, text that is not UTF-8, an empty ``what`` record,
-    or a file without records (unless ``allow_empty_file``).
+    line, as ``sed -n Np`` counts: ``\\n`` ends a line) for a missing file,
+    text that is not UTF-8, a BOM past the start, an empty ``what`` record, or
+    a file without records (unless ``allow_empty_file``).
     """
     from vsekit.errors import DataError
 
@@ -101,7 +109,7 @@ def read_lines(path: str | Path, what: str = "line", *, allow_empty_file: bool =
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected a text file of one {what} a line") from None
     try:
-        text = data.decode("utf-8-sig")  # a BOM is not part of the first record
+        text = data.decode("utf-8")  # split_records drops a leading BOM
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
@@ -109,10 +117,13 @@ def read_lines(path: str | Path, what: str = "line", *, allow_empty_file: bool =
 
 
 def split_records(text: str, source: str, what: str = "line", *, allow_empty_file: bool = False) -> list[str]:
-    """:func:`read_lines`'s rule applied to text already read; ``source`` names it in errors."""
+    """:func:`read_lines`'s rule applied to text already read (a leading BOM dropped); ``source`` names it in errors.
+
+    Returns a list of str, one per record. Raises :class:`~vsekit.errors.DataError` as :func:`read_lines`.
+    """
     from vsekit.errors import DataError
 
-    records = text.split("\n")
+    records = text.removeprefix(BOM).split("\n")
     if records[-1] == "":
         records.pop()  # the final "\n" ends the last record; it does not start another
     records = [r.removesuffix("\r") for r in records]
@@ -126,7 +137,38 @@ def split_records(text: str, source: str, what: str = "line", *, allow_empty_fil
         if not r.strip():
             raise DataError(f"{source}: line {i + 1}: empty {what} (every line up to the last must hold one, so that "
                             f"rows line up with lines)")
+        if BOM in r:
+            raise DataError(f"{source}: line {i + 1}: a byte order mark (U+FEFF) inside the file (expected one only "
+                            f"at the very start; were two files joined?): remove it")
     return records
+
+
+def record_text(records: Iterable[str], what: str, where: str, *, allow_empty: bool = False) -> str:
+    """The text of a line file holding ``records`` (each ended by ``\\n``), which :func:`read_lines` reads
+    back as the same records: the writers' half of the one rule. ``allow_empty``: empty records pass (a
+    field of a CSV row may be empty; a line file's record may not).
+
+    Raises:
+        DataError: ``{where}: {what} N 'TEXT' contains a line break: ...`` (N 1-based), for a record holding
+            ``\\n`` or ``\\r`` (it would become two lines or lose a character), a U+FEFF, or nothing but spaces.
+    """
+    from vsekit.errors import DataError
+
+    out = []
+    for i, r in enumerate(records, 1):
+        why = _unwritable(r)
+        if why and not (allow_empty and r == ""):
+            raise DataError(f"{where}: {what} {i} {r[:60]!r} {why}: it cannot be written as one line of a line file")
+        out.append(r + "\n")
+    return "".join(out)
+
+
+def _unwritable(record: str) -> str:
+    if "\n" in record or "\r" in record:
+        return "contains a line break"
+    if BOM in record:
+        return "contains a byte order mark (U+FEFF)"
+    return "" if record.strip() else "is empty"
 
 
 def load_feature_rows(path: Path, *, regions: bool = False) -> np.ndarray:

@@ -31,7 +31,7 @@ import attrs
 import numpy as np
 
 from vsekit.errors import CheckpointError, DataError, VsekitError
-from vsekit.io import atomic_write_bytes, atomic_write_text
+from vsekit.io import atomic_write_bytes, atomic_write_text, split_records
 from vsekit.metrics import ranks_both
 
 if TYPE_CHECKING:
@@ -207,11 +207,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (a run folder has metrics.jsonl)")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = split_records(path.read_text(encoding="utf-8"), str(path), "JSON event", allow_empty_file=True)
     rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, line in enumerate(lines, 1):  # records end at "\n" only (vsekit.io.read_lines' rule)
         try:
             rows.append(json.loads(line))
         except ValueError:

@@ -10,6 +10,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from vsekit.io import record_text
+
 F8K_MINI = "vsekit:f8k_mini"
 
 __all__ = ["F8K_MINI", "find_shared_data", "missing_test_input", "run_quick", "shared_data", "tiny_batch",
@@ -75,7 +77,8 @@ def tiny_dataset(dest: str | Path, train: int = 40, dev: int = 20, test: int = 2
     dest.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", train), ("dev", dev), ("test", test)):
         s = tiny_split(split, n)
-        (dest / f"{split}_caps.txt").write_text("".join(c + "\n" for c in s.captions), encoding="utf-8")
+        caps = dest / f"{split}_caps.txt"
+        caps.write_text(record_text(s.captions, "caption", str(caps)), encoding="utf-8")
         np.save(dest / f"{split}_ims.npy", s.images)
     return dest
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from vsekit.data.readers import DatasetReader, Split
 from vsekit.errors import DataError
-from vsekit.image.cache import extract_cached
+from vsekit.image.cache import extract_cached, feature_keys
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ class CaptionedImagesReader(DatasetReader):
         (file order within each image, images in split order) to its image row.
 
         Raises:
-            DataError: an unknown split, missing or wrong files, or no image left.
+            DataError: an unknown split, missing or wrong files, two images with one file name (features are
+                looked up by it: :func:`vsekit.image.cache.feature_keys`), or no image left.
         """
         if split not in self.splits:
             raise self._unknown_split(split)
@@ -168,6 +169,7 @@ class CaptionedImagesReader(DatasetReader):
         keep, report = select_captions(listing, k)
         names = [listing.names[i] for i in keep]
         paths = [listing.paths[i] for i in keep]
+        feature_keys(paths, str(listing.source), names)  # x/B.jpg and y/B.jpg would share a row: refused
         if self.config.cache:
             result = extract_cached(self.extractor, paths, Path(self.config.cache) / f"{split}_ims.npy",
                                     spec=self.config.features.to_dict(), resolve_type=self.extractor_class)

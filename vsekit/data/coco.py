@@ -157,24 +157,28 @@ class CocoReader(CaptionedImagesReader):
         """The ids of ``split`` from its id list (ids or file names, one a line), and that file."""
         path = split_path(self.config.splits, split)
         by_name = {name: key for key, name in coco.files.items()}
-        ids = []
+        ids: dict[str, None] = {}
         for lineno, line in enumerate(read_lines(path, "image id"), 1):
-            key = line.strip()
-            key = key if key in coco.files else by_name.get(key)
+            entry = line.strip()
+            key = entry if entry in coco.files else by_name.get(entry)
             if key is None:
-                raise DataError(f"{path}: line {lineno}: unknown image id {line.strip()!r} (not in "
+                raise DataError(f"{path}: line {lineno}: unknown image id {entry!r} (not in "
                                 f"{self.json_path(split)})")
+            if entry in coco.files and by_name.get(entry, key) != key:
+                raise DataError(f"{path}: line {lineno}: {entry!r} is the id of one image and the file_name of "
+                                f"image {by_name[entry]!r} in {self.json_path(split)}: write the other form")
             if key in ids:
-                raise DataError(f"{path}: line {lineno}: duplicate image ids, e.g. {line.strip()!r}")
-            ids.append(key)
-        return ids, path
+                raise DataError(f"{path}: line {lineno}: duplicate image ids, e.g. {entry!r}")
+            ids[key] = None
+        return list(ids), path
 
     def listing(self, split: str) -> ImageCaptions:
         """The split's images (``images`` order of its own file, or id list order) and their captions
         (``annotations`` order).
 
         Raises:
-            DataError: see :func:`parse_coco`; an id list naming an unknown or repeated id; a config giving both
+            DataError: see :func:`parse_coco`; an id list naming an unknown or repeated id, or a line that is the
+                id of one image and the file_name of another; a config giving both
                 or neither way to split.
         """
         if problem := self._problem():

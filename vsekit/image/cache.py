@@ -38,7 +38,7 @@ import numpy as np
 
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.io import atomic_write, atomic_write_text, read_lines
+from vsekit.io import atomic_write, atomic_write_text, read_lines, record_text
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,21 @@ class FeatureFile:
         return cls(out, feats, ids, meta)
 
     def write(self) -> None:
-        """Record, rows, then ids; each atomically (rows without ids are dropped on read)."""
+        """Record, rows, then ids; each atomically (rows without ids are dropped on read).
+
+        Raises:
+            DataError: an id that cannot be one line of the ids file (:func:`vsekit.io.record_text`), before
+                anything is written.
+        """
 
         def save(tmp: str) -> None:
             with open(tmp, "wb") as fh:
                 np.save(fh, self.features, allow_pickle=False)
 
+        ids = record_text(self.ids, "image id", str(ids_path(self.out)))  # refused before anything is written
         atomic_write_text(meta_path(self.out), json.dumps(self.meta, indent=1) + "\n")
         atomic_write(self.out, save)
-        atomic_write_text(ids_path(self.out), "".join(f"{i}\n" for i in self.ids))
+        atomic_write_text(ids_path(self.out), ids)
 
 
 def same_extractor(a: dict[str, Any], b: dict[str, Any], resolve_type: TypeResolver | None = None) -> bool:
@@ -226,6 +232,32 @@ def _open(out: Path, extractor: ImageFeatureExtractor, spec: dict[str, Any], *, 
     return current
 
 
+def feature_keys(paths: Sequence[str | Path], where: str, ids: Sequence[str] | None = None) -> list[str]:
+    """The key each of ``paths`` is looked up by in a feature file: its file name, exactly as written (no case
+    or space folding), as :meth:`FeatureFile.read` and the ``precomputed`` extractor store ids.
+
+    ``ids`` (one per path, default the paths as given) name the images in the error; ``where`` (a file, or "")
+    starts it.
+
+    Raises:
+        DataError: two different images (two ``ids``, or without ids two paths) with one file name (``x/B.jpg``
+            and ``y/B.jpg``, or ``B.jpg`` and ``./B.jpg``): they would share one feature row, so they are
+            refused rather than one silently given the other's features.
+    """
+    seen: dict[str, int] = {}
+    keys = []
+    for i, p in enumerate(paths):
+        key = Path(p).name
+        j = seen.setdefault(key, i)
+        if j != i and (ids[j] != ids[i] if ids else Path(paths[j]) != Path(p)):
+            names = ids or [str(q) for q in paths]
+            raise DataError(f"{where + ': ' if where else ''}two images named {key!r} ({names[j]} and {names[i]}): "
+                            f"feature rows are looked up by file name, so they would share one row; rename one "
+                            f"or extract them into separate files")
+        keys.append(key)
+    return keys
+
+
 def _missing(paths: list[Path], have: dict[str, int]) -> tuple[list[Path], int]:
     """The paths whose names are not in ``have`` (each name once, first occurrence), and how many were."""
     have = dict(have)
@@ -293,10 +325,12 @@ def update(extractor: ImageFeatureExtractor, paths: Sequence[str | Path], out: s
     float32). ``force``: start a new file. ``resolve_type``: see :func:`same_extractor`.
 
     Raises:
-        DataError: a bad dtype, a file made by another extractor or holding another dtype or dim.
+        DataError: a bad dtype, a file made by another extractor or holding another dtype or dim, two images
+            with one file name (:func:`feature_keys`), a file name that cannot be one line of the ids file.
     """
     out = Path(out)
     paths = [Path(p) for p in paths]
+    record_text(feature_keys(paths, str(out)), "image file name", str(ids_path(out)))  # nothing is extracted yet
     current = _open(out, extractor, spec, dtype=dtype, force=force, resolve_type=resolve_type)
     todo, skipped = _missing(paths, current.index)
     start = time.perf_counter()
@@ -323,7 +357,7 @@ def extract_cached(extractor: ImageFeatureExtractor, paths: Sequence[str | Path]
         progress = bool(getattr(extractor, "progress", True))
     current, report = update(extractor, paths, out, spec=spec, progress=progress, resolve_type=resolve_type)
     index = current.index
-    names = [Path(p).name for p in paths]
+    names = feature_keys(paths, str(out))
     ok = np.array([n in index for n in names], dtype=bool)
     rows = [index[n] for n in names if n in index]
     dim = current.features.shape[1]

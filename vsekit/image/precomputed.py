@@ -12,6 +12,7 @@ import numpy as np
 from vsekit.config import embedded_path, path_field
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
+from vsekit.image.cache import feature_keys
 from vsekit.io import load_feature_rows, read_lines
 
 
@@ -98,10 +99,11 @@ class PrecomputedFeatures(ImageFeatureExtractor):
 
         Raises:
             DataError: the config or files are wrong (see :meth:`pairs`), ids and rows disagree in number,
-                the files differ in width, or an image id appears twice.
+                the files differ in width, an image id appears twice, or two of ``paths`` have one file name
+                (:func:`vsekit.image.cache.feature_keys`).
         """
         table = self._load()
-        names = [Path(p).name for p in paths]
+        names = feature_keys(paths, "[data.features] precomputed")
         ok = np.array([n in table for n in names], dtype=bool)
         rows = [table[n] for n in names if n in table]
         if rows:

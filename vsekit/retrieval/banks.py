@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from vsekit._version import __version__
 from vsekit.errors import DataError, VsekitError
-from vsekit.io import atomic_write, atomic_write_text, sha256_file
+from vsekit.io import atomic_write, atomic_write_text, record_text, sha256_file
 from vsekit.model import JointModel
 
 FORMAT = "vsekit-bank/1"
@@ -142,8 +142,15 @@ class Bank:
     # -- files ---------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write ``NAME.safetensors`` then ``NAME.json`` (each atomically); return the JSON path."""
+        """Write ``NAME.safetensors`` then ``NAME.json`` (each atomically); return the JSON path.
+
+        Raises:
+            DataError: a text or id that cannot be one line (a line break, a U+FEFF, an empty text): a bank's
+                texts and ids are shown and exported one a line (:func:`vsekit.io.record_text`); nothing is written.
+        """
         meta_path, weights = bank_files(path)
+        record_text(self.texts or [], "caption", str(meta_path))
+        record_text((i or "" for i in self.ids), "id", str(meta_path), allow_empty=True)
         tensors = {"embeddings": self.embeddings.detach().contiguous().cpu()}
         atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
         meta = {

@@ -16,7 +16,7 @@ import numpy as np
 
 from vsekit.data.files import is_captions_csv_header, list_images, parse_captions_csv
 from vsekit.errors import DataError
-from vsekit.io import atomic_write_text, load_feature_rows, read_lines
+from vsekit.io import atomic_write_text, load_feature_rows, read_lines, record_text
 
 
 def read_captions(path: str | Path) -> tuple[list[str], list[str] | None]:
@@ -40,7 +40,14 @@ def read_captions(path: str | Path) -> tuple[list[str], list[str] | None]:
 
 
 def write_captions_csv(path: str | Path, texts: Sequence[str], ids: Sequence[str | None]) -> None:
-    """Write ``image,caption`` CSV (the format :func:`read_captions` reads), atomically."""
+    """Write ``image,caption`` CSV (the format :func:`read_captions` reads), atomically.
+
+    Raises:
+        DataError: naming ``path`` and the caption or id that cannot be one line (a line break, a U+FEFF, an
+            empty caption): :func:`read_captions` reads a row per line (:func:`vsekit.io.record_text`).
+    """
+    record_text(texts, "caption", str(path))
+    record_text((i or "" for i in ids), "image id", str(path), allow_empty=True)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", "caption"])

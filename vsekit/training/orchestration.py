@@ -18,6 +18,7 @@ import torch
 
 import vsekit.training.distributed as distributed  # the module, not the package (no cycle)
 from vsekit import checkpoint
+from vsekit.data.overlap import overlap_warnings
 from vsekit.errors import CheckpointError, VsekitError
 from vsekit.evaluate import evaluate_split, format_table, scalar_metrics, table_rows
 from vsekit.spec import Spec
@@ -129,7 +130,8 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
         "skipped_over_maxlen_w": ctx.setup.skipped,
         "valid": {"split": t.valid_split, **valid_metrics},
         "test": {"split": spec.eval.split, **test_metrics},
-        "warnings": list(dict.fromkeys(valid_metrics.get("warnings", []) + test_metrics["warnings"])),
+        "warnings": list(dict.fromkeys(overlap_warnings(ctx.data.overlap) + valid_metrics.get("warnings", [])
+                                       + test_metrics["warnings"])),
         "run_dir": str(out),
     }
     write_results(out, results)

@@ -3,6 +3,7 @@ written, so that every user error surfaces while the run folder is untouched."""
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 
 import vsekit.training.distributed as distributed  # the module, not the package (no cycle)
 from vsekit.data.batching import CaptionStore, bucketed_batches
+from vsekit.data.overlap import overlap_warnings, split_overlap
 from vsekit.data.readers import Split
 from vsekit.data.tokenize import tokenize_all, tokenizer_problem
 from vsekit.data.vocab import Vocab, encode_all
@@ -24,6 +26,8 @@ from vsekit.model import JointModel
 from vsekit.spec import Spec
 from vsekit.training.provenance import collect
 
+log = logging.getLogger(__name__)
+
 
 @attrs.define
 class RunData:
@@ -32,6 +36,8 @@ class RunData:
     train: Split
     valid: Split
     test: Split
+    #: images shared between the splits (:func:`vsekit.data.overlap.split_overlap`), for provenance.json
+    overlap: dict[str, Any] = attrs.Factory(dict)
 
 
 def load_data(spec: Spec) -> RunData:
@@ -41,6 +47,8 @@ def load_data(spec: Spec) -> RunData:
         SpecError: an unknown split name, or ``[eval] folds`` that do not fit the evaluation split.
         DataError: a split whose image features differ in dimension from the train split's.
         ProtocolError: ``[eval] strict_protocol`` and an evaluated split with an image of fewer than 5 captions.
+
+    Images shared between the splits are logged as warnings and recorded (:attr:`RunData.overlap`).
     """
     reader = spec.data.build()
     where = spec.source or "<spec>"
@@ -62,7 +70,11 @@ def load_data(spec: Spec) -> RunData:
     if spec.eval.strict_protocol:  # refuse before training, not after it
         for s in (valid, test):
             protocol_captions(s, strict=True)
-    return RunData(train, valid, test)
+    overlap = split_overlap([train, valid, test])
+    if distributed.from_env().is_main:  # every process reads the data; one says so
+        for w in overlap_warnings(overlap):
+            log.warning("%s", w)
+    return RunData(train, valid, test, overlap)
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -192,7 +204,8 @@ class Setup:
         params = list(model.parameters()) + list(loss_fn.parameters())
         batches_per_epoch = len(epoch_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket, d))
         return cls(rng=rng, vocab=vocab, lengths=lengths, keep=keep, skipped=int(len(lengths) - len(keep)),
-                   prov=collect(files, spec.source), model=model, loss_fn=loss_fn, metric=spec.eval.metric.build(),
+                   prov={**collect(files, spec.source), "split_overlap": data.overlap}, model=model,
+                   loss_fn=loss_fn, metric=spec.eval.metric.build(),
                    store=CaptionStore(flat, lengths, tokens),
                    needs_texts=getattr(model.sentence_encoder, "needs_texts", False),
                    images=train_rows(data.train, model, device, spec.source),

@@ -9,6 +9,7 @@ import vsekit_f8k
 from safetensors import safe_open
 
 from vsekit import retrieval
+from vsekit.io import read_lines
 
 DATA = vsekit_f8k.DATA
 
@@ -51,7 +52,7 @@ def test_both_directions_on_test_images():
     r = retrieval.Retriever.load("f8k")
     ids = retrieval.read_ids(features / "test_ids.txt")[:100]
     feats = np.load(features / "test_ims.npy")[:100]
-    caps = (features / "test_caps.txt").read_text().splitlines()[:500]
+    caps = read_lines(features / "test_caps.txt", "caption")[:500]  # the one record rule, as the readers
     cbank = retrieval.build_caption_bank(r.model, caps, [ids[i // 5] for i in range(500)])
     i2t = [next(h.rank for h in cbank.search(retrieval.embed_features(r.model, feats[i]), k=500) if h.id == ids[i])
            for i in range(0, 100, 5)]

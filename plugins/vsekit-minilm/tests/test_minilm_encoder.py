@@ -20,6 +20,7 @@ from vsekit_minilm.encoder import MiniLMEncoder
 
 import vsekit
 from vsekit import registry, testing
+from vsekit.io import read_lines
 from vsekit.text.batch import TextBatch
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
@@ -139,7 +140,7 @@ def _quality_data(dest: Path, shuffle: bool = False) -> Path:
     """100 train, 20 dev and all 200 test images of vsekit:f8k_mini; ``shuffle``: each image gets another's captions."""
     data = testing.tiny_dataset(dest, train=100, dev=20, test=200)
     if shuffle:
-        caps = (data / "train_caps.txt").read_text(encoding="utf-8").splitlines()
+        caps = read_lines(data / "train_caps.txt", "caption")  # the one record rule, as the readers
         blocks = [caps[i:i + 5] for i in range(0, len(caps), 5)]
         order = np.roll(np.arange(len(blocks)), 1)  # every image gets its neighbour's 5 captions
         (data / "train_caps.txt").write_text("".join(c + "\n" for b in order for c in blocks[b]), encoding="utf-8")
