@@ -9,9 +9,7 @@ from __future__ import annotations
 import html
 import html.parser
 import json
-import os
 import re
-import shutil
 import struct
 import subprocess
 import zlib
@@ -21,15 +19,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_precomp
+from layout_check import chromium
 
-from vsekit import checkpoint, report, testing
+from vsekit import checkpoint, report
 from vsekit.cli import cli
 from vsekit.cli.retrieval import add_commands
+from vsekit.report.pages import DEFAULT_IMAGE_HINT
 from vsekit.retrieval import build_image_bank
 
 add_commands(cli)
-
-APT = "apt-get install -y chromium"
 
 #: appended to a copy of the page: after load, writes what the browser shows into the DOM
 CHECK_SCRIPT = """
@@ -41,7 +39,8 @@ window.addEventListener("load", () => {
     captions: [...document.querySelectorAll(".caption")].map(e => e.textContent),
     query_texts: [...document.querySelectorAll(".qtext")].map(e => e.textContent),
     gt: [...document.querySelectorAll("li.gt")].map(e => e.dataset.rank),
-    placeholders: [...document.querySelectorAll(".noimg")].map(e => e.textContent),
+    placeholders: [...document.querySelectorAll(".noimg .noimg-id")].map(e => e.textContent),
+    hints: [...document.querySelectorAll(".noimg .hint")].map(e => e.textContent),
     visible_width: document.querySelector("ol.results").getBoundingClientRect().width,
   };
   const pre = document.createElement("pre");
@@ -51,14 +50,6 @@ window.addEventListener("load", () => {
 });
 </script>
 """
-
-
-def chromium() -> str:
-    for name in (os.environ.get("VSEKIT_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
-                 "google-chrome-stable"):
-        if name and shutil.which(name):
-            return shutil.which(name)  # type: ignore[return-value]
-    testing.missing_test_input(f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM")
 
 
 def run_chromium(page: Path, tmp_path: Path, *extra: str) -> str:
@@ -124,6 +115,7 @@ def test_page_shows_images_captions_and_ground_truth(pictures, tmp_path, embed):
     assert shown["captions"] == ["a red car parked on a street", "a blue car <b>not bold</b>"]
     assert shown["query_texts"] == ["“a blue car”"]
     assert shown["gt"] == ["1", "1"] and shown["placeholders"] == ["gone.jpg"]
+    assert shown["hints"] == [DEFAULT_IMAGE_HINT]  # a card without its picture says so
     assert shown["visible_width"] > 100
 
 
@@ -141,7 +133,7 @@ def test_broken_image_is_detected(tmp_path):
 
 def test_cli_html_page_and_screenshot(pictures, tmp_path):
     """`vsekit retrieve --html`: the page of a real query over an image bank of files."""
-    model = _toy_model()
+    model = toy_model()
     spec = {"model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
     checkpoint.save(tmp_path / "toy", "best", model, spec)
     feats = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1]], np.float32)
@@ -251,7 +243,7 @@ def test_write_html_escapes_hostile_text_and_names(tmp_path, embed):
     assert_static(page, *HOSTILE)
 
 
-def _toy_model():
+def toy_model():
     """A 4-word, 4-d bag-of-words model: word k is axis k ("red", "blue", "car", "dog"), images map to themselves."""
     import torch
 
@@ -271,9 +263,9 @@ def _toy_model():
     return model
 
 
-def _toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Path:
-    """The 4-word, 4-d bag-of-words model of :func:`_toy_model`, saved as a run folder."""
-    model = _toy_model()
+def toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Path:
+    """The 4-word, 4-d bag-of-words model of :func:`toy_model`, saved as a run folder."""
+    model = toy_model()
     spec = {"name": name, "model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}},
             "loss": {"type": "infonce"}, **({"data": data} if data else {})}
     run = tmp_path / "toy"
@@ -282,7 +274,7 @@ def _toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Pat
 
 
 def test_retrieve_html_escapes_hostile_captions_ids_and_file_names(tmp_path):
-    run = _toy_run(tmp_path)
+    run = toy_run(tmp_path)
     pics = tmp_path / "pics"
     pics.mkdir()
     ids = [f"{n} red car.png" for n in HOSTILE_NAMES]
@@ -326,7 +318,7 @@ def test_report_gallery_escapes_hostile_captions_ids_and_file_names(tmp_path):
     pics.mkdir()
     for i, name in enumerate(ids):
         png(pics / name, 4, 4, (0, 50 * i, 0))
-    run = _toy_run(tmp_path, name=HOSTILE[6], data={"type": "precomp", "dir": str(data_dir)})
+    run = toy_run(tmp_path, name=HOSTILE[6], data={"type": "precomp", "dir": str(data_dir)})
     (run / "metrics.jsonl").write_text('{"event": "' + HOSTILE[0].replace('"', '\\"') + '"}\n', encoding="utf-8")
     for embed in ([], ["--embed-images"]):
         out = tmp_path / f"{HOSTILE_NAMES[0]}{len(embed)}"
