@@ -6,6 +6,7 @@ Needs Debian's ``chromium`` or ``$VSEKIT_CHROMIUM``; without it the tests skip, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +79,42 @@ def pages(tmp_path_factory) -> dict[str, Path]:
                                  obj={})
         assert res.exit_code == 0, res.output
         out[name] = tmp / name / "gallery.html"
+    out["compare"] = compare_page(tmp)
     return out
 
 
-KINDS = ["text-to-image", "text-to-image-no-images", "image-to-text", "arithmetic", "gallery", "gallery-no-images"]
+def fake_run(folder: Path, rsum: float, n_images: int = 1000, seed: int = 0) -> dict:
+    """A finished run's results.json and metrics.jsonl, written directly (compare only reads them)."""
+    folder.mkdir(parents=True)
+    protocol = {"ties": "pessimistic", "folds": 1, "caps_per_image_eval": 5, "n_images": n_images,
+                "n_captions_eval": 5 * n_images}
+    metrics = {c: rsum / 6 for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")}
+    res = {"name": folder.name, "seed": seed, "run_dir": str(folder), "test": {"split": "test", **metrics, "rsum": rsum,
+           "i2t_medr": 12.0, "t2i_medr": 11.0, "protocol": protocol},
+           "valid": {"split": "dev", **metrics, "rsum": rsum - 3, "i2t_medr": 13.0, "t2i_medr": 12.0,
+                     "protocol": protocol}}
+    (folder / "results.json").write_text(json.dumps(res))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"event": "valid", "step": s, "rsum": rsum * s / 3000})
+                                                  + "\n" for s in range(500, 3001, 500)))
+    return res
+
+
+def compare_page(tmp: Path) -> Path:
+    """``vsekit compare`` over a run, a seeds folder and a run on another split size, with long names."""
+    long = "flickr8k_gru_infonce_dim1024_lr2e-4_then_maxviolation_warmup"
+    fake_run(tmp / "cmp" / long, 180.5)
+    seeds = [fake_run(tmp / "cmp" / f"{long}_seeds" / f"seed{k}", 170.0 + k, seed=k) for k in range(3)]
+    (tmp / "cmp" / f"{long}_seeds" / "summary.json").write_text(json.dumps({"name": long, "seeds": [0, 1, 2],
+                                                                             "runs": seeds}))
+    fake_run(tmp / "cmp" / "bow_5k_test", 150.25, n_images=5000)
+    res = CliRunner().invoke(cli, ["compare", *(str(tmp / "cmp" / n) for n in (long, f"{long}_seeds", "bow_5k_test")),
+                                   "-o", str(tmp / "cmp" / "out")], obj={})
+    assert res.exit_code == 0, res.output
+    return tmp / "cmp" / "out" / "compare.html"
+
+
+KINDS = ["text-to-image", "text-to-image-no-images", "image-to-text", "arithmetic", "gallery", "gallery-no-images",
+         "compare"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -86,7 +86,10 @@ ol.captions img.small,ol.captions .noimg{display:inline-block;vertical-align:mid
 table.runs{border-collapse:collapse;font-size:.85em;display:block;overflow-x:auto;max-width:100%}
 table.runs th,table.runs td{border:1px solid #ccc;padding:.2em .4em;text-align:right;white-space:nowrap}
 table.runs td.name{text-align:left}
-table.runs tr.differs td.protocol{background:#fde8c8}
+tr.differs td,li.differs{background:#fde8c8}
+ol.protocols{list-style:none;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(16em,1fr));gap:.6em}
+ol.protocols li{border:1px solid #ccc;border-radius:6px;padding:.5em;font-size:.85em}
+ol.protocols .mark,ol.protocols .rid{margin-left:0}
 """
 
 
