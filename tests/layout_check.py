@@ -26,7 +26,6 @@ def chromium() -> str:
         if name and shutil.which(name):
             return shutil.which(name)  # type: ignore[return-value]
     testing.missing_test_input(f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM")
-    raise AssertionError("unreachable")  # missing_test_input skips or fails
 
 
 #: returns [{card, text, x, y, w, h}] for every visible line box of every text node inside a card

@@ -12,6 +12,7 @@ import json
 import re
 import struct
 import subprocess
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from vsekit.cli import cli
 from vsekit.cli.retrieval import add_commands
 from vsekit.report.pages import DEFAULT_IMAGE_HINT
 from vsekit.retrieval import build_image_bank
+from vsekit.retrieval.banks import ENV_IMAGES
 
 add_commands(cli)
 
@@ -327,3 +329,32 @@ def test_report_gallery_escapes_hostile_captions_ids_and_file_names(tmp_path):
         assert res.exit_code == 0, res.output
         src = assert_static(out / "gallery.html", HOSTILE[6])
         assert sum(html.escape(c) in src for c in set(caps)) >= 4 and sum(html.escape(i) in src for i in ids) >= 2
+
+
+def test_pictures_come_from_images_dir_or_the_variable_else_each_card_says_how(pictures, tmp_path, monkeypatch):
+    """No bank records where its images are: without --images-dir or $VSEKIT_F8K_IMAGES each card names both;
+    with either, the page references the user's own files by relative path (nothing copied)."""
+    model = toy_model()
+    spec = {"model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
+    checkpoint.save(tmp_path / "toy", "best", model, spec)
+    ids = ["red car.png", "blue_car.png", "red_dog.png"]
+    build_image_bank(model, np.eye(4, dtype=np.float32)[:3], ids).save(tmp_path / "bank")
+    monkeypatch.delenv(ENV_IMAGES, raising=False)
+
+    def page(*extra: str) -> str:
+        out = tmp_path / "out" / "page.html"
+        res = CliRunner().invoke(cli, ["retrieve", str(tmp_path / "toy"), "--text", "red car", "--bank",
+                                       str(tmp_path / "bank"), "-k", "3", "--html", str(out), *extra], obj={})
+        assert res.exit_code == 0, res.output
+        return out.read_text()
+
+    bare = page()
+    assert "<img" not in bare and bare.count('class="hint"') == 3
+    assert bare.count(html.escape(f"pass --images-dir DIR or set {ENV_IMAGES}")) == 3
+    for extra, env in (([], str(pictures)), (["--images-dir", str(pictures)], None)):
+        if env:
+            monkeypatch.setenv(ENV_IMAGES, env)
+        else:
+            monkeypatch.delenv(ENV_IMAGES)
+        src = re.findall(r'<img class="small result-image" src="([^"]+)"', page(*extra))
+        assert sorted(src) == sorted(f"../pictures/{urllib.parse.quote(i)}" for i in ids)
