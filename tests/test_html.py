@@ -9,11 +9,10 @@ from __future__ import annotations
 import html
 import html.parser
 import json
-import os
 import re
-import shutil
 import struct
 import subprocess
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -21,15 +20,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_precomp
+from layout_check import chromium
 
-from vsekit import checkpoint, report, testing
+from vsekit import checkpoint, report
 from vsekit.cli import cli
 from vsekit.cli.retrieval import add_commands
+from vsekit.report.pages import DEFAULT_IMAGE_HINT
 from vsekit.retrieval import build_image_bank
+from vsekit.retrieval.banks import ENV_IMAGES
 
 add_commands(cli)
-
-APT = "apt-get install -y chromium"
 
 #: appended to a copy of the page: after load, writes what the browser shows into the DOM
 CHECK_SCRIPT = """
@@ -41,7 +41,8 @@ window.addEventListener("load", () => {
     captions: [...document.querySelectorAll(".caption")].map(e => e.textContent),
     query_texts: [...document.querySelectorAll(".qtext")].map(e => e.textContent),
     gt: [...document.querySelectorAll("li.gt")].map(e => e.dataset.rank),
-    placeholders: [...document.querySelectorAll(".noimg")].map(e => e.textContent),
+    placeholders: [...document.querySelectorAll(".noimg .noimg-id")].map(e => e.textContent),
+    hints: [...document.querySelectorAll(".noimg .hint")].map(e => e.textContent),
     visible_width: document.querySelector("ol.results").getBoundingClientRect().width,
   };
   const pre = document.createElement("pre");
@@ -51,14 +52,6 @@ window.addEventListener("load", () => {
 });
 </script>
 """
-
-
-def chromium() -> str:
-    for name in (os.environ.get("VSEKIT_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
-                 "google-chrome-stable"):
-        if name and shutil.which(name):
-            return shutil.which(name)  # type: ignore[return-value]
-    testing.missing_test_input(f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM")
 
 
 def run_chromium(page: Path, tmp_path: Path, *extra: str) -> str:
@@ -124,6 +117,7 @@ def test_page_shows_images_captions_and_ground_truth(pictures, tmp_path, embed):
     assert shown["captions"] == ["a red car parked on a street", "a blue car <b>not bold</b>"]
     assert shown["query_texts"] == ["“a blue car”"]
     assert shown["gt"] == ["1", "1"] and shown["placeholders"] == ["gone.jpg"]
+    assert shown["hints"] == [DEFAULT_IMAGE_HINT]  # a card without its picture says so
     assert shown["visible_width"] > 100
 
 
@@ -141,7 +135,7 @@ def test_broken_image_is_detected(tmp_path):
 
 def test_cli_html_page_and_screenshot(pictures, tmp_path):
     """`vsekit retrieve --html`: the page of a real query over an image bank of files."""
-    model = _toy_model()
+    model = toy_model()
     spec = {"model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
     checkpoint.save(tmp_path / "toy", "best", model, spec)
     feats = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1]], np.float32)
@@ -251,7 +245,7 @@ def test_write_html_escapes_hostile_text_and_names(tmp_path, embed):
     assert_static(page, *HOSTILE)
 
 
-def _toy_model():
+def toy_model():
     """A 4-word, 4-d bag-of-words model: word k is axis k ("red", "blue", "car", "dog"), images map to themselves."""
     import torch
 
@@ -271,9 +265,9 @@ def _toy_model():
     return model
 
 
-def _toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Path:
-    """The 4-word, 4-d bag-of-words model of :func:`_toy_model`, saved as a run folder."""
-    model = _toy_model()
+def toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Path:
+    """The 4-word, 4-d bag-of-words model of :func:`toy_model`, saved as a run folder."""
+    model = toy_model()
     spec = {"name": name, "model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}},
             "loss": {"type": "infonce"}, **({"data": data} if data else {})}
     run = tmp_path / "toy"
@@ -282,7 +276,7 @@ def _toy_run(tmp_path: Path, name: str = "toy", data: dict | None = None) -> Pat
 
 
 def test_retrieve_html_escapes_hostile_captions_ids_and_file_names(tmp_path):
-    run = _toy_run(tmp_path)
+    run = toy_run(tmp_path)
     pics = tmp_path / "pics"
     pics.mkdir()
     ids = [f"{n} red car.png" for n in HOSTILE_NAMES]
@@ -326,7 +320,7 @@ def test_report_gallery_escapes_hostile_captions_ids_and_file_names(tmp_path):
     pics.mkdir()
     for i, name in enumerate(ids):
         png(pics / name, 4, 4, (0, 50 * i, 0))
-    run = _toy_run(tmp_path, name=HOSTILE[6], data={"type": "precomp", "dir": str(data_dir)})
+    run = toy_run(tmp_path, name=HOSTILE[6], data={"type": "precomp", "dir": str(data_dir)})
     (run / "metrics.jsonl").write_text('{"event": "' + HOSTILE[0].replace('"', '\\"') + '"}\n', encoding="utf-8")
     for embed in ([], ["--embed-images"]):
         out = tmp_path / f"{HOSTILE_NAMES[0]}{len(embed)}"
@@ -335,3 +329,32 @@ def test_report_gallery_escapes_hostile_captions_ids_and_file_names(tmp_path):
         assert res.exit_code == 0, res.output
         src = assert_static(out / "gallery.html", HOSTILE[6])
         assert sum(html.escape(c) in src for c in set(caps)) >= 4 and sum(html.escape(i) in src for i in ids) >= 2
+
+
+def test_pictures_come_from_images_dir_or_the_variable_else_each_card_says_how(pictures, tmp_path, monkeypatch):
+    """No bank records where its images are: without --images-dir or $VSEKIT_F8K_IMAGES each card names both;
+    with either, the page references the user's own files by relative path (nothing copied)."""
+    model = toy_model()
+    spec = {"model": {"dim": 4, "sentence_encoder": {"type": "bow"}, "image_encoder": {"type": "linear"}}}
+    checkpoint.save(tmp_path / "toy", "best", model, spec)
+    ids = ["red car.png", "blue_car.png", "red_dog.png"]
+    build_image_bank(model, np.eye(4, dtype=np.float32)[:3], ids).save(tmp_path / "bank")
+    monkeypatch.delenv(ENV_IMAGES, raising=False)
+
+    def page(*extra: str) -> str:
+        out = tmp_path / "out" / "page.html"
+        res = CliRunner().invoke(cli, ["retrieve", str(tmp_path / "toy"), "--text", "red car", "--bank",
+                                       str(tmp_path / "bank"), "-k", "3", "--html", str(out), *extra], obj={})
+        assert res.exit_code == 0, res.output
+        return out.read_text()
+
+    bare = page()
+    assert "<img" not in bare and bare.count('class="hint"') == 3
+    assert bare.count(html.escape(f"pass --images-dir DIR or set {ENV_IMAGES}")) == 3
+    for extra, env in (([], str(pictures)), (["--images-dir", str(pictures)], None)):
+        if env:
+            monkeypatch.setenv(ENV_IMAGES, env)
+        else:
+            monkeypatch.delenv(ENV_IMAGES)
+        src = re.findall(r'<img class="small result-image" src="([^"]+)"', page(*extra))
+        assert sorted(src) == sorted(f"../pictures/{urllib.parse.quote(i)}" for i in ids)

@@ -1,4 +1,5 @@
-"""``vsekit eval``: a run folder or checkpoint on a split, as the paper's table plus a metrics JSON."""
+"""``vsekit eval``: a run folder or checkpoint on a split, as the paper's table plus a metrics JSON;
+``vsekit compare``: several runs side by side (:mod:`vsekit.compare`)."""
 
 from __future__ import annotations
 
@@ -43,4 +44,31 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
     click.echo(f"metrics: {target}")
 
 
-COMMANDS = (eval_cmd,)
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write compare.json, compare.csv, compare.png and compare.html into this folder.")
+def compare_cmd(*, runs: tuple[Path, ...], output: Path | None) -> None:
+    """Compare runs: dev and test numbers (a --seeds folder: mean ± std), each run's evaluation protocol (the
+    first run is the baseline; a differing protocol is flagged) and, with -o, the dev rsum curves overlaid.
+
+    \b
+      vsekit compare runs/gru runs/bow runs/gru_seeds -o runs/compare
+    """
+    from vsekit import compare
+
+    if output is not None:
+        compare.check_outputs(output)  # refuse before printing anything
+    rows = compare.compare_runs(runs)
+    click.echo(compare.format_compare(rows))
+    if output is None:
+        return
+    paths = compare.write_compare(rows, output)
+    for note in paths["notes"]:
+        click.echo(f"note: {note}", err=True)
+    for key in ("json", "csv", "png", "html"):
+        if paths[key] is not None:
+            click.echo(f"{key}: {paths[key]}")
+
+
+COMMANDS = (eval_cmd, compare_cmd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -203,11 +204,17 @@ class ImageBank(Bank):
         return find_image(self.ids[index], images_dir, self.image_root)
 
 
+#: a folder of image files looked in after the roots a caller gives (e.g. the packaged model's Flickr8K images,
+#: which no vsekit package ships: their terms forbid redistribution)
+ENV_IMAGES = "VSEKIT_F8K_IMAGES"
+
+
 def find_image(image_id: str | None, *roots: str | Path | None) -> Path | None:
-    """The existing file for ``image_id``: under the first root that has it, else the id itself as a path."""
+    """The existing file for ``image_id``: under the first root that has it (then ``$VSEKIT_F8K_IMAGES``), else
+    the id itself as an absolute path; None when there is no such file."""
     if not image_id:
         return None
-    for root in roots:
+    for root in (*roots, os.environ.get(ENV_IMAGES)):
         if root:
             p = Path(root) / image_id
             if p.is_file():

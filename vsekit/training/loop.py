@@ -270,11 +270,10 @@ class Loop:
                 f"{self.out} holds the state of {saved})")
         self.no_information(global_idx, p.step, epoch + i / n)
         p.step, p.pos, p.seen, p.loss_sum = p.step + 1, p.pos + 1, p.seen + len(global_idx), p.loss_sum + loss_value
+        p.window_sum, p.window_n = p.window_sum + loss_value, p.window_n + 1
         bar.update(1)
         if p.step % t.disp_freq == 0:
-            rate = p.seen / max(time.perf_counter() - self.t_epoch, 1e-9)
-            self.mlog.write("train", p.step, epoch=epoch + p.pos / n, loss=loss_value, lr=lr, captions_per_s=rate)
-            bar.set_postfix(loss=f"{loss_value:.3f}", caps_s=f"{rate:.0f}")
+            self.log_window(epoch, epoch + p.pos / n, lr, bar)
         if t.valid_freq and p.step % t.valid_freq == 0:
             if self.validate(epoch + p.pos / n):
                 self.save_state()
@@ -290,9 +289,25 @@ class Loop:
             raise self.interrupted()
         return False
 
+    def log_window(self, epoch: int, epoch_f: float, lr: float | None = None, bar: Any = None) -> None:
+        """Write the ``train`` event closing the logging window: ``loss`` is the mean loss of its ``batches``
+        (every batch since the previous ``train`` event), ``lr`` the last step's; then start a new window."""
+        p = self.prog
+        if lr is None:
+            lr = lr_at(self.spec, p.step - 1, epoch, self.setup.total_steps)
+        rate = p.seen / max(time.perf_counter() - self.t_epoch, 1e-9)
+        mean = p.window_sum / max(p.window_n, 1)
+        self.mlog.write("train", p.step, epoch=epoch_f, loss=mean, batches=p.window_n, lr=lr, captions_per_s=rate)
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean:.3f}", caps_s=f"{rate:.0f}")
+        p.window_sum, p.window_n = 0.0, 0
+
     def end_epoch(self, epoch: int, n: int) -> None:
-        """After the epoch's last step: log it, validate (unless just done), check for a stall, save the state."""
+        """After the epoch's last step: log it (and its last, partial logging window), validate (unless just
+        done), check for a stall, save the state."""
         p, t, early = self.prog, self.spec.train, self.spec.train.early_stopping
+        if p.window_n:
+            self.log_window(epoch, epoch + p.pos / max(n, 1))
         elapsed = time.perf_counter() - self.t_epoch
         self.mlog.write("epoch", p.step, epoch=epoch + 1, mean_loss=p.loss_sum / max(n, 1),
                         captions_per_s=p.seen / max(elapsed, 1e-9), seconds=elapsed)

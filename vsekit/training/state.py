@@ -43,6 +43,8 @@ class Progress:
     seen: int = 0
     loss_sum: float = 0.0
     noinfo_sum: float | None = 0.0  # the batches' no-information losses; None when unknown (see check_stall)
+    window_sum: float = 0.0  # the losses of the batches since the last ``train`` log line (the logging window)
+    window_n: int = 0  # how many batches that is
     epoch_seconds: float = 0.0
     train_seconds: float = 0.0
     best: dict[str, Any] = attrs.Factory(lambda: {"rsum": -math.inf, "step": 0, "epoch": 0})
@@ -56,6 +58,7 @@ class Progress:
             best["rsum"] = None
         return {"step": self.step, "epoch": self.epoch, "pos": self.pos, "seen": self.seen,
                 "loss_sum": self.loss_sum, "noinfo_sum": self.noinfo_sum, "epoch_seconds": self.epoch_seconds,
+                "window_sum": self.window_sum, "window_n": self.window_n,
                 "train_seconds": self.train_seconds,
                 "best": best, "since_best": self.since_best, "stop": self.stop}
 
@@ -69,6 +72,7 @@ class Progress:
                    seen=int(d["seen"]), loss_sum=float(d["loss_sum"]),
                    noinfo_sum=None if d.get("noinfo_sum") is None else float(d["noinfo_sum"]),  # None: older state
                    epoch_seconds=float(d["epoch_seconds"]),
+                   window_sum=float(d.get("window_sum", 0.0)), window_n=int(d.get("window_n", 0)),  # 0: older state
                    train_seconds=float(d["train_seconds"]), best=best, since_best=int(d["since_best"]),
                    stop=bool(d["stop"]))
 
