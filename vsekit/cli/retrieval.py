@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from vsekit.cli.evaluate import trust_code_option
+
 MODEL_HELP = "run folder, checkpoint or installed model (default: $VSEKIT_MODEL or the only installed model)"
 
 
@@ -43,10 +45,11 @@ def _model_arg(f: Any) -> Any:
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an HTML page of the query and its results.")
 @click.option("--embed-images", is_flag=True, help="Embed thumbnails in the HTML as data URIs (self-contained file).")
+@trust_code_option
 def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, features_file: Path | None, row: int,
                  k: int, bank_path: Path | None, search: str | None, minus: tuple[str, ...], plus: tuple[str, ...],
                  extractor: str | None, images_dir: Path | None, as_json: bool, html_out: Path | None,
-                 embed_images: bool) -> None:
+                 embed_images: bool, trust_code: bool) -> None:
     """Captions for an image (--image), images for a caption (--text), with optional word arithmetic.
 
     \b
@@ -58,7 +61,7 @@ def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, fea
 
     req = retrieval.RetrieveRequest(model=model, image=image, text=text, features=features_file, row=row, k=k,
                                     bank=bank_path, search=search, minus=minus, plus=plus, extractor=extractor,
-                                    images_dir=images_dir)
+                                    images_dir=images_dir, trust_code=trust_code)
     res = retrieval.run_query(req)
     if html_out is not None:
         from vsekit import report
@@ -86,8 +89,9 @@ def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, fea
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="OUT.npy (the embeddings) or OUT.npz (embeddings, plus the texts and ids or the feature rows).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@trust_code_option
 def encode_cmd(model: str | None, captions_file: Path | None, features_file: Path | None, output: Path,
-               dtype: str) -> None:
+               dtype: str, trust_code: bool) -> None:
     """Write the unit-norm embeddings of captions or image features to OUT.npy or OUT.npz, row i for input i.
 
     \b
@@ -98,7 +102,8 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
     """
     from vsekit import retrieval
 
-    res = retrieval.encode_file(model, captions=captions_file, features=features_file, output=output, dtype=dtype)
+    res = retrieval.encode_file(model, captions=captions_file, features=features_file, output=output, dtype=dtype,
+                                 trust_code=trust_code)
     if res.unread_lines:
         click.echo(f"warning: {captions_file}: {len(res.unread_lines)} caption(s) with no word the model knows "
                    f"(first: line {res.unread_lines[0]}); their rows say nothing about them", err=True)
@@ -119,9 +124,10 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="BANK: writes BANK.json + BANK.safetensors (default: the model's default bank).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@trust_code_option
 def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Path | None, ids_file: Path | None,
              images: tuple[Path, ...], image_root: Path | None, extractor: str | None, output: Path | None,
-             dtype: str) -> None:
+             dtype: str, trust_code: bool) -> None:
     """Encode a caption bank (--captions) or an image bank (--features + --ids, or --images) once.
 
     With no input, builds the model's default caption bank (its captions file,
@@ -131,7 +137,8 @@ def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Pa
 
     bank = retrieval.make_bank(retrieval.BankRequest(model=model, captions=captions_file, features=features_file,
                                                      ids=ids_file, images=images, image_root=image_root,
-                                                     extractor=extractor, output=output, dtype=dtype))
+                                                     extractor=extractor, output=output, dtype=dtype,
+                                                     trust_code=trust_code))
     click.echo(f"wrote {bank.path} ({len(bank)} {bank.kind}, {bank.dim}-d {bank.dtype})")
 
 
@@ -145,12 +152,14 @@ def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Pa
 @click.option("--images-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the split's image files, for thumbnails (the flickr8k reader knows its own).")
 @click.option("--embed-images", is_flag=True, help="Embed thumbnails as data URIs (self-contained page).")
+@trust_code_option
 def report_cmd(run: Path, *, output: Path | None, split: str, n: int, k: int, images_dir: Path | None,
-               embed_images: bool) -> None:
+               embed_images: bool, trust_code: bool) -> None:
     """Training curves (curves.png) and a gallery of test queries (gallery.html) for a run folder."""
     from vsekit.report import write_report
 
-    res = write_report(run, output, split=split, n=n, k=k, images_dir=images_dir, embed_images=embed_images)
+    res = write_report(run, output, split=split, n=n, k=k, images_dir=images_dir, embed_images=embed_images,
+                       trust_code=trust_code)
     if res["curves"] is not None:
         click.echo(f"curves: {res['curves']}")
     else:

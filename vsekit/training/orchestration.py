@@ -116,7 +116,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
     """Evaluate the best model on the evaluation split; write ``results.json`` / ``.csv``; return the results."""
     spec, out, t, p = ctx.spec, ctx.out, ctx.spec.train, loop.prog
     train_seconds = loop.seconds()
-    best_model, _, _ = checkpoint.load(out / "best.json")
+    best_model, _, _ = checkpoint.load(out / "best.json", trust_code=True)  # this run's own spec: the user's code
     best_model.to(ctx.device)
     test_metrics = evaluate_split(best_model, ctx.data.test, ctx.setup.metric, folds=spec.eval.folds,
                                   ties=spec.eval.ties, strict_protocol=spec.eval.strict_protocol,

@@ -175,12 +175,18 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def _with_defaults(saved: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A saved spec as this version writes it: keys added since the run started take their defaults."""
+def _with_defaults(saved: dict[str, Any], path: Path, own: dict[str, Any]) -> dict[str, Any]:
+    """A saved spec as this version writes it: keys added since the run started take their defaults.
+
+    Code it names is imported only when the user's own spec ``own`` names the same (then it ran already); a run
+    folder naming other code is compared as written, which reports the difference.
+    """
     from vsekit import spec as spec_mod
 
+    trusted = {n for _, n in spec_mod.code_names(own)}
     try:
-        return spec_mod.from_dict(saved, source=str(path), base=path.parent).to_dict()
+        return spec_mod.from_dict(saved, source=str(path), base=path.parent,
+                                  trust_code={n for _, n in spec_mod.code_names(saved)} <= trusted).to_dict()
     except VsekitError:  # e.g. a component that is no longer installed: compare as written
         return saved
 
@@ -210,7 +216,7 @@ def find_resume_point(out: Path, spec_dict: dict[str, Any]) -> ResumePoint:
         saved = tomllib.loads(spec_path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{spec_path}: cannot read the run's spec: {exc}") from None
-    changes = spec_changes(_with_defaults(saved, spec_path), spec_dict)
+    changes = spec_changes(_with_defaults(saved, spec_path, spec_dict), spec_dict)
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise CheckpointError(f"{out}: cannot resume: the spec differs from the one this run started with "
