@@ -96,8 +96,8 @@ def test_every_model_loading_command_refuses(env, argv):
     spec = env.write_spec()
     before = snapshot(env.root)
     argv = [a.format(ckpt=ckpt, spec=spec, caps=env.caps("test"), root=env.root, run=run) for a in argv]
-    assert_refused(invoke(argv, env.root), ["helpers.py", "--trust-code"])
-    assert snapshot(env.root) == before  # no marker, no output
+    assert_refused(invoke(argv, env.root), [name, "--trust-code"])
+    assert snapshot(env.root) == before and not marker.exists()  # no marker, no output
 
 
 def test_eval_refuses_code_named_by_the_models_data_only(env):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from vsekit.textsafe import terminal_text
+
 #: ``--trust-code`` of every command that loads a model: let it import the code its files name
 trust_code_option = click.option(
     "--trust-code", is_flag=True,
@@ -43,7 +45,7 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
                                              verbose=not quiet, log_warnings=False, strict_protocol=strict_protocol,
                                              trust_code=trust_code)
     for w in metrics["warnings"]:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(terminal_text(f"warning: {w}"), err=True)
     click.echo(reference_lines(metrics))
     click.echo(format_table(table_rows(split, metrics)))
     target = output or meta_path.parent / api.eval_result_name(split, metrics)

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from vsekit.cli.evaluate import trust_code_option
+from vsekit.textsafe import terminal_json, terminal_text
 
 MODEL_HELP = "run folder, checkpoint or installed model (default: $VSEKIT_MODEL or the only installed model)"
 
@@ -68,15 +69,16 @@ def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, fea
 
         report.write_retrieval_page(html_out, res, embed_images=embed_images)
     if as_json:
-        click.echo(json.dumps(res.to_dict(html_out), indent=1, ensure_ascii=False))
+        click.echo(terminal_json(json.dumps(res.to_dict(html_out), indent=1, ensure_ascii=False)))
         return
     bank = res.bank
-    click.echo(f"top {len(res.rows)} of {len(bank)} {bank.kind}" + (f" in {bank.path}" if bank.path else "") + ":")
-    for d in res.rows:
+    where = f" in {bank.path}" if bank.path else ""
+    click.echo(terminal_text(f"top {len(res.rows)} of {len(bank)} {bank.kind}{where}:"))
+    for d in res.rows:  # captions and ids are data: their control characters are escaped
         label = d["text"] if res.kind == "captions" else d["id"]
         extra = f"  [{d['id']}]" if res.kind == "captions" and d["id"] else ""
         mark = "  ✓" if d["ground_truth"] else ""
-        click.echo(f"{d['rank']:>3}  {d['score']:.3f}  {label}{extra}{mark}")
+        click.echo(terminal_text(f"{d['rank']:>3}  {d['score']:.3f}  {label}{extra}{mark}"))
     if html_out is not None:
         click.echo(f"html: {html_out}")
 
@@ -105,8 +107,9 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
     res = retrieval.encode_file(model, captions=captions_file, features=features_file, output=output, dtype=dtype,
                                  trust_code=trust_code)
     if res.unread_lines:
-        click.echo(f"warning: {captions_file}: {len(res.unread_lines)} caption(s) with no word the model knows "
-                   f"(first: line {res.unread_lines[0]}); their rows say nothing about them", err=True)
+        click.echo(terminal_text(f"warning: {captions_file}: {len(res.unread_lines)} caption(s) with no word the "
+                                 f"model knows (first: line {res.unread_lines[0]}); their rows say nothing about them"),
+                   err=True)
     click.echo(f"wrote {output}: {res.shape[0]} x {res.shape[1]} {dtype}")
 
 
@@ -163,7 +166,7 @@ def report_cmd(run: Path, *, output: Path | None, split: str, n: int, k: int, im
     if res["curves"] is not None:
         click.echo(f"curves: {res['curves']}")
     else:
-        click.echo(f"curves: skipped ({res['curves_skipped']})", err=True)
+        click.echo(terminal_text(f"curves: skipped ({res['curves_skipped']})"), err=True)
     click.echo(f"gallery: {res['gallery']}")
 
 
@@ -175,13 +178,13 @@ def models_cmd(as_json: bool) -> None:
 
     out = retrieval.list_installed_models()
     if as_json:
-        click.echo(json.dumps(out, indent=1))
+        click.echo(terminal_json(json.dumps(out, indent=1)))
         return
     if not out:
         click.echo("no installed models (e.g. pip install vsekit-f8k)")
     for m in out:
         dist = f" [{m['distribution']} {m['version']}]" if m["distribution"] else ""
-        click.echo(f"{m['name']}{dist}: {m['path'] or 'error: ' + str(m['problem'])}")
+        click.echo(terminal_text(f"{m['name']}{dist}: {m['path'] or 'error: ' + str(m['problem'])}"))
 
 
 COMMANDS = (retrieve_cmd, encode_cmd, bank_cmd, report_cmd, models_cmd)
