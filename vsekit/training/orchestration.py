@@ -36,7 +36,7 @@ from vsekit.training.rundir import (
     write_summary,
 )
 from vsekit.training.setup import RunContext, RunData, Setup, autocast_for, load_data, resolve_device
-from vsekit.training.state import Progress, ResumePoint, check_same_data, find_resume_point, restore
+from vsekit.training.state import Progress, ResumePoint, check_same_data, find_resume_point, note_runtime, restore
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ def resumed_progress(ctx: RunContext, point: ResumePoint | None) -> Progress:
         return Progress()
     check_same_data(ctx.out, point, ctx.setup)
     # everything is checked: restore the state before writing anything
-    return restore(ctx.out / "last.json", point, ctx.setup, ctx.device)
+    prog = restore(ctx.out / "last.json", point, ctx.setup, ctx.device)
+    note_runtime(ctx, point, prog)  # another thread count or device: warn now, and in results.json
+    return prog
 
 
 def train_locked(ctx: RunContext, point: ResumePoint | None, prog: Progress) -> dict[str, Any] | None:
@@ -129,7 +131,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
         "skipped_over_maxlen_w": ctx.setup.skipped,
         "valid": {"split": t.valid_split, **valid_metrics},
         "test": {"split": spec.eval.split, **test_metrics},
-        "warnings": list(dict.fromkeys(valid_metrics.get("warnings", []) + test_metrics["warnings"])),
+        "warnings": list(dict.fromkeys(valid_metrics.get("warnings", []) + test_metrics["warnings"] + p.warnings)),
         "run_dir": str(out),
     }
     write_results(out, results)
