@@ -128,3 +128,15 @@ def test_resume_never_imports_code_only_the_run_folder_names(env):
     assert not (run / "MARKER").exists()
     _with_defaults(saved, run / "spec.toml", own=saved)  # the user's spec names it: it ran already, may run
     assert (run / "MARKER").exists()
+
+
+def test_a_saved_spec_is_refused_before_the_reference_options_resolve_names(tmp_path):
+    """``from_dict`` decides before ``[reference]`` translation, which looks component classes up."""
+    from vsekit import spec as spec_mod
+
+    (tmp_path / "evil.py").write_text(ENCODER, encoding="utf-8")
+    raw = {"reference": {"dim": 8}, "data": {"type": "precomp", "dir": "vsekit:f8k_mini"},
+           "model": {"sentence_encoder": {"type": f"{tmp_path / 'evil.py'}:Enc"}}, "loss": {"type": "contrastive"}}
+    with pytest.raises(UntrustedCodeError, match="model.sentence_encoder.type"):
+        spec_mod.from_dict(raw, source="best.json", base=tmp_path)
+    assert not (tmp_path / "MARKER").exists()

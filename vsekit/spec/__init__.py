@@ -129,11 +129,12 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
     base = base if base is not None else Path.cwd()
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: expected a TOML table at the top level")
+    require_trust(raw, source, trust_code=trust_code)  # before any name is resolved (translate resolves some)
     if "reference" in raw:  # the reference release's option names (margin, dim, lrate, ...)
         from vsekit.reference_options import translate
 
         raw = translate(raw, source)
-    require_trust(raw, source, trust_code=trust_code)
+        require_trust(raw, source, trust_code=trust_code)
     problems = _Problems()
     for key in sorted(set(raw) - _SECTIONS):
         close = difflib.get_close_matches(key, sorted(_SECTIONS), n=1)
