@@ -137,6 +137,6 @@ def test_a_saved_spec_is_refused_before_the_reference_options_resolve_names(tmp_
     (tmp_path / "evil.py").write_text(ENCODER, encoding="utf-8")
     raw = {"reference": {"dim": 8}, "data": {"type": "precomp", "dir": "vsekit:f8k_mini"},
            "model": {"sentence_encoder": {"type": f"{tmp_path / 'evil.py'}:Enc"}}, "loss": {"type": "contrastive"}}
-    with pytest.raises(UntrustedCodeError, match="model.sentence_encoder.type"):
+    with pytest.raises(UntrustedCodeError, match=r"model\.sentence_encoder\.type"):
         spec_mod.from_dict(raw, source="best.json", base=tmp_path)
     assert not (tmp_path / "MARKER").exists()
