@@ -10,7 +10,10 @@ anywhere in the caption. Run it with::
 The spec names the class as ``custom_encoder.py:CNNEncoder`` (a path
 relative to the spec file). The ``@vsekit.register`` line below also makes
 the short name ``cnn`` available to specs that list this file under
-``imports = ["custom_encoder.py"]``.
+``imports = ["custom_encoder.py"]``. The trained model names this file, so
+loading it (``vsekit eval runs/custom_encoder``, ``vsekit.load_model``) asks
+for ``--trust-code`` / ``trust_code=True``: vsekit imports code a model names
+only when you say so.
 """
 
 from __future__ import annotations

@@ -305,7 +305,7 @@ def test_custom_encoder_example_trains_and_reloads(tmp_path):
     saved = (tmp_path / "run" / "spec.toml").read_text(encoding="utf-8")
     assert f'type = "{(EXAMPLES / "custom_encoder.py").resolve()}:CNNEncoder"' in saved
     registry.reset(forget_user=True)  # as in a new process: nothing registered by the example
-    model = vsekit.load_model(tmp_path / "run")
+    model = vsekit.load_model(tmp_path / "run", trust_code=True)  # the run names the example's file
     assert type(model.sentence_encoder).__name__ == "CNNEncoder"
     testing.check_sentence_encoder(type(model.sentence_encoder), {"dim_word": 8, "channels": 4, "widths": [1, 4]})
 
@@ -317,7 +317,7 @@ def test_custom_encoder_via_imports_and_short_name(tmp_path):
     results = testing.run_quick(spec, tmp_path / "run")
     assert results["test"]["rsum"] >= threshold("custom_cnn_tiny_1ep")  # benchmarks/thresholds.py
     registry.reset(forget_user=True)
-    model = vsekit.load_model(tmp_path / "run")  # the checkpoint replays the spec's imports
+    model = vsekit.load_model(tmp_path / "run", trust_code=True)  # the checkpoint replays the spec's imports
     assert type(model.sentence_encoder).__name__ == "CNNEncoder"
 
 

@@ -270,11 +270,11 @@ def test_training_uses_every_caption_and_results_record_the_protocol(varying_run
 def test_cli_eval_warns_and_strict_protocol_is_one_error_line(varying_run, tmp_path):
     runner = CliRunner()
     run_dir = varying_run["run_dir"]
-    ok = runner.invoke(cli, ["eval", run_dir, "-q", "-o", str(tmp_path / "e.json")], obj={})
+    ok = runner.invoke(cli, ["eval", run_dir, "-q", "-o", str(tmp_path / "e.json"), "--trust-code"], obj={})
     assert ok.exit_code == 0, ok.output
     assert ok.stderr.count("warning: test: 20 of 50 images have fewer than 5 captions") == 1
     assert json.loads((tmp_path / "e.json").read_text())["protocol"]["images_with_fewer"] == 20
-    bad = runner.invoke(cli, ["eval", run_dir, "-q", "--strict-protocol"], obj={})
+    bad = runner.invoke(cli, ["eval", run_dir, "-q", "--strict-protocol", "--trust-code"], obj={})
     assert bad.exit_code == 2, bad.output
     assert bad.stderr.count("error: ") == 1 and bad.stderr.startswith("error: ")
     assert "test.json: 20 of 50 images of split 'test' have fewer than 5 captions" in bad.stderr

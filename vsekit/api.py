@@ -27,7 +27,7 @@ def load_spec(spec: str | Path | spec_mod.Spec | dict, overrides: Iterable[str] 
     if isinstance(spec, spec_mod.Spec):
         return spec
     if isinstance(spec, dict):
-        return spec_mod.from_dict(spec_mod.apply_overrides(spec, overrides))
+        return spec_mod.from_dict(spec_mod.apply_overrides(spec, overrides), trust_code=True)  # the caller's own
     return spec_mod.load(spec, overrides)
 
 
@@ -47,10 +47,14 @@ def train(spec: str | Path | spec_mod.Spec | dict, out: str | Path | None = None
     return training.fit(s, out, quiet=quiet, force=force, resume=resume)
 
 
-def load_model(path: str | Path, device: str = "cpu") -> JointModel:
+def load_model(path: str | Path, device: str = "cpu", *, trust_code: bool = False) -> JointModel:
     """Load a trained model from a run folder or checkpoint (``.json`` / ``.safetensors``), an installed model's
     name (``"f8k"``, :mod:`vsekit.retrieval.models`), or a reference release model (``PATH.npz`` with its ``.pkl``
-    sidecars)."""
+    sidecars).
+
+    ``trust_code=True`` lets a checkpoint import the code it names (its spec's ``imports``, ``module:Class`` and
+    ``file.py:Class`` components); without it such a checkpoint raises :class:`~vsekit.errors.UntrustedCodeError`
+    and nothing is imported."""
     if str(path).endswith(".npz"):
         from vsekit.legacy import load_legacy
 
@@ -58,12 +62,13 @@ def load_model(path: str | Path, device: str = "cpu") -> JointModel:
     from vsekit.retrieval.models import locate_model
 
     where = locate_model(path)  # None: checkpoint.load says what is missing
-    model, _, _ = checkpoint.load(where.path if where else path, map_location=device)
+    model, _, _ = checkpoint.load(where.path if where else path, map_location=device, trust_code=trust_code)
     return model
 
 
-def resolve_split(model: JointModel, data: Any, split: str) -> Split:
-    """A :class:`Split` from a Split, a reader, a spec path/Spec, or (None) the model's own spec."""
+def resolve_split(model: JointModel, data: Any, split: str, *, trust_code: bool = False) -> Split:
+    """A :class:`Split` from a Split, a reader, a spec path/Spec, or (None) the model's own spec (read with
+    ``trust_code``, as :func:`load_model`)."""
     if isinstance(data, Split):
         return data
     if isinstance(data, DatasetReader):
@@ -82,7 +87,7 @@ def resolve_split(model: JointModel, data: Any, split: str) -> Split:
         meta_spec = getattr(model, "spec", None)
         if meta_spec is None:
             raise DataError("evalrank: pass data= (a spec file, a reader or a Split); this model records no data")
-        return spec_mod.from_dict(meta_spec).data.build().read(split)
+        return spec_mod.from_dict(meta_spec, trust_code=trust_code).data.build().read(split)
     raise DataError(f"evalrank: cannot read data from {data!r}")
 
 
@@ -100,21 +105,22 @@ def data_source(model: JointModel, data: Any) -> Any:
 
 def evalrank(model: JointModel | str, data: Any = None, split: str = "test", folds: int | None = None, *,
              verbose: bool = True, print_table: bool = True, ties: str = "pessimistic",
-             strict_protocol: bool = False, coco_1k_and_5k: bool | None = None) -> dict[str, Any]:
+             strict_protocol: bool = False, coco_1k_and_5k: bool | None = None,
+             trust_code: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` (or a checkpoint path) on ``split`` of ``data`` and print the reference's lines.
 
     ``data`` is a :class:`Split`, a dataset reader, a preset name or a spec file path (its
     ``[data]`` section is used); by default the data of the model's own spec. ``strict_protocol`` and
     ``coco_1k_and_5k`` are :func:`~vsekit.evaluate.evaluate_split`'s (COCO 1K and 5K are reported for a
-    5,000-image split of COCO data unless ``coco_1k_and_5k=False``).
+    5,000-image split of COCO data unless ``coco_1k_and_5k=False``). ``trust_code``: as :func:`load_model`.
     Returns what :func:`~vsekit.evaluate.evaluate_split` returns (R@K in %, 1-based ranks, protocol, warnings).
     Raises :class:`~vsekit.errors.VsekitError` subclasses for an unreadable model or data, or a bad protocol.
     """
     from vsekit.evaluate import evaluate_split, reference_lines
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = load_model(model)
-    split_data = resolve_split(model, data, split)
+        model = load_model(model, trust_code=trust_code)
+    split_data = resolve_split(model, data, split, trust_code=trust_code)
     metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties,
                              strict_protocol=strict_protocol, coco_1k_and_5k=coco_1k_and_5k,
                              data=data_source(model, data))
@@ -125,23 +131,23 @@ def evalrank(model: JointModel | str, data: Any = None, split: str = "test", fol
 
 def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, folds: int | None = None, *,
                     verbose: bool = True, ties: str = "pessimistic", log_warnings: bool = True,
-                    strict_protocol: bool = False) -> tuple[dict[str, Any], Path]:
+                    strict_protocol: bool = False, trust_code: bool = False) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on ``split`` of its own spec's data (or ``data``); returns (metrics, checkpoint json).
 
     The metrics are :func:`~vsekit.evaluate.evaluate_split`'s, plus ``"data"``: which data was read (``"own"``
     or the spec file given, its ``[data]`` table and the split's source). ``strict_protocol`` (or the spec's
     ``[eval] strict_protocol``: the own spec's, or the ``data`` spec file's) refuses a split with an image of
     fewer than 5 captions; that spec's ``[eval] coco_1k_and_5k`` applies (unset: the rule of
-    :func:`~vsekit.evaluate.wants_coco_rows`).
+    :func:`~vsekit.evaluate.wants_coco_rows`). ``trust_code``: as :func:`load_model`.
     Raises :class:`VsekitError` subclasses for a missing checkpoint, unknown split, unreadable data or a bad
     protocol setting.
     """
     from vsekit.evaluate import evaluate_split
 
     meta_path, meta = checkpoint.read_meta(path)
-    model, _, _ = checkpoint.load(meta_path)
+    model, _, _ = checkpoint.load(meta_path, trust_code=trust_code)
     if data is None:
-        s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent)
+        s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent, trust_code=trust_code)
         reader = s.data.build()
         if split not in reader.splits:
             raise DataError(f"unknown split {split!r} for the data of {meta_path} — known: {', '.join(reader.splits)}")
@@ -151,7 +157,7 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
         strict_protocol, coco = strict_protocol or s.eval.strict_protocol, s.eval.coco_1k_and_5k
         record: dict[str, Any] = {"spec": "own", "data": s.data.to_dict()}
     else:
-        split_data = resolve_split(model, data, split)
+        split_data = resolve_split(model, data, split, trust_code=trust_code)
         record, coco = {"spec": str(data)}, None
         if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
             given = spec_mod.load_data_spec(data)

@@ -185,14 +185,26 @@ def read_tensors(path: str | Path, map_location: str = "cpu") -> tuple[Path, dic
     return meta_path, meta, tensors
 
 
-def load(path: str | Path, map_location: str = "cpu") -> tuple[JointModel, dict[str, Any], dict[str, torch.Tensor]]:
-    """Rebuild the model from a checkpoint; returns (model, meta, tensors not belonging to the model)."""
+def load(path: str | Path, map_location: str = "cpu", *,
+         trust_code: bool = False) -> tuple[JointModel, dict[str, Any], dict[str, torch.Tensor]]:
+    """Rebuild the model from a checkpoint; returns (model, meta, tensors not belonging to the model).
+
+    ``trust_code``: import the spec's ``imports`` and ``module:Class`` / ``file.py:Class`` component names (user
+    code the model needs); without it a checkpoint naming any is refused before anything is imported.
+
+    Raises:
+        CheckpointError: see :func:`read_tensors`; weights that do not fit the model.
+        SpecError: a component table of the spec is not valid.
+        UntrustedCodeError: the checkpoint names code and ``trust_code`` is False.
+    """
     from vsekit import spec as spec_mod
 
     meta_path, meta, tensors = read_tensors(path, map_location)
     weights = weights_path(meta_path, meta)
     model_spec = meta["spec"].get("model", {})
     base = meta_path.parent
+    spec_mod.require_trust({"imports": meta["spec"].get("imports", []), "model": model_spec}, str(meta_path),
+                           trust_code=trust_code)
     try:
         for module in meta["spec"].get("imports", []):  # user code that registers the model's components
             spec_mod.import_user_module(module, base)

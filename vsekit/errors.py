@@ -34,3 +34,8 @@ class RegistryError(VsekitError):
 
 class ProtocolError(VsekitError, ValueError):
     """An evaluation protocol setting (folds, tie rule, captions per image) does not fit the data."""
+
+
+class UntrustedCodeError(VsekitError):
+    """A model file (or a spec read from one) names code to import, and the caller did not opt in with
+    ``trust_code=True`` / ``--trust-code``."""

@@ -302,7 +302,7 @@ def _reference_options(model: JointModel, encoder: str, dim_word: int, n_words: 
     return opts
 
 
-def _model_of(model_or_path: JointModel | str | Path) -> JointModel:
+def _model_of(model_or_path: JointModel | str | Path, trust_code: bool = False) -> JointModel:
     """The model itself, or the one at a path: a reference ``.npz`` or a vsekit run folder / checkpoint."""
     if isinstance(model_or_path, JointModel):
         return model_or_path
@@ -310,7 +310,7 @@ def _model_of(model_or_path: JointModel | str | Path) -> JointModel:
         return load_legacy(model_or_path)
     from vsekit import checkpoint
 
-    return checkpoint.load(model_or_path)[0]
+    return checkpoint.load(model_or_path, trust_code=trust_code)[0]
 
 
 def _gru_params(model: JointModel) -> tuple[int, dict[str, np.ndarray]]:
@@ -360,7 +360,7 @@ def _reference_params(model: JointModel, n_words: int) -> tuple[str, int, dict[s
     return encoder, dim_word, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}
 
 
-def export_legacy(model_or_path: JointModel | str | Path, out_path: str | Path) -> Path:
+def export_legacy(model_or_path: JointModel | str | Path, out_path: str | Path, *, trust_code: bool = False) -> Path:
     """Write ``OUT.npz``, ``OUT.npz.pkl`` and ``OUT.npz.dictionary.pkl`` in the reference's layout; returns ``OUT.npz``.
 
     ``model_or_path``: a model, or the path of a run folder, checkpoint or reference ``.npz``.
@@ -372,7 +372,7 @@ def export_legacy(model_or_path: JointModel | str | Path, out_path: str | Path) 
     """
     from vsekit.io import atomic_write, atomic_write_bytes
 
-    model = _model_of(model_or_path)
+    model = _model_of(model_or_path, trust_code)
     out = Path(out_path)
     if out.suffix != ".npz":
         raise CheckpointError(f"{out}: the reference's model files are named PATH.npz; give a path ending in .npz")

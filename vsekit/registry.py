@@ -68,6 +68,16 @@ def canonical_name(name: str, base: str | Path | None = None) -> str:
     return f"{path.resolve()}:{attr}"
 
 
+def names_registered_class(name: str) -> bool:
+    """True when ``name`` is ``module:Class`` of a class already registered (by the built-ins, an installed plugin
+    or user code this process ran), so resolving it imports nothing new; False for ``file.py:Class`` and for
+    names without ``:``."""
+    if ":" not in name or is_file_name(name):
+        return False
+    return any(f"{e.cls.__module__}:{e.cls.__qualname__}" == name
+               for reg in manager().registries.values() for e in reg.entries())
+
+
 _FILE_MODULE_PREFIX = "vsekit_user_"  # module names of files loaded by import_file
 
 

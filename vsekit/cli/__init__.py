@@ -22,6 +22,7 @@ import click
 
 from vsekit.cli import evaluate, extract, legacy, plugins, run
 from vsekit.errors import VsekitError
+from vsekit.textsafe import terminal_text
 
 
 @contextlib.contextmanager
@@ -32,8 +33,10 @@ def user_errors(obj: dict[str, Any] | None = None) -> Iterator[None]:
     option or command, missing argument, bad value such as ``--seeds 0``)
     becomes ``error: MESSAGE`` on stderr, one line per problem, and exit status
     2 (a VsekitError's own ``exit_code`` where it sets one, e.g. 130 after
-    Ctrl-C). With ``--debug`` (``obj["debug"]``) the exception propagates with
-    its traceback. Other exceptions are bugs and are never caught here.
+    Ctrl-C). A message may quote data: its lines are split on newlines only and
+    their control characters escaped (:func:`~vsekit.textsafe.terminal_text`).
+    With ``--debug`` (``obj["debug"]``) the exception propagates with its
+    traceback. Other exceptions are bugs and are never caught here.
 
     Raises:
         SystemExit: with the exit status, after printing.
@@ -55,7 +58,7 @@ def user_errors(obj: dict[str, Any] | None = None) -> Iterator[None]:
             ctx = getattr(exc, "ctx", None)
             if ctx is not None:
                 message = f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
-        lines = [line for line in message.splitlines() if line.strip()] or [type(exc).__name__]
+        lines = [terminal_text(line) for line in message.split("\n") if line.strip()] or [type(exc).__name__]
         click.echo("\n".join(prefix + line for line in lines), err=True)
         sys.exit(code)
     except click.Abort:

@@ -8,6 +8,14 @@ from pathlib import Path
 
 import click
 
+from vsekit.textsafe import terminal_text
+
+#: ``--trust-code`` of every command that loads a model: let it import the code its files name
+trust_code_option = click.option(
+    "--trust-code", is_flag=True,
+    help="Let the model import the code its files name (spec imports, module:Class or file.py:Class components); "
+         "only for models from a source you trust.")
+
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
@@ -22,8 +30,9 @@ import click
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the metrics JSON here (default: RUN/eval_SPLIT[_DATA-HASH][_foldsF][_ties-RULE].json).")
 @click.option("-q", "--quiet", is_flag=True)
+@trust_code_option
 def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int | None, ties: str,
-             strict_protocol: bool, output: Path | None, quiet: bool) -> None:
+             strict_protocol: bool, output: Path | None, quiet: bool, trust_code: bool) -> None:
     """Evaluate a run folder or checkpoint on a split: the paper's table, plus JSON recording the data and protocol.
 
     Each image's first 5 captions are ranked. On a 5,000-image COCO test split the table shows COCO 1K (the
@@ -34,9 +43,10 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
     from vsekit.io import atomic_write_text
 
     metrics, meta_path = api.eval_checkpoint(checkpoint, split=split, data=data_spec, folds=folds, ties=ties,
-                                             verbose=not quiet, log_warnings=False, strict_protocol=strict_protocol)
+                                             verbose=not quiet, log_warnings=False, strict_protocol=strict_protocol,
+                                             trust_code=trust_code)
     for w in metrics["warnings"]:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(terminal_text(f"warning: {w}"), err=True)
     click.echo(reference_lines(metrics))
     click.echo(format_table(table_rows(split, metrics)))
     target = output or meta_path.parent / api.eval_result_name(split, metrics)

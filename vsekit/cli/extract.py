@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from vsekit.textsafe import terminal_text
+
 #: how many unreadable images are listed by name before "... and N more"
 LIST_AT_MOST = 50
 
@@ -17,7 +19,7 @@ def echo_unreadable(errors: dict[str, str]) -> None:
         if i == LIST_AT_MOST:
             click.echo(f"  ... and {len(errors) - LIST_AT_MOST} more", err=True)
             break
-        click.echo(f"  {name}: {why}", err=True)
+        click.echo(terminal_text(f"  {name}: {why}"), err=True)  # file names are data
 
 
 @click.command("extract")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from vsekit.cli.evaluate import trust_code_option
+
 
 @click.command("import-legacy")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
@@ -31,12 +33,13 @@ def import_legacy_cmd(*, path: Path, out_dir: Path, force: bool) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="PATH.npz; PATH.npz.pkl and PATH.npz.dictionary.pkl are written beside it.")
-def export_legacy_cmd(*, model: Path, out_path: Path) -> None:
+@trust_code_option
+def export_legacy_cmd(*, model: Path, out_path: Path, trust_code: bool) -> None:
     """Write MODEL (a run folder or checkpoint) in the reference release's layout
     (gru without recurrent biases, or bow)."""
     from vsekit.legacy import export_legacy, sidecar_paths
 
-    npz = export_legacy(model, out_path)
+    npz = export_legacy(model, out_path, trust_code=trust_code)
     click.echo("wrote " + ", ".join(str(p) for p in sidecar_paths(npz)))
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from vsekit.textsafe import terminal_json, terminal_text
+
 
 def plugin_lines(info: dict[str, Any], kind_labels: dict[str, str]) -> list[str]:
     """The text listing of ``PluginManager.describe()``'s ``info``; ``kind_labels`` maps a kind to its label."""
@@ -31,10 +33,10 @@ def plugins_cmd(*, as_json: bool) -> None:
 
     info = registry.manager().describe()
     if as_json:
-        click.echo(json.dumps(info, indent=1))
+        click.echo(terminal_json(json.dumps(info, indent=1)))
         return
     for line in plugin_lines(info, {kind: labels[0] for kind, labels in KINDS.items()}):
-        click.echo(line)
+        click.echo(terminal_text(line))  # a broken plugin's reason quotes its exception
 
 
 COMMANDS = (plugins_cmd,)

@@ -14,6 +14,9 @@ from typing import Any
 
 import click
 
+from vsekit.cli.evaluate import trust_code_option
+from vsekit.textsafe import terminal_json, terminal_text
+
 MODEL_HELP = "run folder, checkpoint or installed model (default: $VSEKIT_MODEL or the only installed model)"
 
 
@@ -43,10 +46,11 @@ def _model_arg(f: Any) -> Any:
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an HTML page of the query and its results.")
 @click.option("--embed-images", is_flag=True, help="Embed thumbnails in the HTML as data URIs (self-contained file).")
+@trust_code_option
 def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, features_file: Path | None, row: int,
                  k: int, bank_path: Path | None, search: str | None, minus: tuple[str, ...], plus: tuple[str, ...],
                  extractor: str | None, images_dir: Path | None, as_json: bool, html_out: Path | None,
-                 embed_images: bool) -> None:
+                 embed_images: bool, trust_code: bool) -> None:
     """Captions for an image (--image), images for a caption (--text), with optional word arithmetic.
 
     \b
@@ -58,22 +62,23 @@ def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, fea
 
     req = retrieval.RetrieveRequest(model=model, image=image, text=text, features=features_file, row=row, k=k,
                                     bank=bank_path, search=search, minus=minus, plus=plus, extractor=extractor,
-                                    images_dir=images_dir)
+                                    images_dir=images_dir, trust_code=trust_code)
     res = retrieval.run_query(req)
     if html_out is not None:
         from vsekit import report
 
         report.write_retrieval_page(html_out, res, embed_images=embed_images)
     if as_json:
-        click.echo(json.dumps(res.to_dict(html_out), indent=1, ensure_ascii=False))
+        click.echo(terminal_json(json.dumps(res.to_dict(html_out), indent=1, ensure_ascii=False)))
         return
     bank = res.bank
-    click.echo(f"top {len(res.rows)} of {len(bank)} {bank.kind}" + (f" in {bank.path}" if bank.path else "") + ":")
-    for d in res.rows:
+    where = f" in {bank.path}" if bank.path else ""
+    click.echo(terminal_text(f"top {len(res.rows)} of {len(bank)} {bank.kind}{where}:"))
+    for d in res.rows:  # captions and ids are data: their control characters are escaped
         label = d["text"] if res.kind == "captions" else d["id"]
         extra = f"  [{d['id']}]" if res.kind == "captions" and d["id"] else ""
         mark = "  ✓" if d["ground_truth"] else ""
-        click.echo(f"{d['rank']:>3}  {d['score']:.3f}  {label}{extra}{mark}")
+        click.echo(terminal_text(f"{d['rank']:>3}  {d['score']:.3f}  {label}{extra}{mark}"))
     if html_out is not None:
         click.echo(f"html: {html_out}")
 
@@ -86,8 +91,9 @@ def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, fea
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="OUT.npy (the embeddings) or OUT.npz (embeddings, plus the texts and ids or the feature rows).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@trust_code_option
 def encode_cmd(model: str | None, captions_file: Path | None, features_file: Path | None, output: Path,
-               dtype: str) -> None:
+               dtype: str, trust_code: bool) -> None:
     """Write the unit-norm embeddings of captions or image features to OUT.npy or OUT.npz, row i for input i.
 
     \b
@@ -98,10 +104,12 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
     """
     from vsekit import retrieval
 
-    res = retrieval.encode_file(model, captions=captions_file, features=features_file, output=output, dtype=dtype)
+    res = retrieval.encode_file(model, captions=captions_file, features=features_file, output=output, dtype=dtype,
+                                 trust_code=trust_code)
     if res.unread_lines:
-        click.echo(f"warning: {captions_file}: {len(res.unread_lines)} caption(s) with no word the model knows "
-                   f"(first: line {res.unread_lines[0]}); their rows say nothing about them", err=True)
+        click.echo(terminal_text(f"warning: {captions_file}: {len(res.unread_lines)} caption(s) with no word the "
+                                 f"model knows (first: line {res.unread_lines[0]}); their rows say nothing about them"),
+                   err=True)
     click.echo(f"wrote {output}: {res.shape[0]} x {res.shape[1]} {dtype}")
 
 
@@ -119,9 +127,10 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="BANK: writes BANK.json + BANK.safetensors (default: the model's default bank).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@trust_code_option
 def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Path | None, ids_file: Path | None,
              images: tuple[Path, ...], image_root: Path | None, extractor: str | None, output: Path | None,
-             dtype: str) -> None:
+             dtype: str, trust_code: bool) -> None:
     """Encode a caption bank (--captions) or an image bank (--features + --ids, or --images) once.
 
     With no input, builds the model's default caption bank (its captions file,
@@ -131,7 +140,8 @@ def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Pa
 
     bank = retrieval.make_bank(retrieval.BankRequest(model=model, captions=captions_file, features=features_file,
                                                      ids=ids_file, images=images, image_root=image_root,
-                                                     extractor=extractor, output=output, dtype=dtype))
+                                                     extractor=extractor, output=output, dtype=dtype,
+                                                     trust_code=trust_code))
     click.echo(f"wrote {bank.path} ({len(bank)} {bank.kind}, {bank.dim}-d {bank.dtype})")
 
 
@@ -145,16 +155,18 @@ def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Pa
 @click.option("--images-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the split's image files, for thumbnails (the flickr8k reader knows its own).")
 @click.option("--embed-images", is_flag=True, help="Embed thumbnails as data URIs (self-contained page).")
+@trust_code_option
 def report_cmd(run: Path, *, output: Path | None, split: str, n: int, k: int, images_dir: Path | None,
-               embed_images: bool) -> None:
+               embed_images: bool, trust_code: bool) -> None:
     """Training curves (curves.png) and a gallery of test queries (gallery.html) for a run folder."""
     from vsekit.report import write_report
 
-    res = write_report(run, output, split=split, n=n, k=k, images_dir=images_dir, embed_images=embed_images)
+    res = write_report(run, output, split=split, n=n, k=k, images_dir=images_dir, embed_images=embed_images,
+                       trust_code=trust_code)
     if res["curves"] is not None:
         click.echo(f"curves: {res['curves']}")
     else:
-        click.echo(f"curves: skipped ({res['curves_skipped']})", err=True)
+        click.echo(terminal_text(f"curves: skipped ({res['curves_skipped']})"), err=True)
     click.echo(f"gallery: {res['gallery']}")
 
 
@@ -166,13 +178,13 @@ def models_cmd(as_json: bool) -> None:
 
     out = retrieval.list_installed_models()
     if as_json:
-        click.echo(json.dumps(out, indent=1))
+        click.echo(terminal_json(json.dumps(out, indent=1)))
         return
     if not out:
         click.echo("no installed models (e.g. pip install vsekit-f8k)")
     for m in out:
         dist = f" [{m['distribution']} {m['version']}]" if m["distribution"] else ""
-        click.echo(f"{m['name']}{dist}: {m['path'] or 'error: ' + str(m['problem'])}")
+        click.echo(terminal_text(f"{m['name']}{dist}: {m['path'] or 'error: ' + str(m['problem'])}"))
 
 
 COMMANDS = (retrieve_cmd, encode_cmd, bank_cmd, report_cmd, models_cmd)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from vsekit.textsafe import terminal_text
+
 SPEC = click.Path(dir_okay=False, path_type=Path)
 
 
@@ -15,15 +17,25 @@ class EchoHandler(logging.Handler):
     """Shows a record's bare message on stdout (the stdout of the moment, as click's test runner swaps it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Echo the formatted record to the current stdout."""
-        click.echo(self.format(record))
+        """Echo the formatted record to the current stdout (control characters escaped, its lines kept)."""
+        click.echo(terminal_text(self.format(record), keep_newlines=True))
+
+
+class TerminalFormatter(logging.Formatter):
+    """A log line with the control characters of the data it quotes escaped (tracebacks keep their lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted record, through :func:`~vsekit.textsafe.terminal_text`."""
+        return terminal_text(super().format(record), keep_newlines=True)
 
 
 def setup_logging(*, quiet: bool, debug: bool) -> None:
     """Log to stderr: DEBUG with ``--debug``, WARNING with ``-q``, else INFO; a run's result table and paths
     (the ``vsekit.training.results`` logger) go plain to stdout."""
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     results = logging.getLogger("vsekit.training.results")
     results.setLevel(level)
     results.propagate = False

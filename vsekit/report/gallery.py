@@ -117,23 +117,25 @@ def report_intro(queries: list[Query], model_path: Path, split: str, data: Any, 
 
 
 def write_report(run: str | Path, out: str | Path | None = None, *, split: str = "test", n: int = 8, k: int = 5,
-                 images_dir: str | Path | None = None, embed_images: bool = False) -> dict[str, Any]:
+                 images_dir: str | Path | None = None, embed_images: bool = False,
+                 trust_code: bool = False) -> dict[str, Any]:
     """``curves.png`` and ``gallery.html`` for a run folder (default output: ``RUN/report/``).
 
     The gallery shows ``n`` image queries (their top-``k`` captions among the
     split's captions) and ``n`` caption queries (top-``k`` images), ground truth
     marked. Thumbnails need the image files: the flickr8k reader knows them;
-    for precomputed features pass ``images_dir`` or set ``$VSEKIT_F8K_IMAGES`` (else ids are shown).
+    for precomputed features pass ``images_dir`` or set ``$VSEKIT_F8K_IMAGES`` (else ids are shown);
+    ``trust_code``: see :func:`vsekit.load_model`.
     Returns ``{"curves": path or None, "curves_skipped": reason or None, "gallery": path}``.
     """
     from vsekit import retrieval
 
-    model, ref, meta = retrieval.open_model(Path(run))
+    model, ref, meta = retrieval.open_model(Path(run), trust_code=trust_code)
     run_dir = ref.path.parent
     out_dir = Path(out) if out is not None else run_dir / "report"
     name = (meta.get("spec") or {}).get("name") or run_dir.name
     result = report_curves(run_dir, out_dir, name)
-    data, ids, root = retrieval.Retriever(model, meta, ref).split_data(split)
+    data, ids, root = retrieval.Retriever(model, meta, ref, trust_code=trust_code).split_data(split)
     g = Gallery.encode(model, data, ids, [images_dir, root])
     picks = np.unique(np.linspace(0, data.n_images - 1, num=min(n, data.n_images)).round().astype(int))
     queries = gallery_queries(g, picks, k)

@@ -32,6 +32,7 @@ class BankRequest:
     extractor: str | None = None
     output: Path | None = None
     dtype: str = "float16"
+    trust_code: bool = False  # as vsekit.load_model's
 
     def check(self) -> None:
         """Refuse two inputs, or features without ids (before anything is read).
@@ -87,7 +88,7 @@ def make_bank(req: BankRequest) -> Bank:
     """
     req.check()
     got = _read_inputs(req)
-    r = Retriever.load(req.model, extractor=req.extractor)
+    r = Retriever.load(req.model, extractor=req.extractor, trust_code=req.trust_code)
     bank = _encode(req, r, got)
     target = req.output if req.output is not None else r.save_target(bank.kind)
     if target is None:

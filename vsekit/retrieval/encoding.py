@@ -47,10 +47,11 @@ def _writer(output: Path, emb: np.ndarray, texts: list[str] | None, ids: list[st
 
 
 def encode_file(model: str | Path | None, *, captions: Path | None = None, features: Path | None = None,
-                output: Path, dtype: str = "float32") -> Encoded:
+                output: Path, dtype: str = "float32", trust_code: bool = False) -> Encoded:
     """Write the unit-norm embeddings of ``captions`` (a captions file) or ``features`` (a ``.npy`` of feature rows)
     to ``output``: ``.npy`` (the embeddings, (N, dim)) or ``.npz`` (``embeddings`` plus ``texts`` and, for an
     ``image,caption`` CSV, ``ids``; or ``rows``, the feature row numbers). ``dtype`` is ``float32`` or ``float16``.
+    ``trust_code``: as :func:`vsekit.load_model`.
 
     The input is read before the model loads, so a missing file fails fast.
     Raises :class:`VsekitError` for no or two inputs, another suffix, or any input or model problem.
@@ -69,7 +70,7 @@ def encode_file(model: str | Path | None, *, captions: Path | None = None, featu
         texts, ids = read_captions(captions)
     else:
         feats = read_features(features)  # type: ignore[arg-type]
-    m, _, _ = open_model(model)
+    m, _, _ = open_model(model, trust_code=trust_code)
     if texts is not None:
         emb = encode_sentences(m, texts, verbose=True)
         unread = [i + (2 if ids is not None else 1) for i in unreadable_captions(m, texts)]

@@ -45,12 +45,19 @@ def extractor_table(meta: dict[str, Any] | None, dim_image: int, name: str | Non
                       f"them), or query with --features FILE.npy")
 
 
-def build_extractor(table: dict[str, Any]) -> Any:
-    """Build an image feature extractor from a table ``{"type": NAME, ...}``."""
+def build_extractor(table: dict[str, Any], *, trust_code: bool = True) -> Any:
+    """Build an image feature extractor from a table ``{"type": NAME, ...}``; a table read from a model or bank
+    file passes the caller's ``trust_code`` (see :func:`vsekit.spec.require_trust`).
+
+    Raises:
+        RegistryError: the extractor cannot be built.
+        UntrustedCodeError: the table names code to import and ``trust_code`` is False.
+    """
     from vsekit import spec as spec_mod
     from vsekit.errors import RegistryError
 
     name = table.get("type")
+    spec_mod.require_trust(table, "the model's image feature extractor", trust_code=trust_code)
     try:
         component = spec_mod.build_component("image_feature_extractor", table, "extractor", Path.cwd())
         if "progress" not in table and "progress" in attrs.fields_dict(type(component.config)):

@@ -115,15 +115,17 @@ def resolve_model(ref: str | Path | None = None) -> ModelRef:
     raise CheckpointError(f"{ref}: no such run folder, checkpoint or installed model{known}")
 
 
-def open_model(ref: str | Path | None = None) -> tuple[JointModel, ModelRef, dict[str, Any]]:
+def open_model(ref: str | Path | None = None, *,
+               trust_code: bool = False) -> tuple[JointModel, ModelRef, dict[str, Any]]:
     """Load a model for retrieval (:func:`resolve_model`'s names); returns (model, where it is, its checkpoint
-    metadata). The model carries ``weights_sha256``, so that banks know which weights made them.
+    metadata). The model carries ``weights_sha256``, so that banks know which weights made them. ``trust_code``:
+    as :func:`vsekit.load_model`.
 
     :func:`vsekit.load_model` is the public loader; this one also says where the model is, for its default banks.
     Raises :class:`CheckpointError` (see :func:`resolve_model`, :func:`vsekit.checkpoint.load`).
     """
     where = resolve_model(ref)
-    model, meta, _ = checkpoint.load(where.path)
+    model, meta, _ = checkpoint.load(where.path, trust_code=trust_code)
     model.set_origin(weights_sha256=meta["weights_sha256"])
     return model, where, meta
 

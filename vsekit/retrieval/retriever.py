@@ -46,8 +46,9 @@ class Retriever:
 
     def __init__(self, model: JointModel, meta: dict[str, Any] | None = None, ref: ModelRef | None = None, *,
                  caption_bank: CaptionBank | None = None, image_bank: ImageBank | None = None,
-                 extractor: str | None = None) -> None:
+                 extractor: str | None = None, trust_code: bool = False) -> None:
         self.model = model
+        self.trust_code = trust_code  # may what the model's files name be imported (vsekit.load_model's)
         self.meta = meta or {}
         self.ref = ref
         self._banks: dict[str, Bank | None] = {"captions": caption_bank, "images": image_bank}
@@ -56,11 +57,14 @@ class Retriever:
 
     @classmethod
     def load(cls, model: str | Path | None = None, *, caption_bank: str | Path | None = None,
-             image_bank: str | Path | None = None, extractor: str | None = None) -> Retriever:
-        """Load a model (path, installed name, or the default) and, if given, bank files."""
-        m, ref, meta = open_model(model)
+             image_bank: str | Path | None = None, extractor: str | None = None,
+             trust_code: bool = False) -> Retriever:
+        """Load a model (path, installed name, or the default) and, if given, bank files (``trust_code``: as
+        :func:`vsekit.load_model`)."""
+        m, ref, meta = open_model(model, trust_code=trust_code)
         return cls(m, meta, ref, caption_bank=load_bank(caption_bank, m) if caption_bank else None,
-                   image_bank=load_bank(image_bank, m) if image_bank else None, extractor=extractor)
+                   image_bank=load_bank(image_bank, m) if image_bank else None, extractor=extractor,
+                   trust_code=trust_code)
 
     # -- banks ---------------------------------------------------------------
 
@@ -158,7 +162,8 @@ class Retriever:
         if not spec:
             raise DataError("this model records no data spec")
         base = self.ref.path.parent if self.ref else Path.cwd()
-        reader = spec_mod.from_dict(spec, source=str(self.ref.path if self.ref else "<model>"), base=base).data.build()
+        reader = spec_mod.from_dict(spec, source=str(self.ref.path if self.ref else "<model>"), base=base,
+                                    trust_code=self.trust_code).data.build()
         data = reader.read(split)
         ids, root = data.image_ids, None
         if isinstance(reader, Flickr8kReader):
@@ -201,7 +206,8 @@ class Retriever:
         if self._extractor is None:
             bank = self._banks.get("images")
             table = extractor_table(self.meta, self.model.dim_image, self._extractor_name, bank)
-            self._extractor = build_extractor(table)
+            # a name the user gave is their own request; one the model or bank records needs trust_code
+            self._extractor = build_extractor(table, trust_code=self.trust_code or self._extractor_name is not None)
         return self._extractor
 
     def image_features(self, paths: Sequence[str | Path]) -> np.ndarray:
@@ -247,17 +253,18 @@ class Retriever:
 
 def retrieve(model: JointModel | str | Path | None = None, *, image: str | Path | np.ndarray | None = None,
              text: str | None = None, k: int = 5, bank: Bank | str | Path | None = None,
-             minus: Sequence[str] = (), plus: Sequence[str] = (), extractor: str | None = None) -> list[Hit]:
+             minus: Sequence[str] = (), plus: Sequence[str] = (), extractor: str | None = None,
+             trust_code: bool = False) -> list[Hit]:
     """One query: captions for an ``image`` (a file or a feature row), or images for a ``text``.
 
     With ``minus``/``plus`` words the query is moved by vector arithmetic and
     an image query searches images. ``bank`` is a bank or its path; by default
-    the model's default bank of the searched kind.
+    the model's default bank of the searched kind. ``trust_code``: as :func:`vsekit.load_model`.
     """
     if isinstance(model, JointModel):
-        r = Retriever(model, extractor=extractor)
+        r = Retriever(model, extractor=extractor, trust_code=trust_code)
     else:
-        r = Retriever.load(model, extractor=extractor)
+        r = Retriever.load(model, extractor=extractor, trust_code=trust_code)
     if bank is not None and not isinstance(bank, Bank):
         bank = load_bank(bank, r.model)
     q = r.query_vector(image=image, text=text, minus=minus, plus=plus)

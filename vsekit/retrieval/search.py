@@ -43,6 +43,7 @@ class RetrieveRequest:
     plus: tuple[str, ...] = ()
     extractor: str | None = None
     images_dir: Path | None = None
+    trust_code: bool = False  # as vsekit.load_model's
 
     def check(self) -> None:
         """Refuse a request without exactly one query, or with a missing image file (before any model loads).
@@ -134,7 +135,7 @@ def run_query(req: RetrieveRequest) -> RetrieveResult:
             or any model, bank, image or query problem (each message names its file).
     """
     req.check()
-    r = Retriever.load(req.model, extractor=req.extractor)
+    r = Retriever.load(req.model, extractor=req.extractor, trust_code=req.trust_code)
     bank = load_bank(req.bank, r.model) if req.bank is not None else None
     if bank is not None and req.search is not None and req.search != bank.kind:
         raise VsekitError(f"--search {req.search}, but {bank.path} is a bank of {bank.kind}")

@@ -32,15 +32,15 @@ import attrs
 
 from vsekit import config
 from vsekit.errors import SpecError
-from vsekit.spec.component import Component, build_component, import_user_module
+from vsekit.spec.component import Component, build_component, code_names, import_user_module, require_trust
 from vsekit.spec.convert import SpecProblems, converter, make_converter, structure
 from vsekit.spec.files import apply_overrides, dumps_toml, parse_override, read_toml
 from vsekit.spec.sections import EvalSpec, ModelSpec, OutputSpec, TrainSpec, VocabSpec
 
 __all__ = [
     "Component", "EvalSpec", "ModelSpec", "OutputSpec", "Spec", "SpecProblems", "TrainSpec", "VocabSpec",
-    "apply_overrides", "build_component", "converter", "dumps_toml", "from_dict", "import_user_module", "load",
-    "make_converter", "parse_override", "read_toml", "structure",
+    "apply_overrides", "build_component", "code_names", "converter", "dumps_toml", "from_dict", "import_user_module",
+    "load", "make_converter", "parse_override", "read_toml", "require_trust", "structure",
 ]
 
 
@@ -112,23 +112,29 @@ class _Problems(list):
 
 
 def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = None, *,
-              required: tuple[str, ...] = ("data", "model", "loss")) -> Spec:
+              required: tuple[str, ...] = ("data", "model", "loss"), trust_code: bool = False) -> Spec:
     """Build a :class:`Spec` from parsed TOML; every problem is reported at once.
 
     ``base`` (default: the current directory) is where relative paths and ``file.py:Class`` names resolve.
     ``required``: the sections that must be there; ``("data",)`` reads a data spec (``vsekit eval --data``),
-    whose absent ``model`` and ``loss`` are None.
+    whose absent ``model`` and ``loss`` are None. ``trust_code``: import the ``imports`` and the
+    ``module:Class`` / ``file.py:Class`` names it holds; without it such a spec is refused before anything is
+    imported (:func:`~vsekit.spec.component.require_trust`). Pass True for a spec the user wrote (:func:`load`
+    does); a spec read from a model file gets the caller's ``trust_code``.
 
     Raises:
         SpecError: one line per problem: ``SOURCE: [section] key: message``.
+        UntrustedCodeError: it names code to import and ``trust_code`` is False.
     """
     base = base if base is not None else Path.cwd()
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: expected a TOML table at the top level")
+    require_trust(raw, source, trust_code=trust_code)  # before any name is resolved (translate resolves some)
     if "reference" in raw:  # the reference release's option names (margin, dim, lrate, ...)
         from vsekit.reference_options import translate
 
         raw = translate(raw, source)
+        require_trust(raw, source, trust_code=trust_code)
     problems = _Problems()
     for key in sorted(set(raw) - _SECTIONS):
         close = difflib.get_close_matches(key, sorted(_SECTIONS), n=1)
@@ -217,12 +223,14 @@ def load(path: str | Path, overrides: Iterable[str] = (), *,
          required: tuple[str, ...] = ("data", "model", "loss")) -> Spec:
     """Read, override (``--set`` items) and structure the spec file at ``path`` (``required``: as :func:`from_dict`).
 
+    The user's own spec: its ``imports`` and class names are imported (``trust_code=True``).
+
     Raises:
         SpecError: the file is missing or not TOML, an override is malformed, or the spec has problems.
     """
     path = Path(path)
     raw = apply_overrides(read_toml(path), overrides)
-    return from_dict(raw, source=str(path), base=path.resolve().parent, required=required)
+    return from_dict(raw, source=str(path), base=path.resolve().parent, required=required, trust_code=True)
 
 
 def load_data_spec(path: str | Path) -> Spec:

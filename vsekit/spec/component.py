@@ -11,7 +11,7 @@ import attrs
 
 from vsekit import registry
 from vsekit.config import resolve_paths
-from vsekit.errors import RegistryError
+from vsekit.errors import RegistryError, UntrustedCodeError
 from vsekit.spec.convert import SpecProblems, converter, structure
 
 
@@ -99,3 +99,45 @@ def import_user_module(name: str, base: Path) -> None:
         raise SpecProblems([("imports", f"cannot import {name!r}: {exc}")]) from None
     except RegistryError as exc:
         raise SpecProblems([("imports", f"importing {name!r}: {exc}")]) from None
+
+
+def code_names(raw: Any, path: str = "") -> list[tuple[str, str]]:
+    """``(where, name)`` for each name in a spec dict ``raw`` that resolving would import: every ``imports`` entry
+    (a ``file.py`` or a module) and every ``type`` that is ``file.py:Class`` or a ``module:Class`` no installed
+    plugin registered (:func:`vsekit.registry.names_registered_class`). Nothing is imported to find them.
+
+    ``where`` is the TOML path (``imports``, ``model.sentence_encoder.type``); ``path`` prefixes it (for recursion).
+    """
+    found: list[tuple[str, str]] = []
+    if isinstance(raw, list):
+        for item in raw:
+            found += code_names(item, path)
+    if not isinstance(raw, dict):
+        return found
+    for key, value in raw.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key == "imports" and not path:
+            found += [(where, v) for v in ([value] if isinstance(value, str) else value if isinstance(value, list)
+                                           else []) if isinstance(v, str)]
+        elif key == "type" and isinstance(value, str) and ":" in value and not registry.names_registered_class(value):
+            found.append((where, value))
+        elif isinstance(value, (dict, list)):
+            found += code_names(value, where)
+    return found
+
+
+def require_trust(raw: Any, source: str, *, trust_code: bool) -> None:
+    """The one trust decision: refuse a spec dict read from a model file (checkpoint JSON, run folder, bank) that
+    names code to import (:func:`code_names`), unless the caller opted in with ``trust_code``.
+
+    A spec the user runs is their own request and is read with ``trust_code=True``; everything a model file
+    names passes the caller's ``--trust-code`` / ``trust_code=`` down to here.
+
+    Raises:
+        UntrustedCodeError: one line: ``source``, the modules and files with where they are named, how to opt in.
+    """
+    names = [] if trust_code else code_names(raw)
+    if names:
+        shown = ", ".join(f"{name!r} ({where})" for where, name in names)
+        raise UntrustedCodeError(f"{source}: names code that loading it would import: {shown}; not imported. If you "
+                                 f"trust where it came from, pass --trust-code (trust_code=True in Python)")

@@ -37,7 +37,7 @@ from vsekit.training.rundir import (
     write_summary,
 )
 from vsekit.training.setup import RunContext, RunData, Setup, autocast_for, load_data, resolve_device
-from vsekit.training.state import Progress, ResumePoint, check_same_data, find_resume_point, restore
+from vsekit.training.state import Progress, ResumePoint, check_same_data, find_resume_point, note_runtime, restore
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ def resumed_progress(ctx: RunContext, point: ResumePoint | None) -> Progress:
         return Progress()
     check_same_data(ctx.out, point, ctx.setup)
     # everything is checked: restore the state before writing anything
-    return restore(ctx.out / "last.json", point, ctx.setup, ctx.device)
+    prog = restore(ctx.out / "last.json", point, ctx.setup, ctx.device)
+    note_runtime(ctx, point, prog)  # another thread count or device: warn now, and in results.json
+    return prog
 
 
 def train_locked(ctx: RunContext, point: ResumePoint | None, prog: Progress) -> dict[str, Any] | None:
@@ -117,7 +119,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
     """Evaluate the best model on the evaluation split; write ``results.json`` / ``.csv``; return the results."""
     spec, out, t, p = ctx.spec, ctx.out, ctx.spec.train, loop.prog
     train_seconds = loop.seconds()
-    best_model, _, _ = checkpoint.load(out / "best.json")
+    best_model, _, _ = checkpoint.load(out / "best.json", trust_code=True)  # this run's own spec: the user's code
     best_model.to(ctx.device)
     test_metrics = evaluate_split(best_model, ctx.data.test, ctx.setup.metric, folds=spec.eval.folds,
                                   ties=spec.eval.ties, strict_protocol=spec.eval.strict_protocol,
@@ -131,7 +133,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
         "valid": {"split": t.valid_split, **valid_metrics},
         "test": {"split": spec.eval.split, **test_metrics},
         "warnings": list(dict.fromkeys(overlap_warnings(ctx.data.overlap) + valid_metrics.get("warnings", [])
-                                       + test_metrics["warnings"])),
+                                       + test_metrics["warnings"] + p.warnings)),
         "run_dir": str(out),
     }
     write_results(out, results)

@@ -2,8 +2,16 @@
 
 The state is model weights, optimizer state, loss parameters, RNG states and
 the epoch's batch order as safetensors tensors; step, position, best-so-far
-and the early-stopping counter (:class:`Progress`) as JSON. On CPU a resumed
-run ends with the same weights and metrics as an uninterrupted one.
+and the early-stopping counter (:class:`Progress`) as JSON, with the torch
+thread count and device that computed it (``runtime``).
+
+What resume guarantees: a run resumed with the same torch thread count and on
+the same device ends bit-identical (weights and metrics) to an uninterrupted
+one. Another thread count changes the order of floating-point sums inside
+torch's kernels, so the numbers then differ in the last digits (7e-6 on the
+recalls was seen); another device differs more. Resuming with either changed
+is allowed (``train.threads`` and ``train.device`` may change), and warns once:
+a ``warning`` log line and an entry in ``results.json``'s ``warnings``.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class Progress:
     best: dict[str, Any] = attrs.Factory(lambda: {"rsum": -math.inf, "step": 0, "epoch": 0})
     since_best: int = 0
     stop: bool = False
+    warnings: list[str] = attrs.Factory(list)  # said on resume (another thread count or device), for results.json
 
     def to_json(self) -> dict[str, Any]:
         """The progress as JSON values (the batch order aside: it is saved as tensors)."""
@@ -60,7 +69,7 @@ class Progress:
                 "loss_sum": self.loss_sum, "noinfo_sum": self.noinfo_sum, "epoch_seconds": self.epoch_seconds,
                 "window_sum": self.window_sum, "window_n": self.window_n,
                 "train_seconds": self.train_seconds,
-                "best": best, "since_best": self.since_best, "stop": self.stop}
+                "best": best, "since_best": self.since_best, "stop": self.stop, "warnings": list(self.warnings)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], batches: list[np.ndarray] | None) -> Progress:
@@ -74,7 +83,7 @@ class Progress:
                    epoch_seconds=float(d["epoch_seconds"]),
                    window_sum=float(d.get("window_sum", 0.0)), window_n=int(d.get("window_n", 0)),  # 0: older state
                    train_seconds=float(d["train_seconds"]), best=best, since_best=int(d["since_best"]),
-                   stop=bool(d["stop"]))
+                   stop=bool(d["stop"]), warnings=[str(w) for w in d.get("warnings", [])])  # none: older state
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -149,10 +158,41 @@ def save_last(ctx: RunContext, prog: Progress, *, metrics_offset: int, seconds: 
         tensors["progress.batch_sizes"] = torch.tensor([len(b) for b in prog.batches], dtype=torch.int64)
     snapshot = attrs.evolve(prog, epoch_seconds=epoch_seconds, train_seconds=seconds)
     state = {"format": STATE_FORMAT, "progress": snapshot.to_json(), "optimizer": opt_info, "rng": rng_info,
-             "metrics_offset": metrics_offset}
+             "metrics_offset": metrics_offset, "runtime": runtime(ctx.device)}
     epoch = prog.epoch + (prog.pos / len(prog.batches) if prog.batches else 0.0)
     checkpoint.save(ctx.out, "last", su.model, ctx.spec_dict, step=prog.step, epoch=float(epoch),
                     extra_tensors=tensors, extra={**su.record, "resume": state})
+
+
+def runtime(device: torch.device) -> dict[str, Any]:
+    """What a resumed run must share with the saved one to end bit-identical: ``{"threads": torch's intra-op
+    thread count (int), "device": "cpu" / "cuda:0" (str)}``."""
+    return {"threads": torch.get_num_threads(), "device": str(device)}
+
+
+def runtime_warning(where: Path, saved: Any, device: torch.device) -> str | None:
+    """The warning for resuming the state saved at ``where`` with another thread count or device than
+    ``saved`` (its ``runtime``); None when they are the same, or the state (older than this record) has none."""
+    if not isinstance(saved, dict):
+        return None
+    now = runtime(device)
+    if saved.get("threads") == now["threads"] and saved.get("device") == now["device"]:
+        return None
+    return (f"{where}: resumed with {now['threads']} torch thread(s) on {now['device']}, but the state was saved "
+            f"with {saved.get('threads')} on {saved.get('device')}: the results may differ from an uninterrupted "
+            f"run in the last digits (resume is bit-identical only at the same thread count and device; "
+            f"[train] threads and device set them)")
+
+
+def note_runtime(ctx: RunContext, point: ResumePoint, prog: Progress) -> None:
+    """On resume: when this process has another thread count or device than the saved state, log
+    :func:`runtime_warning` once (rank 0) and keep it in ``prog.warnings`` (saved with the state, then written to
+    ``results.json``)."""
+    warning = runtime_warning(ctx.out / "last.json", point.meta["resume"].get("runtime"), ctx.device)
+    if warning is not None:
+        prog.warnings.append(warning)
+        if ctx.d.is_main:
+            log.warning("%s", warning)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -179,12 +219,18 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def _with_defaults(saved: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A saved spec as this version writes it: keys added since the run started take their defaults."""
+def _with_defaults(saved: dict[str, Any], path: Path, own: dict[str, Any]) -> dict[str, Any]:
+    """A saved spec as this version writes it: keys added since the run started take their defaults.
+
+    Code it names is imported only when the user's own spec ``own`` names the same (then it ran already); a run
+    folder naming other code is compared as written, which reports the difference.
+    """
     from vsekit import spec as spec_mod
 
+    trusted = {n for _, n in spec_mod.code_names(own)}
     try:
-        return spec_mod.from_dict(saved, source=str(path), base=path.parent).to_dict()
+        return spec_mod.from_dict(saved, source=str(path), base=path.parent,
+                                  trust_code={n for _, n in spec_mod.code_names(saved)} <= trusted).to_dict()
     except VsekitError:  # e.g. a component that is no longer installed: compare as written
         return saved
 
@@ -214,7 +260,7 @@ def find_resume_point(out: Path, spec_dict: dict[str, Any]) -> ResumePoint:
         saved = tomllib.loads(spec_path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{spec_path}: cannot read the run's spec: {exc}") from None
-    changes = spec_changes(_with_defaults(saved, spec_path), spec_dict)
+    changes = spec_changes(_with_defaults(saved, spec_path, spec_dict), spec_dict)
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise CheckpointError(f"{out}: cannot resume: the spec differs from the one this run started with "
