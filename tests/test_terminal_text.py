@@ -17,7 +17,7 @@ from vsekit.textsafe import terminal_json, terminal_text
 
 #: what a terminal must never receive raw: C0 but newline, DEL, C1, the bidi controls, U+2028/U+2029
 RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-EVIL = ["a dog \x1b]0;pwned\x07 runs on the grass", "a man\r on a bike", "a girl \u202eyelsrev\u202c smiles",
+EVIL = ["a dog \x1b]0;pwned\x07 runs on the grass", "a man\x08\x08 on a bike", "a girl \u202eyelsrev\u202c smiles",
         "two dogs \x9b31m play", "a cat\x7f sleeps"]
 
 
@@ -54,7 +54,7 @@ def test_retrieve_prints_captions_escaped_and_the_bank_keeps_them(env):
     result = invoke(argv, env.root)
     assert result.exit_code == 0, result.output
     assert not RAW.search(result.output), repr(result.output)
-    for needle in ("\\x1b]0;pwned\\x07", "a man\\x0d on", "\\u202eyelsrev\\u202c", "\\x9b31m", "cat\\x7f"):
+    for needle in ("\\x1b]0;pwned\\x07", "a man\\x08\\x08 on", "\\u202eyelsrev\\u202c", "\\x9b31m", "cat\\x7f"):
         assert needle in result.stdout, (needle, result.stdout)
     assert sorted(load_bank(f"{bank}.json").texts) == sorted(EVIL)  # the file is not a terminal: raw text
     as_json = invoke([*argv, "--json"], env.root)
