@@ -8,6 +8,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,11 +148,14 @@ def file_lock(path: str | Path, timeout: float = -1, on_acquired: Callable[[int]
                              on_acquired=on_acquired)  # type: ignore[arg-type]
 
 
-def lock_beside(path: str | Path) -> filelock.BaseFileLock:
+def lock_beside(path: str | Path) -> AbstractContextManager:
     """The blocking :func:`file_lock` that serialises writers of the file ``path``: ``.NAME.lock`` beside it (the
-    folder is made if missing). ``with lock_beside(path):`` re-read, change, commit."""
+    folder is made if missing). ``with lock_beside(path):`` re-read, change, commit. In a folder this process
+    cannot write (a read-only cache it only reads), a no-op: no lock file can be made there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK):
+        return nullcontext()
     return file_lock(path.with_name(f".{path.name}.lock"))
 
 

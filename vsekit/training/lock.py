@@ -7,9 +7,9 @@ crash): a leftover ``.lock`` file that nobody holds never blocks ``--resume``.
 While held, the file holds the holder's pid, for the message a second run gets
 (where the platform lets another process read it; else the pid is "unknown").
 
-``.lock`` is the one file vsekit writes in place rather than through
-:func:`vsekit.io.atomic_write`: a lock has to stay the same inode while it is
-held, and its content (a pid) is informational only.
+Lock files (this ``.lock``, and the ``.NAME.lock`` of :func:`vsekit.io.lock_beside`) are the only files
+vsekit writes in place rather than through :func:`vsekit.io.atomic_write`: a lock has to stay the same
+inode while it is held, and its content (a pid) is informational only.
 """
 
 from __future__ import annotations
