@@ -276,3 +276,18 @@ def test_rows_that_are_not_the_ones_the_record_names_are_extracted_again_with_on
     got = cache.FeatureFile.read(out)
     assert got.ids == ["a.jpg", "b.jpg", "c.jpg"]
     np.testing.assert_array_equal(got.features, expected_rows(paths))
+
+
+# --------------------------------------------------------------------------- the faiss plugin's index pair
+
+
+def test_a_faiss_index_with_another_index_file_is_refused(tmp_path):
+    pytest.importorskip("faiss")
+    vsekit_faiss = pytest.importorskip("vsekit_faiss")
+    a = vsekit_faiss.save(vsekit_faiss.build_index(unit_rows(50, 8, 0).numpy(), "flat"), tmp_path / "a.flat.faiss")
+    b = vsekit_faiss.save(vsekit_faiss.build_index(unit_rows(50, 8, 1).numpy(), "flat"), tmp_path / "b.flat.faiss")
+    assert len(vsekit_faiss.load(a)) == 50
+    shutil.copy(b, a)  # same count and dim: only the checksum tells them apart
+    with pytest.raises(DataError, match="checksum mismatch") as exc:
+        vsekit_faiss.load(a)
+    assert str(a) in str(exc.value) and f"{a}.json" in str(exc.value)
