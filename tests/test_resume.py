@@ -283,7 +283,7 @@ def test_a_save_stopped_before_its_last_rename_still_loads(reference, tmp_path, 
             raise KeyboardInterrupt  # the process stops here
         replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", dies)
+    monkeypatch.setattr(os, "replace", dies)  # vsekit.io.commit_parts's rename
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(tmp_path, "m", model, model.spec, step=2)
     monkeypatch.undo()

@@ -3,12 +3,12 @@
 A checkpoint ``NAME`` in a folder is ``NAME.safetensors`` plus ``NAME.json``.
 The JSON records the weights' sha256, which is verified on load.
 
-Saving replaces both files without a moment where they disagree for good:
-the new weights are written (atomically) as ``NAME.safetensors.pending``,
-then the JSON (atomically: the commit point), then the pending file is
-renamed over ``NAME.safetensors``. A process killed between the last two
-steps leaves a JSON whose checksum matches the pending file, and loading
-uses that file.
+Saving replaces both files without a moment where they disagree for good
+(:func:`vsekit.io.commit_parts`): the new weights are written (atomically) as
+``NAME.safetensors.pending``, then the JSON (atomically: the commit point),
+then the pending file is renamed over ``NAME.safetensors``. A process killed
+between the last two steps leaves a JSON whose checksum matches the pending
+file, and loading uses that file (:func:`vsekit.io.committed_part`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,12 @@ from vsekit._version import __version__
 from vsekit.data.tokenize import DEFAULT, tokenizer_problem
 from vsekit.data.vocab import Vocab
 from vsekit.errors import CheckpointError, SpecError
-from vsekit.io import atomic_write, atomic_write_text, sha256_file
+from vsekit.io import commit_parts, committed_part, pending_path, sibling
 from vsekit.model import JointModel
 
 log = logging.getLogger(__name__)
 
 FORMAT = "vsekit-checkpoint/1"
-PENDING = ".pending"
 REQUIRED = ("format", "spec", "vocab", "dim", "dim_image", "weights_sha256")
 
 
@@ -54,8 +52,6 @@ def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any],
     weights = folder / f"{name}.safetensors"
     header = {"format": FORMAT, "vocab_sha256": vocab_digest(model.vocab.words), "dim": str(model.dim),
               "dim_image": str(model.dim_image)}
-    pending = weights.with_name(weights.name + PENDING)
-    atomic_write(pending, lambda tmp: save_file(tensors, tmp, metadata=header))
     meta = {
         "format": FORMAT,
         "vsekit_version": __version__,
@@ -70,12 +66,12 @@ def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any],
         "epoch": epoch,
         "metrics": metrics or {},
         "weights": weights.name,
-        "weights_sha256": sha256_file(pending),
+        "weights_sha256": None,  # the digest of the weights written, filled in at the commit point
         **(extra or {}),
     }
     path = folder / f"{name}.json"
-    atomic_write_text(path, json.dumps(meta, indent=1))
-    os.replace(pending, weights)
+    commit_parts(path, {weights: lambda tmp: save_file(tensors, tmp, metadata=header)},
+                 lambda digests: json.dumps({**meta, "weights_sha256": digests[weights]}, indent=1))
     return path
 
 
@@ -147,27 +143,23 @@ def weights_path(meta_path: Path, meta: dict[str, Any]) -> Path:
     Raises:
         CheckpointError: ``weights`` is not a bare file name (a path could point outside the folder).
     """
-    name = meta.get("weights", meta_path.stem + ".safetensors")
-    if not isinstance(name, str) or Path(name).name != name:
-        raise CheckpointError(f"{meta_path}: 'weights' must be a file name beside it, got {name!r}")
-    return meta_path.with_name(name)
+    return sibling(meta_path, meta.get("weights", meta_path.stem + ".safetensors"), "weights", CheckpointError)
 
 
 def read_tensors(path: str | Path, map_location: str = "cpu") -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
     """The checkpoint's JSON and all its tensors, after checking the weights' checksum and header."""
     meta_path, meta = read_meta(path)
     weights = weights_path(meta_path, meta)
-    if not weights.is_file():
+    if not weights.is_file() and not pending_path(weights).is_file():
         raise CheckpointError(f"{weights}: weights file missing (named by {meta_path})")
-    digest = sha256_file(weights)
-    pending = weights.with_name(weights.name + PENDING)
-    if digest != meta["weights_sha256"] and pending.is_file() and sha256_file(pending) == meta["weights_sha256"]:
-        log.info("%s: using %s (the save that wrote %s was stopped before renaming it)", meta_path, pending.name,
-                 meta_path.name)
-        weights, digest = pending, meta["weights_sha256"]
-    if digest != meta["weights_sha256"]:
+    found = committed_part(weights, meta["weights_sha256"])
+    if found is None:
         raise CheckpointError(f"{weights}: checksum mismatch (file is corrupt or was changed after {meta_path} "
                               f"was written)")
+    if found != weights:
+        log.info("%s: using %s (the save that wrote %s was stopped before renaming it)", meta_path, found.name,
+                 meta_path.name)
+        weights = found
     try:
         with safe_open(str(weights), framework="pt") as fh:
             header = fh.metadata() or {}

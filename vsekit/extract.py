@@ -1,7 +1,8 @@
 """Image files -> a feature file, resumable: ``vsekit extract``.
 
 The feature file itself (its layout: ``features.npy`` + ``features_ids.txt`` + ``features_extractor.json``;
-reading, writing and growing it atomically; the ``flickr8k`` reader's cache) lives in
+reading it checked against its record's checksums, growing it as one commit under its lock, so that two
+``vsekit extract`` runs into one output add up; the ``flickr8k`` reader's cache) lives in
 :mod:`vsekit.image.cache`. This module adds what needs the registry and the spec: extractors named by
 registered name or TOML file, and records that match one class under two names.
 """

@@ -1,5 +1,6 @@
-"""Atomic file writes and checksums (nothing vsekit writes is ever half-written), and the readers of line files
-and ``.npy`` feature arrays."""
+"""Atomic file writes and checksums (nothing vsekit writes is ever half-written), data files committed with the
+record naming their checksums (:func:`commit_parts`), the one file lock (:func:`file_lock`), and the readers of
+line files and ``.npy`` feature arrays."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import filelock
     import numpy as np
+
+#: suffix of a data file written but not yet renamed into place (see :func:`commit_parts`)
+PENDING = ".pending"
 
 _UMASK = os.umask(0)  # read once, at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
@@ -77,6 +83,99 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 #: The byte order mark: dropped at the start of a line file, refused anywhere else (see :func:`read_lines`).
 BOM = "\ufeff"
+def pending_path(path: str | Path) -> Path:
+    """``PATH.pending``: where :func:`commit_parts` writes ``path``'s new content before its commit point."""
+    path = Path(path)
+    return path.with_name(path.name + PENDING)
+
+
+def commit_parts(record: str | Path, parts: dict[Path, Callable[[str], None]],
+                 make_record: Callable[[dict[Path, str]], str]) -> None:
+    """Replace data files and the record (a JSON text) naming their sha256 as one change.
+
+    ``parts`` maps each data file to a ``write(tmp_path)`` function; ``make_record`` gets ``{data file: sha256
+    hex}`` and returns the record's text. Steps: each part to ``PART.pending`` (atomically), the record
+    (atomically: the commit point), then each pending file renamed over its part. A process stopped before the
+    commit point leaves the old record with the old parts; stopped after it, the record names the pending files'
+    digests and :func:`committed_part` finds them (and the next commit renames them first). Raises ``OSError``.
+    """
+    record = Path(record)
+    _roll_forward(record, parts)
+    digests = {}
+    for path, write in parts.items():
+        atomic_write(pending_path(path), write)
+        digests[path] = sha256_file(pending_path(path))
+    atomic_write_text(record, make_record(digests))
+    for path in parts:
+        os.replace(pending_path(path), path)
+    _fsync_dir(record.parent)
+
+
+def _roll_forward(record: Path, parts: dict[Path, Callable[[str], None]]) -> None:
+    """Rename pending files the current record names (a commit stopped after its commit point) into place."""
+    try:
+        text = record.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    for path in parts:
+        pending = pending_path(path)
+        if pending.is_file() and f'"{sha256_file(pending)}"' in text:
+            os.replace(pending, path)
+
+
+def committed_part(path: str | Path, sha256: str) -> Path | None:
+    """The file holding the data a record says has digest ``sha256``: ``path``, else ``PATH.pending`` (a
+    :func:`commit_parts` stopped after its commit point), else None (missing, changed, or from another commit)."""
+    path = Path(path)
+    for candidate in (path, pending_path(path)):
+        if candidate.is_file() and sha256_file(candidate) == sha256:
+            return candidate
+    return None
+
+
+def file_lock(path: str | Path, timeout: float = -1, on_acquired: Callable[[int], None] | None = None
+              ) -> filelock.BaseFileLock:
+    """vsekit's one inter-process lock: a :class:`filelock.FileLock` on ``path`` (an OS lock, released when the
+    process ends however it ends), left in place when released.
+
+    ``timeout``: seconds to wait (-1: for ever; 0: fail at once); ``acquire`` raises ``filelock.Timeout`` after
+    it. ``on_acquired(fd)`` is called with the lock file's descriptor once held. Where the platform has no OS
+    lock, filelock's marker file is the lock, removed when released.
+    """
+    import filelock
+
+    if issubclass(filelock.FileLock, filelock.SoftFileLock):  # the marker file is the lock: it has to go
+        return filelock.FileLock(path, timeout=timeout)
+    return filelock.FileLock(path, timeout=timeout, preserve_lock_file=True,
+                             on_acquired=on_acquired)  # type: ignore[arg-type]
+
+
+def lock_beside(path: str | Path) -> AbstractContextManager:
+    """The blocking :func:`file_lock` that serialises writers of the file ``path``: ``.NAME.lock`` beside it (the
+    folder is made if missing). ``with lock_beside(path):`` re-read, change, commit. In a folder this process
+    cannot write (a read-only cache it only reads), a no-op: no lock file can be made there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK):
+        return nullcontext()
+    return file_lock(path.with_name(f".{path.name}.lock"))
+
+
+def sibling(record: str | Path, name: object, key: str, error: type[Exception] | None = None) -> Path:
+    """The file ``name`` that the JSON file ``record`` names under ``key``: a bare file name in ``record``'s folder.
+
+    Raises:
+        ``error`` (default :class:`~vsekit.errors.DataError`): ``name`` is not a non-empty string, holds a
+            ``/`` or ``\\``, is ``.`` or ``..``, or is absolute (a path could point outside the folder).
+    """
+    from vsekit.errors import DataError
+
+    record = Path(record)
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or Path(name).is_absolute() or ":" in name[:2]:
+        raise (error or DataError)(f"{record}: {key!r} must be a file name in the same folder (no '/', '..' or "
+                                   f"absolute path), got {name!r}")
+    return record.with_name(name)
 
 
 def read_lines(path: str | Path, what: str = "line", *, allow_empty_file: bool = False) -> list[str]:

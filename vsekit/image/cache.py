@@ -11,13 +11,15 @@ except that a trailing ``_ims`` is dropped first, so ``test_ims.npy`` pairs
 with ``test_ids.txt``: the layout of the ``precomp`` reader and of the
 ``precomputed`` extractor, which read such folders as they are.
 
-Every write is atomic (:func:`vsekit.io.atomic_write`), and new rows are
-saved every ``chunk`` images. A rerun skips the images already in the file
-and appends the others, so an interrupted extraction resumes where it
-stopped. Images that cannot be read are reported by name and never stop
-the batch (they are not written, so a rerun tries them again). This is the
-cache of the ``flickr8k`` reader and the store of ``vsekit extract``
-(:mod:`vsekit.extract`).
+Rows and ids are committed with the record holding their sha256 as one
+change (:func:`vsekit.io.commit_parts`); files that are not the ones the record
+names are extracted again (one log line). Writers hold the lock ``.X.npy.lock``
+(:func:`vsekit.io.lock_beside`) and re-read what is committed before adding
+rows, so concurrent extractions add up. New rows are saved every ``chunk``
+images; a rerun skips the images already in the file, so an interrupted
+extraction resumes where it stopped. Unreadable images are reported by name
+and not written (a rerun tries them again). This is the ``flickr8k`` reader's
+cache and ``vsekit extract``'s store (:mod:`vsekit.extract`).
 
 Where a function compares extractor records, ``resolve_type`` (a callable
 ``type name -> class``) lets two names of one class (a registered name and
@@ -38,7 +40,14 @@ import numpy as np
 
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
-from vsekit.io import atomic_write, atomic_write_text, read_lines, record_text
+from vsekit.io import (
+    commit_parts,
+    committed_part,
+    lock_beside,
+    pending_path,
+    read_lines,
+    record_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,43 +93,34 @@ class FeatureFile:
 
     @classmethod
     def read(cls, out: str | Path) -> FeatureFile | None:
-        """The file at ``out``, or None when there is none yet.
-
-        Rows past the end of the ids file (an extraction stopped between the
-        two writes) are dropped with a warning: they are extracted again.
+        """The file at ``out``; None when there is none yet, or (with one warning) when its rows or ids are not
+        the files its record names. A record without checksums (vsekit < 0.2): rows past the end of the ids
+        file (an extraction stopped between the two writes) are dropped with a warning.
 
         Raises:
             DataError: an unreadable array or record, more ids than rows, or an id twice.
         """
         out = Path(out)
-        ids_file, meta_file = ids_path(out), meta_path(out)
-        if not out.exists():
+        if not out.exists() and not pending_path(out).exists():
             return None
-        try:
-            feats = np.load(out, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"{out}: not a readable .npy array ({exc}); delete it or use --force") from None
-        if feats.ndim != 2 or feats.dtype.name not in DTYPES:
-            raise DataError(f"{out}: expected a 2-D float32/float16 array, got {feats.dtype} {feats.shape}")
-        ids = read_lines(ids_file, "image id", allow_empty_file=True) if ids_file.exists() else []
-        if len(ids) > len(feats):
-            raise DataError(f"{ids_file} has {len(ids)} ids but {out} has {len(feats)} rows")
+        meta = _read_record(meta_path(out))
+        files = _committed(out, meta)
+        if files is None:
+            return None
+        feats = _read_rows(files[0])
+        ids = read_lines(files[1], "image id", allow_empty_file=True) if files[1].exists() else []
+        if len(ids) > len(feats) or (len(ids) < len(feats) and "ids_sha256" in meta):
+            raise DataError(f"{ids_path(out)} has {len(ids)} ids but {out} has {len(feats)} rows")
         if len(ids) < len(feats):
             log.warning("%s: %d row(s) without an id in %s (interrupted?) dropped", out, len(feats) - len(ids),
-                        ids_file.name)
+                        ids_path(out).name)
             feats = feats[: len(ids)]
         if len(set(ids)) != len(ids):
-            raise DataError(f"{ids_file}: an image id appears twice")
-        meta: dict[str, Any] = {}
-        if meta_file.exists():
-            try:
-                meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise DataError(f"{meta_file}: not valid JSON ({exc})") from None
+            raise DataError(f"{ids_path(out)}: an image id appears twice")
         return cls(out, feats, ids, meta)
 
     def write(self) -> None:
-        """Record, rows, then ids; each atomically (rows without ids are dropped on read).
+        """Commit rows, ids and the record of their sha256 (:func:`vsekit.io.commit_parts`), under the lock.
 
         Raises:
             DataError: an id that cannot be one line of the ids file (:func:`vsekit.io.record_text`), before
@@ -131,10 +131,52 @@ class FeatureFile:
             with open(tmp, "wb") as fh:
                 np.save(fh, self.features, allow_pickle=False)
 
-        ids = record_text(self.ids, "image id", str(ids_path(self.out)))  # refused before anything is written
-        atomic_write_text(meta_path(self.out), json.dumps(self.meta, indent=1) + "\n")
-        atomic_write(self.out, save)
-        atomic_write_text(ids_path(self.out), ids)
+        def record(digests: dict[Path, str]) -> str:
+            self.meta.update(features_sha256=digests[self.out], ids_sha256=digests[ids_path(self.out)])
+            return json.dumps(self.meta, indent=1) + "\n"
+
+        text = record_text(self.ids, "image id", str(ids_path(self.out)))  # refused before anything is written
+        commit_parts(meta_path(self.out), {self.out: save, ids_path(self.out): lambda tmp: Path(tmp).write_text(
+            text, encoding="utf-8")}, record)
+
+
+def _read_record(record: Path) -> dict[str, Any]:
+    """The record ``X_extractor.json`` as a dict ({} when there is none). Raises DataError when unreadable."""
+    if not record.exists():
+        return {}
+    try:
+        meta = json.loads(record.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{record}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{record}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _committed(out: Path, meta: dict[str, Any]) -> tuple[Path, Path] | None:
+    """(rows file, ids file) with the checksums the record names (or their ``.pending`` copies), the files
+    themselves for a record without checksums, else None with a warning."""
+    rows_sha, ids_sha = meta.get("features_sha256"), meta.get("ids_sha256")
+    if rows_sha is None and ids_sha is None:
+        return out, ids_path(out)
+    rows = committed_part(out, rows_sha) if isinstance(rows_sha, str) else None
+    ids = committed_part(ids_path(out), ids_sha) if isinstance(ids_sha, str) else None
+    if rows is None or ids is None:
+        log.warning("%s: %s or %s is not the file its record names (changed, or from another write): "
+                    "extracting its images again", meta_path(out), out.name, ids_path(out).name)
+        return None
+    return rows, ids
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    """The 2-D float32/float16 rows in the ``.npy`` file ``path`` (else DataError)."""
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc}); delete it or use --force") from None
+    if feats.ndim != 2 or feats.dtype.name not in DTYPES:
+        raise DataError(f"{path}: expected a 2-D float32/float16 array, got {feats.dtype} {feats.shape}")
+    return feats
 
 
 def same_extractor(a: dict[str, Any], b: dict[str, Any], resolve_type: TypeResolver | None = None) -> bool:
@@ -159,18 +201,16 @@ def recorded_extractor(files: Iterable[str | Path], resolve_type: TypeResolver |
     """The extractor that made these feature files, from the ``X_extractor.json`` records beside them.
 
     Args:
-        files: data files (e.g. a split's ``files``); each ``.npy`` is looked up
-            with :func:`meta_path`, other files are ignored.
+        files: data files (e.g. a split's ``files``); each ``.npy`` is looked up with :func:`meta_path`, other
+            files are ignored.
         resolve_type: see :func:`same_extractor`.
 
     Returns:
-        The record's extractor table ``{"type": NAME, option: value, ...}``
-        without the options that do not change the numbers
-        (:data:`RUNTIME_OPTIONS`), or None when no file has a record.
+        The record's extractor table ``{"type": NAME, option: value, ...}`` without the options that do not
+        change the numbers (:data:`RUNTIME_OPTIONS`), or None when no file has a record.
 
     Raises:
-        DataError: a record is unreadable, or two records name different
-            extractors (features made by different extractors do not mix).
+        DataError: a record is unreadable, or two records name different extractors (they do not mix).
     """
     found: tuple[Path, dict[str, Any]] | None = None
     for f in dict.fromkeys(Path(f) for f in files):
@@ -213,22 +253,21 @@ class ExtractReport:
 
 def _open(out: Path, extractor: ImageFeatureExtractor, spec: dict[str, Any], *, dtype: str | None, force: bool,
           resolve_type: TypeResolver | None) -> FeatureFile:
-    """The feature file to grow: the one at ``out`` (checked against ``spec`` and ``dtype``) or a new one."""
+    """The feature file to grow: the one at ``out`` (checked against ``spec`` and ``dtype``) or a new one; the
+    caller holds the lock."""
     if dtype is not None and dtype not in DTYPES:
         raise DataError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
     current = None if force else FeatureFile.read(out)
     if current is not None:
-        old = current.meta.get("extractor")
-        if old is not None and not same_extractor(old, spec, resolve_type):
-            raise DataError(f"{out} was made by another extractor ({json.dumps(old)}), not {json.dumps(spec)}: "
-                            "choose another output, or start over (vsekit extract --force)")
-        if dtype is not None and current.features.dtype.name != dtype and len(current.ids):
-            raise DataError(f"{out} holds {current.features.dtype} rows, not {dtype}: choose another output, "
-                            "or start over (--force)")
+        _check_fits(current, spec, dtype, resolve_type)
     if current is None:
-        dim = extractor.dim or 0
-        current = FeatureFile(out, np.zeros((0, dim), dtype or "float32"), [])
-    current.meta = {"extractor": spec, "dim": current.features.shape[1] or extractor.dim}
+        current = FeatureFile(out, np.zeros((0, extractor.dim or 0), dtype or "float32"), [])
+    try:  # the checksums committed now: _refresh takes in only what is committed after them
+        record = {} if force else _read_record(meta_path(out))
+    except DataError:
+        record = {}
+    current.meta = {"extractor": spec, "dim": current.features.shape[1] or extractor.dim,
+                    **{k: record[k] for k in ("features_sha256", "ids_sha256") if k in record}}
     return current
 
 
@@ -256,6 +295,28 @@ def feature_keys(paths: Sequence[str | Path], where: str, ids: Sequence[str] | N
                             f"or extract them into separate files")
         keys.append(key)
     return keys
+def _check_fits(current: FeatureFile, spec: dict[str, Any], dtype: str | None,
+                resolve_type: TypeResolver | None) -> None:
+    """Refuse to add rows of the extractor ``spec`` (and ``dtype``, if given) to a file made otherwise."""
+    old, out = current.meta.get("extractor"), current.out
+    if old is not None and not same_extractor(old, spec, resolve_type):
+        raise DataError(f"{out} was made by another extractor ({json.dumps(old)}), not {json.dumps(spec)}: "
+                        "choose another output, or start over (vsekit extract --force)")
+    if dtype is not None and current.features.dtype.name != dtype and len(current.ids):
+        raise DataError(f"{out} holds {current.features.dtype} rows, not {dtype}: choose another output, "
+                        "or start over (--force)")
+
+
+def _refresh(current: FeatureFile, resolve_type: TypeResolver | None) -> None:
+    """Take into ``current`` what another writer committed since (under the lock; DataError: other extractor)."""
+    record = _read_record(meta_path(current.out))
+    if all(record.get(k) == current.meta.get(k) for k in ("features_sha256", "ids_sha256")):
+        return  # nobody else committed
+    fresh = FeatureFile.read(current.out)
+    if fresh is None or fresh.ids == current.ids:
+        return
+    _check_fits(fresh, current.meta["extractor"], None, resolve_type)
+    current.features, current.ids = fresh.features, fresh.ids
 
 
 def _missing(paths: list[Path], have: dict[str, int]) -> tuple[list[Path], int]:
@@ -270,25 +331,31 @@ def _missing(paths: list[Path], have: dict[str, int]) -> tuple[list[Path], int]:
     return todo, skipped
 
 
-def _append(current: FeatureFile, part: list[Path], got: Extracted) -> int:
-    """Append the readable rows of one extracted chunk and write the file; the number of rows added."""
+def _append(current: FeatureFile, part: list[Path], got: Extracted, resolve_type: TypeResolver | None) -> int:
+    """Under the lock: re-read, add the chunk's readable rows not there yet, commit; how many were added."""
     rows = np.asarray(got.features)
     good = [p.name for p, ok in zip(part, got.ok, strict=True) if ok]
     if not good:
         return 0
-    if current.ids and rows.shape[1] != current.features.shape[1]:
-        raise DataError(f"{current.out}: holds {current.features.shape[1]}-d rows, the extractor gives "
-                        f"{rows.shape[1]}-d ones")
-    base = current.features if current.ids else current.features.reshape(0, rows.shape[1])
-    current.features = np.concatenate([base, rows.astype(base.dtype)])
-    current.ids += good
-    current.meta["dim"] = int(rows.shape[1])
-    current.write()
-    return len(good)
+    with lock_beside(current.out):
+        _refresh(current, resolve_type)
+        index = current.index
+        new = [i for i, name in enumerate(good) if name not in index]  # another writer may have added some
+        if not new:
+            return 0
+        if current.ids and rows.shape[1] != current.features.shape[1]:
+            raise DataError(f"{current.out}: holds {current.features.shape[1]}-d rows, the extractor gives "
+                            f"{rows.shape[1]}-d ones")
+        base = current.features if current.ids else current.features.reshape(0, rows.shape[1])
+        current.features = np.concatenate([base, rows[new].astype(base.dtype)])
+        current.ids += [good[i] for i in new]
+        current.meta["dim"] = int(rows.shape[1])
+        current.write()
+    return len(new)
 
 
 def _extract_into(current: FeatureFile, extractor: ImageFeatureExtractor, todo: list[Path], *, progress: bool,
-                  chunk: int) -> tuple[int, dict[str, str]]:
+                  chunk: int, resolve_type: TypeResolver | None) -> tuple[int, dict[str, str]]:
     """Extract ``todo`` in chunks into ``current`` under one progress bar; (rows added, unreadable images)."""
     from tqdm.auto import tqdm
 
@@ -304,7 +371,7 @@ def _extract_into(current: FeatureFile, extractor: ImageFeatureExtractor, todo: 
             part = todo[lo: lo + chunk]
             got = extractor.extract(part)
             errors.update(got.errors)
-            added += _append(current, part, got)
+            added += _append(current, part, got, resolve_type)
             bar.update(len(part))
             if errors:
                 bar.set_postfix(unreadable=len(errors))
@@ -322,7 +389,9 @@ def update(extractor: ImageFeatureExtractor, paths: Sequence[str | Path], out: s
 
     ``spec``: the extractor's type and options as written in the record; a file made with other options that
     change the numbers is refused. ``dtype``: ``float32`` or ``float16`` (default: the existing file's, else
-    float32). ``force``: start a new file. ``resolve_type``: see :func:`same_extractor`.
+    float32). ``force``: start a new file. ``resolve_type``: see :func:`same_extractor`. Another process
+    extracting into ``out`` at the same time is waited for at each commit (the lock ``.X.npy.lock``), and the rows
+    each adds are kept.
 
     Raises:
         DataError: a bad dtype, a file made by another extractor or holding another dtype or dim, two images
@@ -331,12 +400,13 @@ def update(extractor: ImageFeatureExtractor, paths: Sequence[str | Path], out: s
     out = Path(out)
     paths = [Path(p) for p in paths]
     record_text(feature_keys(paths, str(out)), "image file name", str(ids_path(out)))  # nothing is extracted yet
-    current = _open(out, extractor, spec, dtype=dtype, force=force, resolve_type=resolve_type)
+    with lock_beside(out):
+        current = _open(out, extractor, spec, dtype=dtype, force=force, resolve_type=resolve_type)
+        if force:
+            current.write()  # start over now (an empty, consistent file even if nothing is readable)
     todo, skipped = _missing(paths, current.index)
     start = time.perf_counter()
-    added, errors = _extract_into(current, extractor, todo, progress=progress, chunk=chunk)
-    if not added and not current.ids and force:
-        current.write()  # --force on nothing readable still leaves an empty, consistent file
+    added, errors = _extract_into(current, extractor, todo, progress=progress, chunk=chunk, resolve_type=resolve_type)
     seconds = time.perf_counter() - start
     report = ExtractReport(out, ids_path(out), len(current.ids), added, skipped, errors, seconds,
                            int(current.features.shape[1]) or extractor.dim)

@@ -1,8 +1,11 @@
 """Banks: unit-norm embeddings (N, dim) with an id per row, their files, and which model made them.
 
 A bank is saved as ``NAME.safetensors`` (the embeddings, float16 or float32)
-plus ``NAME.json`` (format, ids, texts, the model's identity); nothing is
-pickled. :func:`build_caption_bank` and :func:`build_image_bank` encode once;
+plus ``NAME.json`` (format, ids, texts, the model's identity, the sha256 of
+the embeddings file and of the file the bank was built from); nothing is
+pickled. The two are committed as one change (:meth:`Bank.save`) and every
+load checks that the embeddings are the ones the JSON names (:func:`load_bank`).
+:func:`build_caption_bank` and :func:`build_image_bank` encode once;
 :meth:`Bank.search` is one ``torch.topk`` over ``bank @ q``.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +28,18 @@ from safetensors.torch import load_file, save_file
 
 from vsekit._version import __version__
 from vsekit.errors import DataError, VsekitError
-from vsekit.io import atomic_write, atomic_write_text, record_text, sha256_file
+from vsekit.io import (
+    commit_parts,
+    committed_part,
+    lock_beside,
+    pending_path,
+    record_text,
+    sha256_file,
+    sibling,
+)
 from vsekit.model import JointModel
+
+log = logging.getLogger(__name__)
 
 FORMAT = "vsekit-bank/1"
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -143,17 +157,27 @@ class Bank:
     # -- files ---------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write ``NAME.safetensors`` then ``NAME.json`` (each atomically); return the JSON path.
+        """Commit ``NAME.safetensors`` and ``NAME.json`` (recording its sha256) as one change
+        (:func:`vsekit.io.commit_parts`) under the lock ``.NAME.json.lock``: an interrupted save leaves the old
+        pair or the new one; concurrent saves do not interleave. Returns the JSON path.
 
         Raises:
             DataError: a text or id that cannot be one line (a line break, a U+FEFF, an empty text): a bank's
                 texts and ids are shown and exported one a line (:func:`vsekit.io.record_text`); nothing is written.
+            OSError: the files cannot be written.
         """
         meta_path, weights = bank_files(path)
         record_text(self.texts or [], "caption", str(meta_path))
         record_text((i or "" for i in self.ids), "id", str(meta_path), allow_empty=True)
         tensors = {"embeddings": self.embeddings.detach().contiguous().cpu()}
-        atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+        with lock_beside(meta_path):
+            commit_parts(meta_path, {weights: lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT})},
+                         lambda digests: self._record(weights, digests[weights]))
+        self.path = meta_path
+        return meta_path
+
+    def _record(self, weights: Path, digest: str) -> str:
+        """The bank's JSON text, naming ``weights`` (a file name beside it) and its sha256 ``digest``."""
         meta = {
             "format": FORMAT,
             "kind": self.kind,
@@ -164,14 +188,12 @@ class Bank:
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             **{k: v for k, v in self.meta.items() if k not in ("ids", "texts")},
             "weights": weights.name,
-            "weights_sha256": sha256_file(weights),
+            "weights_sha256": digest,
             "ids": self.ids,
         }
         if self.texts is not None:
             meta["texts"] = self.texts
-        atomic_write_text(meta_path, json.dumps(meta, ensure_ascii=False, separators=(",", ":")))
-        self.path = meta_path
-        return meta_path
+        return json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
 
 
 class CaptionBank(Bank):
@@ -223,13 +245,8 @@ def find_image(image_id: str | None, *roots: str | Path | None) -> Path | None:
     return p if p.is_absolute() and p.is_file() else None
 
 
-def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = False) -> CaptionBank | ImageBank:
-    """Read a bank saved by :meth:`Bank.save`.
-
-    With ``model`` the bank must have been built by the same weights (else a
-    :class:`VsekitError`); ``verify`` also checks the safetensors file's sha256.
-    """
-    meta_path, weights = bank_files(path)
+def _read_meta(meta_path: Path, weights: Path) -> dict[str, Any]:
+    """The bank JSON ``meta_path`` as a dict, checked to be a vsekit bank (``weights``: the default data file)."""
     if not meta_path.is_file():
         raise DataError(f"{meta_path}: no such bank (expected {meta_path.name} and {weights.name}; "
                         f"build one with `vsekit bank`)")
@@ -239,11 +256,40 @@ def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = 
         raise DataError(f"{meta_path}: not a readable bank JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
         raise DataError(f"{meta_path}: not a vsekit bank (expected format {FORMAT!r})")
-    weights = meta_path.with_name(meta.get("weights", weights.name))
-    if not weights.is_file():
+    return meta
+
+
+def _embeddings_file(meta_path: Path, meta: dict[str, Any], default: Path, verify: bool) -> Path:
+    """The embeddings file the JSON names (a bare name beside it) with the sha256 it records: the file, or its
+    ``.pending`` copy (a save stopped after its commit point). Raises DataError naming both files."""
+    weights = sibling(meta_path, meta.get("weights", default.name), "weights")
+    if not weights.is_file() and not pending_path(weights).is_file():
         raise DataError(f"{weights}: bank embeddings missing (named by {meta_path})")
-    if verify and sha256_file(weights) != meta.get("weights_sha256"):
-        raise DataError(f"{weights}: checksum mismatch (changed after {meta_path} was written)")
+    if not verify:
+        return weights if weights.is_file() else pending_path(weights)
+    digest = meta.get("weights_sha256")
+    found = committed_part(weights, digest) if isinstance(digest, str) else None
+    if found is None:
+        raise DataError(f"{weights}: checksum mismatch: not the embeddings {meta_path} was saved with (one of "
+                        f"the two files was changed, replaced or cut short): rebuild the bank with `vsekit bank`")
+    return found
+
+
+def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = True) -> CaptionBank | ImageBank:
+    """Read a bank saved by :meth:`Bank.save`.
+
+    With ``model`` the bank must have been built by the same weights (else a
+    :class:`VsekitError`). ``verify`` (the default) checks that the embeddings file's sha256 is the one the JSON
+    records; ``verify=False`` skips reading the file twice, for files known to be intact.
+
+    Raises:
+        DataError: no bank there, an unreadable or foreign JSON, a bad ``weights`` name, a missing, changed or
+            unreadable embeddings file, or ids, texts and rows that do not match.
+        VsekitError: another model's bank (with ``model``).
+    """
+    meta_path, default = bank_files(path)
+    meta = _read_meta(meta_path, default)
+    weights = _embeddings_file(meta_path, meta, default, verify)
     try:
         emb = load_file(weights)["embeddings"]
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
@@ -264,6 +310,11 @@ def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = 
     if model is not None:
         check_bank(bank, model)
     return bank
+
+
+def source_digest(source: str | Path | None) -> str | None:
+    """The sha256 of the file a bank is built from (its ``source_sha256``); None when ``source`` names no file."""
+    return sha256_file(source) if source is not None and Path(source).is_file() else None
 
 
 # --------------------------------------------------------------------------
@@ -333,7 +384,7 @@ def build_caption_bank(model: JointModel, captions: Sequence[str] | Sequence[Seq
         raise DataError(f"{source or 'captions'}: no captions: a bank needs at least one")
     texts = [c if isinstance(c, str) else " ".join(c) for c in captions]
     emb = torch.from_numpy(encode_sentences(model, list(captions), verbose=verbose)).to(_as_dtype(dtype))
-    meta = {"model": _model_info(model), "source": source}
+    meta = {"model": _model_info(model), "source": source, "source_sha256": source_digest(source)}
     return CaptionBank(emb, texts, ids, meta)
 
 
@@ -349,7 +400,7 @@ def build_image_bank(model: JointModel, features: np.ndarray | torch.Tensor, ids
     if len(ids) != n:
         raise DataError(f"{source or 'image features'}: {n} feature rows but {len(ids)} ids")
     emb = torch.from_numpy(encode_images(model, features)).to(_as_dtype(dtype))
-    meta = {"model": _model_info(model), "source": source,
+    meta = {"model": _model_info(model), "source": source, "source_sha256": source_digest(source),
             "image_root": str(Path(image_root).resolve()) if image_root else None,
             "image_feature_extractor": extractor}
     return ImageBank(emb, [str(i) for i in ids], meta)

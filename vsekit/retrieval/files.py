@@ -1,5 +1,6 @@
 """The files retrieval reads and writes besides banks: captions (one a line, or Flickr8K's ``image,caption``
-CSV), image ids (one a line), image feature rows (``.npy``) and the image files of folders.
+CSV), image ids (one a line), image feature rows (``.npy``) and the image files of folders; and whether a default
+bank on disk still fits its model and the file it was built from (:func:`load_default_bank`).
 
 Line files follow :func:`vsekit.io.read_lines`' one rule; images are listed by
 :func:`vsekit.data.files.list_images` (one suffix set, :data:`vsekit.data.files.IMAGE_SUFFIXES`).
@@ -9,14 +10,19 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vsekit.data.files import is_captions_csv_header, list_images, parse_captions_csv
-from vsekit.errors import DataError
+from vsekit.errors import DataError, VsekitError
 from vsekit.io import atomic_write_text, load_feature_rows, read_lines, record_text
+from vsekit.model import JointModel
+from vsekit.retrieval.banks import Bank, bank_files, load_bank, same_model, source_digest
+
+log = logging.getLogger(__name__)
 
 
 def read_captions(path: str | Path) -> tuple[list[str], list[str] | None]:
@@ -80,3 +86,32 @@ def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], Path | None]:
     folders = [p for p in paths if p.is_dir()]
     root = folders[0] if len(folders) == 1 and all(f.parent == folders[0] for f in files) else None
     return files, root
+
+
+def load_default_bank(path: str | Path, model: JointModel, kind: str, source: Path | None) -> Bank | None:
+    """A default bank vsekit keeps for ``model`` at ``path`` (``NAME`` of a pair), or None when it has to be built.
+
+    None, with one log line saying why, when the pair is broken (unreadable, a bad file name, an embeddings file
+    that is not the one its JSON names), of another ``kind``, dim or model, or built from another source than
+    ``source`` (the file the default bank is built from now, e.g. ``M.captions.csv``; None: no file) or from an
+    older version of it (its sha256 differs from the recorded ``source_sha256``). None without a line when there
+    is no bank at ``path``. Never raises for a bad bank: vsekit rebuilds what it built.
+    """
+    meta_path = bank_files(path)[0]
+    if not meta_path.is_file():
+        return None
+    try:
+        b = load_bank(meta_path)
+    except VsekitError as exc:
+        log.warning("rebuilding the default %s bank: %s", kind, exc)
+        return None
+    if b.kind != kind or b.dim != model.dim or not same_model(b, model):
+        log.info("%s was built by other weights: rebuilding it", meta_path)
+        return None
+    if b.meta.get("source_sha256") != source_digest(source):
+        was = b.meta.get("source") or "another source"
+        why = (f"{source} changed since the bank was built from it" if was == str(source)
+               else f"built from {was}, not {source or 'the spec'}")
+        log.warning("%s: %s: rebuilding it", meta_path, why)
+        return None
+    return b

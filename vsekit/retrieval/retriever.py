@@ -27,14 +27,12 @@ from vsekit.retrieval.banks import (
     CaptionBank,
     Hit,
     ImageBank,
-    bank_files,
     build_caption_bank,
     build_image_bank,
     load_bank,
-    same_model,
 )
 from vsekit.retrieval.extractors import build_extractor, extract_features, extractor_table
-from vsekit.retrieval.files import read_captions, read_ids
+from vsekit.retrieval.files import load_default_bank, read_captions, read_ids
 from vsekit.retrieval.models import ModelRef, cache_dir, open_model
 from vsekit.retrieval.queries import arithmetic, embed_features, embed_text
 
@@ -97,17 +95,12 @@ class Retriever:
         b = self._banks.get(kind)
         if b is not None:
             return b
+        source = self._captions_file() if kind == "captions" else None
         for path in self.default_bank_paths(kind):
-            if bank_files(path)[0].is_file():
-                try:
-                    b = load_bank(path)
-                except DataError as exc:
-                    log.warning("ignoring unreadable bank %s: %s", path, exc)
-                    continue
-                if b.kind == kind and b.dim == self.model.dim and same_model(b, self.model):
-                    self._banks[kind] = b
-                    return b
-                log.info("%s was built by other weights: rebuilding it", b.path)
+            b = load_default_bank(path, self.model, kind, source)  # None (and one log line) when it must be rebuilt
+            if b is not None:
+                self._banks[kind] = b
+                return b
         b = self.build_default_bank(kind, verbose=verbose)
         target = self.save_target(kind)
         if target is not None:
@@ -176,8 +169,12 @@ class Retriever:
                 ids = listed if len(listed) == data.n_images else None
         return data, ids, root
 
+    def _captions_file(self) -> Path | None:
+        """The captions file beside the model (``M.captions.csv``, else ``M.captions.txt``), if any."""
+        return self._sidecar(".captions.csv") or self._sidecar(".captions.txt")
+
     def _default_captions(self) -> tuple[list[str], list[str] | None, str]:
-        sidecar = self._sidecar(".captions.csv") or self._sidecar(".captions.txt")
+        sidecar = self._captions_file()
         if sidecar is not None:
             texts, ids = read_captions(sidecar)
             return texts, ids, str(sidecar)

@@ -1,15 +1,15 @@
 """One writer per run folder: an OS lock on ``RUN/.lock`` for as long as a run writes there.
 
-The lock is a :class:`filelock.FileLock` on ``RUN/.lock`` (``flock`` on
-Unix, ``LockFileEx`` on Windows), so the operating system releases it when
+The lock is :func:`vsekit.io.file_lock` (vsekit's one lock: a :class:`filelock.FileLock`,
+``flock`` on Unix, ``LockFileEx`` on Windows) on ``RUN/.lock``, so the operating system releases it when
 the process ends, however it ends (a finished run, Ctrl-C, ``kill -9``, a
 crash): a leftover ``.lock`` file that nobody holds never blocks ``--resume``.
 While held, the file holds the holder's pid, for the message a second run gets
 (where the platform lets another process read it; else the pid is "unknown").
 
-``.lock`` is the one file vsekit writes in place rather than through
-:func:`vsekit.io.atomic_write`: a lock has to stay the same inode while it is
-held, and its content (a pid) is informational only.
+Lock files (this ``.lock``, and the ``.NAME.lock`` of :func:`vsekit.io.lock_beside`) are the only files
+vsekit writes in place rather than through :func:`vsekit.io.atomic_write`: a lock has to stay the same
+inode while it is held, and its content (a pid) is informational only.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from pathlib import Path
 import filelock
 
 from vsekit.errors import CheckpointError
+from vsekit.io import file_lock
 
 LOCK_NAME = ".lock"
-
-#: True where filelock has no OS lock (no ``fcntl`` nor ``msvcrt``): it falls back to a marker file
-_SOFT = issubclass(filelock.FileLock, filelock.SoftFileLock)
 
 
 def _holder(path: Path) -> str:
@@ -38,10 +36,8 @@ def _holder(path: Path) -> str:
 
 
 def _file_lock(path: Path, on_acquired: object = None) -> filelock.BaseFileLock:
-    """A non-blocking lock on ``path`` that leaves the file in place when released (an OS lock)."""
-    if _SOFT:  # the marker file is the lock: it has to go when released
-        return filelock.FileLock(path, timeout=0)
-    return filelock.FileLock(path, timeout=0, preserve_lock_file=True, on_acquired=on_acquired)  # type: ignore[arg-type]
+    """A non-blocking :func:`vsekit.io.file_lock` on ``path``."""
+    return file_lock(path, timeout=0, on_acquired=on_acquired)  # type: ignore[arg-type]
 
 
 class RunLock:

@@ -25,9 +25,10 @@ Approximate indexes trade recall for speed: measure recall@k against
 ``flat`` on your data before relying on them (``benchmarks/bench_faiss.py``).
 
 Files: an index of bank ``NAME`` (``NAME.json`` + ``NAME.safetensors``) is
-``NAME.KIND.faiss`` (faiss's own format, written atomically) plus
-``NAME.KIND.faiss.json`` (kind, parameters, and the bank's count, dim and
-weights checksum, so an index left over from another bank is refused).
+``NAME.KIND.faiss`` (faiss's own format) plus ``NAME.KIND.faiss.json`` (kind,
+parameters, the index file's sha256, and the bank's count, dim and weights
+checksum, so an index left over from another bank is refused), committed as
+one change (:func:`vsekit.io.commit_parts`) and checked on load.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from vsekit.errors import DataError, VsekitError
-from vsekit.io import atomic_write, atomic_write_text, sha256_file
+from vsekit.io import commit_parts, committed_part, sha256_file
 
 KINDS = ("flat", "ivf", "hnsw", "hnsw_sq8")
 FORMAT = "vsekit-faiss-index/1"
@@ -215,15 +216,16 @@ class FaissIndex:
     # -- files ---------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write the faiss file at ``path`` and its JSON description at ``path.json`` (each atomically)."""
+        """Write the faiss file at ``path`` and its JSON description (with its sha256) at ``path.json``, as one
+        change (:func:`vsekit.io.commit_parts`)."""
         faiss = _faiss()
         path = Path(path)
-        atomic_write(path, lambda tmp: faiss.write_index(self.index, tmp))
         meta = {"format": FORMAT, "kind": self.kind, "params": self.params, "dim": self.dim, "count": len(self),
-                "faiss_version": faiss.__version__, "index_sha256": sha256_file(path),
+                "faiss_version": faiss.__version__, "index_sha256": None,
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 **{k: v for k, v in self.meta.items() if k not in ("format", "kind", "params", "dim", "count")}}
-        atomic_write_text(meta_path(path), json.dumps(meta, indent=1))
+        commit_parts(meta_path(path), {path: lambda tmp: faiss.write_index(self.index, tmp)},
+                     lambda digests: json.dumps({**meta, "index_sha256": digests[path]}, indent=1))
         self.path = path
         return path
 
@@ -329,9 +331,13 @@ def load(path: str | Path, *, mmap: bool = False) -> FaissIndex:
         raise DataError(f"{mpath}: cannot read the index description: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
         raise DataError(f"{mpath}: not a vsekit-faiss index description (expected format {FORMAT!r})")
+    sha = meta.get("index_sha256")  # every saved index records it; a description written by hand may not
+    found = committed_part(path, sha) if isinstance(sha, str) else path
+    if found is None:
+        raise DataError(f"{path}: checksum mismatch: not the index {mpath} was written with: rebuild the index")
     try:
         flags = (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY) if mmap else 0
-        raw = faiss.read_index(str(path), flags)
+        raw = faiss.read_index(str(found), flags)
     except RuntimeError as exc:
         raise DataError(f"{path}: cannot read the faiss index: {str(exc).strip().splitlines()[-1]}") from None
     if raw.d != meta.get("dim") or raw.ntotal != meta.get("count"):
