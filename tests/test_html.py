@@ -25,9 +25,9 @@ from layout_check import chromium
 from vsekit import checkpoint, report
 from vsekit.cli import cli
 from vsekit.cli.retrieval import add_commands
+from vsekit.data.files import ENV_IMAGES
 from vsekit.report.pages import DEFAULT_IMAGE_HINT
 from vsekit.retrieval import build_image_bank
-from vsekit.retrieval.banks import ENV_IMAGES
 
 add_commands(cli)
 

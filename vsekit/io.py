@@ -81,8 +81,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-#: The byte order mark: dropped at the start of a line file, refused anywhere else (see :func:`read_lines`).
-BOM = "\ufeff"
 def pending_path(path: str | Path) -> Path:
     """``PATH.pending``: where :func:`commit_parts` writes ``path``'s new content before its commit point."""
     path = Path(path)
@@ -176,6 +174,10 @@ def sibling(record: str | Path, name: object, key: str, error: type[Exception] |
         raise (error or DataError)(f"{record}: {key!r} must be a file name in the same folder (no '/', '..' or "
                                    f"absolute path), got {name!r}")
     return record.with_name(name)
+
+
+#: The byte order mark: dropped at the start of a line file, refused anywhere else (see :func:`read_lines`).
+BOM = "\ufeff"
 
 
 def read_lines(path: str | Path, what: str = "line", *, allow_empty_file: bool = False) -> list[str]:

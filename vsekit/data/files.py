@@ -9,6 +9,7 @@ extraction, retrieval banks, image queries).
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,3 +73,22 @@ def parse_captions_csv(path: str | Path, lines: list[str]) -> list[tuple[int, st
             raise DataError(f"{path}: line {lineno}: empty caption" + (f" for {name!r}" if name else ""))
         rows.append((lineno, name, text))
     return rows
+
+
+#: a folder of image files looked in after the roots a caller gives (e.g. the packaged model's Flickr8K images,
+#: which no vsekit package ships: their terms forbid redistribution)
+ENV_IMAGES = "VSEKIT_F8K_IMAGES"
+
+
+def find_image(image_id: str | None, *roots: str | Path | None) -> Path | None:
+    """The existing file for ``image_id``: under the first root that has it (then ``$VSEKIT_F8K_IMAGES``), else
+    the id itself as an absolute path; None when there is no such file."""
+    if not image_id:
+        return None
+    for root in (*roots, os.environ.get(ENV_IMAGES)):
+        if root:
+            p = Path(root) / image_id
+            if p.is_file():
+                return p
+    p = Path(image_id)
+    return p if p.is_absolute() and p.is_file() else None

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,15 @@ import numpy as np
 
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
+from vsekit.image.records import (  # noqa: F401 (ids_path, meta_path, recorded_extractor: also read from here)
+    RUNTIME_OPTIONS,
+    TypeResolver,
+    ids_path,
+    meta_path,
+    read_record,
+    recorded_extractor,
+    same_extractor,
+)
 from vsekit.io import (
     commit_parts,
     committed_part,
@@ -51,31 +60,8 @@ from vsekit.io import (
 
 log = logging.getLogger(__name__)
 
-#: Extractor options that do not change the numbers: a file extracted with other values of these is reused.
-RUNTIME_OPTIONS = frozenset({"batch_size", "workers", "threads", "device", "progress"})
 #: The dtypes a feature file may hold.
 DTYPES = ("float32", "float16")
-
-TypeResolver = Callable[[str], Any]
-"""A function from an extractor's type name to its class (may raise when the name no longer resolves)."""
-
-
-def _base(out: Path) -> str:
-    stem = out.name[: -len(".npy")] if out.name.endswith(".npy") else out.name
-    return stem[: -len("_ims")] if stem.endswith("_ims") and len(stem) > len("_ims") else stem
-
-
-def ids_path(out: str | Path) -> Path:
-    """The ids file beside a feature file: ``X.npy`` -> ``X_ids.txt``, ``X_ims.npy`` -> ``X_ids.txt``."""
-    out = Path(out)
-    return out.with_name(_base(out) + "_ids.txt")
-
-
-def meta_path(out: str | Path) -> Path:
-    """The record of the extractor beside a feature file: ``X_extractor.json``."""
-    out = Path(out)
-    return out.with_name(_base(out) + "_extractor.json")
-
 
 @attrs.define
 class FeatureFile:
@@ -103,7 +89,7 @@ class FeatureFile:
         out = Path(out)
         if not out.exists() and not pending_path(out).exists():
             return None
-        meta = _read_record(meta_path(out))
+        meta = read_record(meta_path(out))
         files = _committed(out, meta)
         if files is None:
             return None
@@ -140,19 +126,6 @@ class FeatureFile:
             text, encoding="utf-8")}, record)
 
 
-def _read_record(record: Path) -> dict[str, Any]:
-    """The record ``X_extractor.json`` as a dict ({} when there is none). Raises DataError when unreadable."""
-    if not record.exists():
-        return {}
-    try:
-        meta = json.loads(record.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{record}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{record}: expected a JSON object, got {type(meta).__name__}")
-    return meta
-
-
 def _committed(out: Path, meta: dict[str, Any]) -> tuple[Path, Path] | None:
     """(rows file, ids file) with the checksums the record names (or their ``.pending`` copies), the files
     themselves for a record without checksums, else None with a warning."""
@@ -177,59 +150,6 @@ def _read_rows(path: Path) -> np.ndarray:
     if feats.ndim != 2 or feats.dtype.name not in DTYPES:
         raise DataError(f"{path}: expected a 2-D float32/float16 array, got {feats.dtype} {feats.shape}")
     return feats
-
-
-def same_extractor(a: dict[str, Any], b: dict[str, Any], resolve_type: TypeResolver | None = None) -> bool:
-    """Same class (by equal type names, or names ``resolve_type`` maps to one class) and the same options,
-    :data:`RUNTIME_OPTIONS` aside."""
-
-    def strip(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in d.items() if k not in RUNTIME_OPTIONS and k != "type"}
-
-    def cls(d: dict[str, Any]) -> Any:
-        try:
-            return resolve_type(str(d.get("type")))  # type: ignore[misc]
-        except Exception:  # no longer importable: compare the names
-            return d.get("type")
-
-    if strip(a) != strip(b):
-        return False
-    return a.get("type") == b.get("type") or (resolve_type is not None and cls(a) == cls(b))
-
-
-def recorded_extractor(files: Iterable[str | Path], resolve_type: TypeResolver | None = None) -> dict[str, Any] | None:
-    """The extractor that made these feature files, from the ``X_extractor.json`` records beside them.
-
-    Args:
-        files: data files (e.g. a split's ``files``); each ``.npy`` is looked up with :func:`meta_path`, other
-            files are ignored.
-        resolve_type: see :func:`same_extractor`.
-
-    Returns:
-        The record's extractor table ``{"type": NAME, option: value, ...}`` without the options that do not
-        change the numbers (:data:`RUNTIME_OPTIONS`), or None when no file has a record.
-
-    Raises:
-        DataError: a record is unreadable, or two records name different extractors (they do not mix).
-    """
-    found: tuple[Path, dict[str, Any]] | None = None
-    for f in dict.fromkeys(Path(f) for f in files):
-        record = meta_path(f)
-        if f.suffix != ".npy" or not record.is_file():
-            continue
-        try:
-            table = json.loads(record.read_text(encoding="utf-8")).get("extractor")
-        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
-            raise DataError(f"{record}: not a readable extractor record ({exc})") from None
-        if not isinstance(table, dict) or not isinstance(table.get("type"), str):
-            raise DataError(f"{record}: expected {{\"extractor\": {{\"type\": NAME, ...}}}}, got {table!r}")
-        table = {k: v for k, v in table.items() if k not in RUNTIME_OPTIONS}
-        if found is None:
-            found = (record, table)
-        elif not same_extractor(found[1], table, resolve_type):
-            raise DataError(f"{record} names another image feature extractor ({json.dumps(table)}) than "
-                            f"{found[0]} ({json.dumps(found[1])}): features of different extractors do not mix")
-    return found[1] if found else None
 
 
 @attrs.define
@@ -263,7 +183,7 @@ def _open(out: Path, extractor: ImageFeatureExtractor, spec: dict[str, Any], *, 
     if current is None:
         current = FeatureFile(out, np.zeros((0, extractor.dim or 0), dtype or "float32"), [])
     try:  # the checksums committed now: _refresh takes in only what is committed after them
-        record = {} if force else _read_record(meta_path(out))
+        record = {} if force else read_record(meta_path(out))
     except DataError:
         record = {}
     current.meta = {"extractor": spec, "dim": current.features.shape[1] or extractor.dim,
@@ -309,7 +229,7 @@ def _check_fits(current: FeatureFile, spec: dict[str, Any], dtype: str | None,
 
 def _refresh(current: FeatureFile, resolve_type: TypeResolver | None) -> None:
     """Take into ``current`` what another writer committed since (under the lock; DataError: other extractor)."""
-    record = _read_record(meta_path(current.out))
+    record = read_record(meta_path(current.out))
     if all(record.get(k) == current.meta.get(k) for k in ("features_sha256", "ids_sha256")):
         return  # nobody else committed
     fresh = FeatureFile.read(current.out)

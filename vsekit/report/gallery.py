@@ -20,7 +20,7 @@ DEV_METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rs
 
 def image_hint() -> str:
     """The line a card shows when its image file is not found: the option and the variable that supply them."""
-    from vsekit.retrieval.banks import ENV_IMAGES
+    from vsekit.data.files import ENV_IMAGES
 
     return f"no image file: pass --images-dir DIR or set {ENV_IMAGES}"
 

@@ -15,7 +15,6 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vsekit._version import __version__
+from vsekit.data.files import find_image
 from vsekit.errors import DataError, VsekitError
 from vsekit.io import (
     commit_parts,
@@ -224,25 +224,6 @@ class ImageBank(Bank):
     def image_path(self, index: int, images_dir: str | Path | None = None) -> Path | None:
         """The image file of row ``index`` (looked up in ``images_dir``, the bank's image root, or the id as a path)."""
         return find_image(self.ids[index], images_dir, self.image_root)
-
-
-#: a folder of image files looked in after the roots a caller gives (e.g. the packaged model's Flickr8K images,
-#: which no vsekit package ships: their terms forbid redistribution)
-ENV_IMAGES = "VSEKIT_F8K_IMAGES"
-
-
-def find_image(image_id: str | None, *roots: str | Path | None) -> Path | None:
-    """The existing file for ``image_id``: under the first root that has it (then ``$VSEKIT_F8K_IMAGES``), else
-    the id itself as an absolute path; None when there is no such file."""
-    if not image_id:
-        return None
-    for root in (*roots, os.environ.get(ENV_IMAGES)):
-        if root:
-            p = Path(root) / image_id
-            if p.is_file():
-                return p
-    p = Path(image_id)
-    return p if p.is_absolute() and p.is_file() else None
 
 
 def _read_meta(meta_path: Path, weights: Path) -> dict[str, Any]:
