@@ -23,9 +23,10 @@ together into a :class:`Spec`.
 from __future__ import annotations
 
 import difflib
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import attrs
@@ -40,7 +41,7 @@ from vsekit.spec.sections import EvalSpec, ModelSpec, OutputSpec, TrainSpec, Voc
 __all__ = [
     "Component", "EvalSpec", "ModelSpec", "OutputSpec", "Spec", "SpecProblems", "TrainSpec", "VocabSpec",
     "apply_overrides", "build_component", "converter", "dumps_toml", "from_dict", "import_user_module", "load",
-    "make_converter", "parse_override", "read_toml", "structure",
+    "make_converter", "parse_override", "read_toml", "run_name_problem", "structure", "text_problems",
 ]
 
 
@@ -137,6 +138,9 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
     name = raw.get("name", Path(source).stem if source != "<spec>" else "run")
     if not isinstance(name, str) or not name:
         problems.append(("name", f"expected a non-empty string, got {name!r}"))
+    elif problem := run_name_problem(name):
+        problems.append(("name", problem + ("" if "name" in raw else " (taken from the spec file's name: set name)")))
+    problems.extend(p for p in text_problems(raw) if p[0] != "name")
     imports = _imports(raw, base, problems)
     for section in required:
         if section not in raw:
@@ -158,6 +162,46 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
         data=data, model=model, loss=loss, train=train, eval=ev, output=output, vocab=vocab,
         name=name, imports=tuple(str((base / i).resolve()) if i.endswith(".py") else i for i in imports), source=source,
     )
+
+
+def text_problems(raw: Any, where: str = "") -> list[tuple[str, str]]:
+    """(TOML path, message) for every string in ``raw`` (tables, lists) that holds a NUL character or bytes that
+    are not UTF-8 (a ``--set`` value from the command line); no file name or TOML file can carry either."""
+    found = []
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
+    for key, value in items:
+        path = f"{where}.{key}" if where and isinstance(key, str) else where or str(key)
+        if isinstance(value, (dict, list)):
+            found += text_problems(value, path)
+        elif isinstance(value, str) and (problem := _text_problem(value)):
+            found.append((path, problem))
+    return found
+
+
+def _text_problem(text: str) -> str | None:
+    if "\0" in text:
+        return f"{text!r} holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{text!r} holds bytes that are not UTF-8 text"
+    return None
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a run's name, or None. A run's folder is ``runs/NAME``, so the name must be one
+    folder name: not empty, ``.`` or ``..``; no ``/`` or ``\\``, no drive (``C:``); no control character
+    (NUL included); UTF-8 text."""
+    if problem := _text_problem(name):
+        return problem
+    if name in (".", ".."):
+        return f"{name!r} is not a name; expected a folder name for runs/NAME"
+    if "/" in name or "\\" in name or PureWindowsPath(name).drive:
+        return (f"{name!r} is a path, expected a name (one folder name under runs/, no / or \\); "
+                f"to choose the folder, use [output] dir or --out")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return f"{name!r} holds a control character; expected a folder name for runs/NAME"
+    return None
 
 
 def _imports(raw: dict[str, Any], base: Path, problems: _Problems) -> list[str]:
