@@ -1,16 +1,14 @@
 """HTML result pages and run reports.
 
-* :func:`write_html` writes one self-contained page of queries and ranked
-  results (``vsekit retrieve --html``, ``vsekit report``): no scripts, no
-  external resources; thumbnails are relative file paths, or base64 data URIs
-  with ``embed_images=True``.
-* :func:`write_report` turns a run folder into ``curves.png`` (loss and dev
-  rsum against step, from ``metrics.jsonl``; needs matplotlib:
-  ``pip install 'vsekit[report]'``) and ``gallery.html`` (test queries in both
-  directions, ground truth marked).
+* :func:`write_html` writes one self-contained page of queries and ranked results (``vsekit retrieve --html``,
+  ``vsekit report``): no scripts, no external resources; thumbnails are relative file paths, or base64 data
+  URIs with ``embed_images=True``.
+* :func:`write_report` turns a run folder into ``curves.png`` (loss and dev rsum against step, from
+  ``metrics.jsonl``; needs matplotlib: ``pip install 'vsekit[report]'``) and ``gallery.html`` (test queries
+  in both directions, ground truth marked). Files written into a run folder are listed in its manifest.
 
-Flickr8K images belong to their owners (research use only): pages link to the
-image files by default, so nothing is copied unless you ask for embedding.
+Flickr8K images belong to their owners (research use only): pages link to the image files by default, so
+nothing is copied unless you ask for embedding.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ import numpy as np
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write_bytes, atomic_write_text
 from vsekit.metrics import ranks_both
+from vsekit.training.manifest import record_written
 
 if TYPE_CHECKING:
     from vsekit.retrieval import RetrieveResult
@@ -192,7 +191,7 @@ def render_html(title: str, queries: Sequence[Query], html_path: str | Path, *, 
 def write_html(path: str | Path, title: str, queries: Sequence[Query], *, embed_images: bool = False,
                intro: Sequence[str] = (), extra_html: str = "") -> Path:
     """Write the page atomically; return its path."""
-    path = Path(path)
+    record_written(path := Path(path))  # listed when written into a run folder (--force clears it)
     atomic_write_text(path, render_html(title, queries, path, embed_images=embed_images, intro=intro,
                                         extra_html=extra_html))
     return path
@@ -388,6 +387,7 @@ def write_report(run: str | Path, out: str | Path | None = None, *, split: str =
     model, ref, meta = retrieval.open_model(Path(run))
     run_dir = ref.path.parent
     out_dir = Path(out) if out is not None else run_dir / "report"
+    record_written(out_dir / "curves.png", folders=[out_dir] if out is None else [])  # listed in a run folder
     name = (meta.get("spec") or {}).get("name") or run_dir.name
     result = report_curves(run_dir, out_dir, name)
     data, ids, root = retrieval.Retriever(model, meta, ref).split_data(split)

@@ -143,7 +143,10 @@ class Bank:
 
     def save(self, path: str | Path) -> Path:
         """Write ``NAME.safetensors`` then ``NAME.json`` (each atomically); return the JSON path."""
+        from vsekit.training.manifest import record_written
+
         meta_path, weights = bank_files(path)
+        record_written(weights, meta_path)  # listed when written into a run folder (--force clears them)
         tensors = {"embeddings": self.embeddings.detach().contiguous().cpu()}
         atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
         meta = {

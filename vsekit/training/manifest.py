@@ -8,8 +8,9 @@ a vsekit before 0.2.0) and is never cleared.
 
 :func:`clear_listed` removes what the manifest lists and nothing else: it never follows a symbolic link (a
 listed name that is a link loses the link, not its target), never goes through a linked or missing folder,
-and removes a listed folder only once it is empty. This module imports no torch: ``vsekit eval``, the
-report and the bank writers call :func:`record_written` too.
+and removes a listed folder only once it is empty. Every writer into a run folder calls
+:func:`record_written`: training (:mod:`vsekit.training.rundir`), ``vsekit eval`` (``eval_*.json``), the
+report (``report/``) and banks (:meth:`vsekit.retrieval.banks.Bank.save`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from vsekit.errors import CheckpointError
@@ -83,24 +85,25 @@ def _run_folder_of(path: Path) -> Path | None:
     return None
 
 
-def record_written(*paths: str | Path) -> None:
-    """List each of ``paths`` (files, or folders vsekit made) in the manifest of the nearest run folder above it.
+def record_written(*paths: str | Path, folders: Iterable[str | Path] = ()) -> None:
+    """List each of ``paths`` (files) and ``folders`` (folders vsekit makes) in the manifest of the nearest run
+    folder above it.
 
-    Call it just before writing the file. A path in no run folder (no ``.vsekit-run`` above it) is left
-    alone, so writers may call it for any output path. Paths are made absolute first; a folder is listed
-    with a trailing ``/`` when ``path`` is an existing folder.
+    Call it just before writing the file or making the folder. A path in no run folder (no ``.vsekit-run``
+    above it) is left alone, so writers may call it for any output path. Paths are made absolute first; one
+    of ``paths`` that is an existing folder is listed as a folder too (with a trailing ``/``).
 
     Raises:
         CheckpointError: that run folder's manifest is unreadable (see :func:`read_manifest`).
     """
     groups: dict[Path, list[str]] = {}
-    for p in paths:
-        p = Path(os.path.abspath(p))
+    marked = [(Path(os.path.abspath(p)), False) for p in paths] + [(Path(os.path.abspath(f)), True) for f in folders]
+    for p, is_dir in marked:
         folder = _run_folder_of(p)
         if folder is None:
             continue
         rel = p.relative_to(folder).as_posix()
-        is_dir = p.is_dir() and not p.is_symlink()
+        is_dir = is_dir or (p.is_dir() and not p.is_symlink())
         groups.setdefault(folder, []).append(rel + "/" if is_dir else rel)
     for folder, new in groups.items():
         old = read_manifest(folder) or []
@@ -131,8 +134,9 @@ def _real_folder(folder: Path, rel_parts: tuple[str, ...]) -> Path | None:
 def clear_listed(folder: str | Path) -> list[str]:
     """Remove what ``folder``'s manifest lists (see the module notes) and empty the list; returns what stays.
 
-    A listed folder holding a manifest of its own (a seed's run) is cleared the same way first; a listed
-    folder that still holds something afterwards stays, as does every name the manifest does not list.
+    A listed folder holding a manifest of its own (a seed's run) is cleared the same way first, and stays a
+    run folder; a listed folder that still holds something afterwards stays, as does every name the
+    manifest does not list.
     Returns the entries that could not be removed (a folder not empty), which stay listed.
 
     Raises:
@@ -154,8 +158,8 @@ def clear_listed(folder: str | Path) -> list[str]:
         if stat.S_ISDIR(mode) != entry.endswith("/"):
             continue  # a listed file that is a folder now, or the reverse: not what vsekit wrote
         if stat.S_ISDIR(mode):
-            if manifest_path(target).is_file() and not clear_listed(target):
-                manifest_path(target).unlink()
+            if manifest_path(target).is_file():
+                clear_listed(target)  # a seed's run folder: it keeps its (emptied) manifest and its lock
             try:
                 target.rmdir()  # only when empty
             except OSError:
