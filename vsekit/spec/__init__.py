@@ -35,13 +35,13 @@ from vsekit import config
 from vsekit.errors import SpecError
 from vsekit.spec.component import Component, build_component, import_user_module
 from vsekit.spec.convert import SpecProblems, converter, make_converter, structure
-from vsekit.spec.files import apply_overrides, dumps_toml, parse_override, read_toml
+from vsekit.spec.files import apply_overrides, dumps_toml, parse_override, read_toml, text_problem
 from vsekit.spec.sections import EvalSpec, ModelSpec, OutputSpec, TrainSpec, VocabSpec
 
 __all__ = [
     "Component", "EvalSpec", "ModelSpec", "OutputSpec", "Spec", "SpecProblems", "TrainSpec", "VocabSpec",
     "apply_overrides", "build_component", "converter", "dumps_toml", "from_dict", "import_user_module", "load",
-    "make_converter", "parse_override", "read_toml", "run_name_problem", "structure", "text_problems",
+    "make_converter", "parse_override", "read_toml", "run_name_problem", "structure", "text_problem",
 ]
 
 
@@ -138,9 +138,6 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
     name = raw.get("name", Path(source).stem if source != "<spec>" else "run")
     if not isinstance(name, str) or not name:
         problems.append(("name", f"expected a non-empty string, got {name!r}"))
-    elif problem := run_name_problem(name):
-        problems.append(("name", problem + ("" if "name" in raw else " (taken from the spec file's name: set name)")))
-    problems.extend(p for p in text_problems(raw) if p[0] != "name")
     imports = _imports(raw, base, problems)
     for section in required:
         if section not in raw:
@@ -164,35 +161,12 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
     )
 
 
-def text_problems(raw: Any, where: str = "") -> list[tuple[str, str]]:
-    """(TOML path, message) for every string in ``raw`` (tables, lists) that holds a NUL character or bytes that
-    are not UTF-8 (a ``--set`` value from the command line); no file name or TOML file can carry either."""
-    found = []
-    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
-    for key, value in items:
-        path = f"{where}.{key}" if where and isinstance(key, str) else where or str(key)
-        if isinstance(value, (dict, list)):
-            found += text_problems(value, path)
-        elif isinstance(value, str) and (problem := _text_problem(value)):
-            found.append((path, problem))
-    return found
-
-
-def _text_problem(text: str) -> str | None:
-    if "\0" in text:
-        return f"{text!r} holds a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{text!r} holds bytes that are not UTF-8 text"
-    return None
-
-
 def run_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a run's name, or None. A run's folder is ``runs/NAME``, so the name must be one
     folder name: not empty, ``.`` or ``..``; no ``/`` or ``\\``, no drive (``C:``); no control character
-    (NUL included); UTF-8 text."""
-    if problem := _text_problem(name):
+    (NUL included); UTF-8 text. Checked where a spec is run or validated (:func:`vsekit.api.check_spec`,
+    :func:`vsekit.training.rundir.run_dir`), not where a stored spec is read: runs of earlier versions load."""
+    if problem := text_problem(name):
         return problem
     if name in (".", ".."):
         return f"{name!r} is not a name; expected a folder name for runs/NAME"

@@ -65,6 +65,7 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
     d, device = distributed.setup(resolve_device(spec), spec.source or "<spec>")
     quiet = quiet or not d.is_main
     failure: VsekitError | None = None
+    restart = False
     try:  # every check, on every rank, before rank 0 writes anything (the lock is rank 0's to probe)
         check_usable(out, probe_lock=d.is_main)
         point = find_resume_point(out, spec_dict) if resume else None
@@ -75,8 +76,8 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
         if point is not None and point.kind == "restart":
             if d.is_main:
                 log.warning("%s: the run stopped before its first saved state; starting it over", out)
-            force, point = True, None
-        if point is None:
+            force, point, restart = True, None, True  # its spec.toml is this spec: the run folder is ours
+        if point is None and not restart:
             check_run_dir(out, force, probe_lock=d.is_main)
         data = data or load_data(spec)
         ctx = RunContext(spec, out, spec_dict, data, Setup.build(spec, data, device, d), device, d, quiet)
@@ -85,18 +86,22 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
         failure = exc
     d.raise_if_any(failure)
     with d.main_only(RunLock(out)) as lock:
-        d.raise_if_any(locked_check(lock, out, force) if point is None else None)
+        d.raise_if_any(locked_check(lock, out, force, adopt=restart) if point is None else None)
         return d.broadcast(train_locked(ctx, point, prog))
 
 
-def locked_check(lock: RunLock | None, out: Path, force: bool) -> VsekitError | None:
+def locked_check(lock: RunLock | None, out: Path, force: bool, *, adopt: bool = False) -> VsekitError | None:
     """Rank 0 (``lock`` held): check the folder again and clear it (:func:`start_run_dir`); the refusal, or None.
 
-    A refused run leaves neither the lock file nor the folder when it made them; other ranks get None.
+    ``adopt``: a ``--resume`` that starts over (the run stopped before its first save; its ``spec.toml`` is
+    this spec): a folder of an earlier vsekit first gets a manifest of the run files it holds. A refused run
+    leaves neither the lock file nor the folder when it made them; other ranks get None.
     """
     if lock is None:
         return None
     try:
+        if adopt:
+            adopt_run_dir(out)
         start_run_dir(out, force)
     except VsekitError as exc:
         lock.discard_on_release()

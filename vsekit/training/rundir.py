@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from vsekit.errors import CheckpointError
+from vsekit.errors import CheckpointError, SpecError
 from vsekit.evaluate import COLUMNS
 from vsekit.io import atomic_write_text
-from vsekit.spec import Spec, dumps_toml
+from vsekit.spec import Spec, dumps_toml, run_name_problem
 from vsekit.training.lock import LOCK_NAME, check_free
 from vsekit.training.manifest import MANIFEST_NAME, clear_listed, read_manifest, record_written, write_manifest
 from vsekit.training.metrics_log import MetricsLog, NoLog
@@ -40,7 +40,14 @@ results_log = logging.getLogger(RESULTS_LOGGER)
 
 
 def run_dir(spec: Spec, out: str | Path | None) -> Path:
-    """The run folder: ``out``, else ``[output] dir``, else ``runs/NAME``."""
+    """The run folder: ``out``, else ``[output] dir``, else ``runs/NAME``.
+
+    Raises:
+        SpecError: the spec's name is not a name (a path, ``..``, a NUL or control character: see
+            :func:`vsekit.spec.run_name_problem`), whether or not the folder is ``runs/NAME``.
+    """
+    if problem := run_name_problem(spec.name):
+        raise SpecError(f"{spec.source or '<spec>'}: name: {problem}")
     return Path(out) if out is not None else Path(spec.output.dir or Path("runs") / spec.name)
 
 
