@@ -117,12 +117,12 @@ def check_run_dir(out: Path, force: bool, *, probe_lock: bool = True) -> None:
         CheckpointError: with the one-line reason.
     """
     check_usable(out, probe_lock=probe_lock)
+    listed = read_manifest(out)  # a manifest that is not one is refused here, before anything is written
     held = contents(out)
     if not held:
         return
     if not force:
         raise not_empty_error(out)
-    listed = read_manifest(out)
     if listed is None:
         if all((out / n).is_file() for n in ("spec.toml", "provenance.json")):
             raise CheckpointError(
