@@ -22,6 +22,7 @@ from conftest import REPO, tiny_spec_text
 import vsekit
 from vsekit.errors import CheckpointError
 from vsekit.training import orchestration
+from vsekit.training.lock import RunLock
 from vsekit.training.manifest import MANIFEST_NAME, clear_listed, read_manifest, record_written, write_manifest
 
 TRAIN = {"batch_size": 16, "threads": 1}
@@ -135,11 +136,15 @@ def test_force_replaces_our_files_only_and_follows_no_link(tmp_path, spec):
 def test_other_writers_list_their_files_and_force_clears_them(tmp_path, spec):
     out = tmp_path / "run"
     vsekit.train(spec, out, quiet=True)
-    result = invoke(["eval", str(out), "-q"], tmp_path)
-    assert result.exit_code == 0, result.output
-    assert "eval_test.json" in read_manifest(out)
+    for argv in (["eval", str(out), "-q"], ["bank", str(out)], ["report", str(out), "-n", "2"]):
+        result = invoke(argv, tmp_path)
+        assert result.exit_code == 0, (argv, result.output)
+    ours = ["eval_test.json", "best.captions_bank.json", "best.captions_bank.safetensors", "report/gallery.html"]
+    assert {*ours, "report/"} <= set(read_manifest(out))
+    (out / "report" / "mine.txt").write_text("mine")
     vsekit.train(spec, out, quiet=True, force=True)
-    assert not (out / "eval_test.json").exists()
+    assert not any((out / name).exists() for name in ours)
+    assert (out / "report" / "mine.txt").read_text() == "mine"
 
 
 def test_force_over_seed_runs_keeps_a_users_file_in_a_seed_folder(tmp_path, spec):
@@ -174,3 +179,16 @@ def test_clear_listed_removes_listed_names_only(tmp_path):
     with pytest.raises(CheckpointError, match="not a path inside the run folder"):
         clear_listed(run)
     assert (outside / "a.txt").exists()
+
+
+def test_a_lock_taken_then_refused_leaves_nothing_it_made(tmp_path):
+    fresh = tmp_path / "fresh"
+    with RunLock(fresh) as lock:
+        lock.discard_on_release()
+    assert not fresh.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("mine")
+    with RunLock(kept) as lock:
+        lock.discard_on_release()
+    assert sorted(p.name for p in kept.iterdir()) == ["mine.txt"]  # the folder was there: only the lock goes
