@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from vsekit.errors import CheckpointError
 from vsekit.io import atomic_write_text
+from vsekit.training.lock import LOCK_NAME
 
 MANIFEST_NAME = ".vsekit-run"
 FORMAT = "vsekit-run/1"
@@ -34,11 +35,12 @@ def manifest_path(folder: str | Path) -> Path:
 
 
 def _safe_entry(entry: object) -> bool:
-    """Whether a manifest entry is a plain relative path (no ``..``, no root, no NUL, no backslash)."""
+    """Whether a manifest entry is a plain relative path (no ``..``, no root, no NUL, no backslash), and not the
+    manifest or the run lock themselves."""
     if not isinstance(entry, str) or not entry or "\0" in entry or "\\" in entry or entry.startswith("/"):
         return False
     parts = PurePosixPath(entry.rstrip("/")).parts
-    return bool(parts) and not any(p in ("", ".", "..") for p in parts)
+    return bool(parts) and not any(p in ("", ".", "..") for p in parts) and parts[0] not in (MANIFEST_NAME, LOCK_NAME)
 
 
 def read_manifest(folder: str | Path) -> list[str] | None:

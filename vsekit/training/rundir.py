@@ -82,6 +82,8 @@ def check_usable(out: Path, *, probe_lock: bool = True) -> None:
     lock probes it: under torchrun the other ranks leave it alone, since a probe is a brief exclusive hold
     that rank 0's own acquire could meet.
     """
+    if "\0" in str(out):
+        raise CheckpointError(f"{str(out)!r}: a folder name cannot hold a NUL character; choose another --out")
     found = _nearest_existing(out)
     if found == out and not out.is_dir():
         what = "is a link to nothing" if not out.exists() else "exists and is not a folder"
