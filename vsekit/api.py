@@ -198,7 +198,7 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     names, split names, the output folder, the device, and options of different components that disagree."""
     from vsekit.training.setup import resolve_device
 
-    problems = []
+    problems = [f"name: {p}"] if (p := spec_mod.run_name_problem(s.name)) else []
     reader = s.data.build()
     problems += [f"[data] {p}" for p in reader.check()]
     if problem := tokenizer_problem(s.model.tokenizer):

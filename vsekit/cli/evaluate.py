@@ -41,6 +41,7 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
     from vsekit import api
     from vsekit.evaluate import format_table, reference_lines, table_rows
     from vsekit.io import atomic_write_text
+    from vsekit.training.manifest import record_written
 
     metrics, meta_path = api.eval_checkpoint(checkpoint, split=split, data=data_spec, folds=folds, ties=ties,
                                              verbose=not quiet, log_warnings=False, strict_protocol=strict_protocol,
@@ -50,6 +51,7 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
     click.echo(reference_lines(metrics))
     click.echo(format_table(table_rows(split, metrics)))
     target = output or meta_path.parent / api.eval_result_name(split, metrics)
+    record_written(target)  # listed when written into a run folder (--force clears it)
     atomic_write_text(target, json.dumps({"checkpoint": str(meta_path), "split": split, **metrics}, indent=1))
     click.echo(f"metrics: {target}")
 

@@ -50,7 +50,8 @@ def setup_logging(*, quiet: bool, debug: bool) -> None:
               help="Run folder (default: output.dir or runs/NAME).")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Repeat with seeds seed..seed+N-1; report mean ± std.")
-@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing run folder: remove the files vsekit wrote there (RUN/.vsekit-run), no others.")
 @click.option("--resume", is_flag=True, help="Continue the run in the folder from its latest saved state.")
 @click.option("--strict-protocol", is_flag=True,
               help="Refuse dev/test splits with an image of fewer than 5 captions (as [eval] strict_protocol = true).")

@@ -11,6 +11,7 @@ import numpy as np
 from vsekit.metrics import ranks_both
 from vsekit.report.curves import curves_html, report_curves
 from vsekit.report.pages import Query, Result, write_html
+from vsekit.training.manifest import record_written
 
 if TYPE_CHECKING:
     from vsekit.retrieval import RetrieveResult
@@ -133,6 +134,7 @@ def write_report(run: str | Path, out: str | Path | None = None, *, split: str =
     model, ref, meta = retrieval.open_model(Path(run), trust_code=trust_code)
     run_dir = ref.path.parent
     out_dir = Path(out) if out is not None else run_dir / "report"
+    record_written(out_dir / "curves.png", folders=[out_dir] if out is None else [])  # listed in a run folder
     name = (meta.get("spec") or {}).get("name") or run_dir.name
     result = report_curves(run_dir, out_dir, name)
     data, ids, root = retrieval.Retriever(model, meta, ref, trust_code=trust_code).split_data(split)

@@ -23,6 +23,7 @@ from pathlib import Path
 import attrs
 
 from vsekit.io import atomic_write_text
+from vsekit.training.manifest import record_written
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def render_html(title: str, queries: Sequence[Query], html_path: str | Path, *, 
 def write_html(path: str | Path, title: str, queries: Sequence[Query], *, embed_images: bool = False,
                intro: Sequence[str] = (), extra_html: str = "", image_hint: str = DEFAULT_IMAGE_HINT) -> Path:
     """Write the page of :func:`render_html` atomically; return its path."""
-    path = Path(path)
+    record_written(path := Path(path))  # listed when written into a run folder (--force clears it)
     atomic_write_text(path, render_html(title, queries, path, embed_images=embed_images, intro=intro,
                                         extra_html=extra_html, image_hint=image_hint))
     return path

@@ -38,6 +38,7 @@ from vsekit.io import (
     sibling,
 )
 from vsekit.model import JointModel
+from vsekit.training.manifest import record_written
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class Bank:
         meta_path, weights = bank_files(path)
         record_text(self.texts or [], "caption", str(meta_path))
         record_text((i or "" for i in self.ids), "id", str(meta_path), allow_empty=True)
+        record_written(weights, meta_path)  # listed when written into a run folder (--force clears them)
         tensors = {"embeddings": self.embeddings.detach().contiguous().cpu()}
         with lock_beside(meta_path):
             commit_parts(meta_path, {weights: lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT})},

@@ -23,9 +23,10 @@ together into a :class:`Spec`.
 from __future__ import annotations
 
 import difflib
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import attrs
@@ -34,13 +35,14 @@ from vsekit import config
 from vsekit.errors import SpecError
 from vsekit.spec.component import Component, build_component, code_names, import_user_module, require_trust
 from vsekit.spec.convert import SpecProblems, converter, make_converter, structure
-from vsekit.spec.files import apply_overrides, dumps_toml, parse_override, read_toml
+from vsekit.spec.files import apply_overrides, dumps_toml, parse_override, read_toml, text_problem
 from vsekit.spec.sections import EvalSpec, ModelSpec, OutputSpec, TrainSpec, VocabSpec
 
 __all__ = [
     "Component", "EvalSpec", "ModelSpec", "OutputSpec", "Spec", "SpecProblems", "TrainSpec", "VocabSpec",
     "apply_overrides", "build_component", "code_names", "converter", "dumps_toml", "from_dict", "import_user_module",
-    "load", "make_converter", "parse_override", "read_toml", "require_trust", "structure",
+    "load", "make_converter", "parse_override", "read_toml", "require_trust", "run_name_problem", "structure",
+    "text_problem",
 ]
 
 
@@ -164,6 +166,23 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
         data=data, model=model, loss=loss, train=train, eval=ev, output=output, vocab=vocab,
         name=name, imports=tuple(str((base / i).resolve()) if i.endswith(".py") else i for i in imports), source=source,
     )
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a run's name, or None. A run's folder is ``runs/NAME``, so the name must be one
+    folder name: not empty, ``.`` or ``..``; no ``/`` or ``\\``, no drive (``C:``); no control character
+    (NUL included); UTF-8 text. Checked where a spec is run or validated (:func:`vsekit.api.check_spec`,
+    :func:`vsekit.training.rundir.run_dir`), not where a stored spec is read: runs of earlier versions load."""
+    if problem := text_problem(name):
+        return problem
+    if name in (".", ".."):
+        return f"{name!r} is not a name; expected a folder name for runs/NAME"
+    if "/" in name or "\\" in name or PureWindowsPath(name).drive:
+        return (f"{name!r} is a path, expected a name (one folder name under runs/, no / or \\); "
+                f"to choose the folder, use [output] dir or --out")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return f"{name!r} holds a control character; expected a folder name for runs/NAME"
+    return None
 
 
 def _imports(raw: dict[str, Any], base: Path, problems: _Problems) -> list[str]:

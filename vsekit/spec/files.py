@@ -13,11 +13,31 @@ import tomli_w
 from vsekit.errors import SpecError
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot stand in a spec, or None: a NUL character, or bytes that are not UTF-8 (what Python
+    makes of such bytes in a command line); no spec file can hold either, and no file name."""
+    if "\0" in text:
+        return f"{text!r} holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{text!r} holds bytes that are not UTF-8 text"
+    return None
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [s for v in items for s in _strings(v)]
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``train.lr=1e-4`` -> (["train", "lr"], 1e-4); values are TOML literals, else strings.
 
     Raises:
-        SpecError: ``item`` is not ``KEY=VALUE`` with a non-empty dotted key.
+        SpecError: ``item`` is not ``KEY=VALUE`` with a non-empty dotted key, or it holds a NUL character or
+            bytes that are not UTF-8 (also as a TOML escape, ``"\u0000"``).
     """
     key, sep, value = item.partition("=")
     key = key.strip()
@@ -27,6 +47,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
+    for text in (item, *_strings(parsed)):
+        if problem := text_problem(text):
+            raise SpecError(f"--set {item!r}: {problem[problem.index('holds'):]}")
     return key.split("."), parsed
 
 

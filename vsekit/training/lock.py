@@ -14,6 +14,7 @@ inode while it is held, and its content (a pid) is informational only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class RunLock:
         self.path = self.folder / LOCK_NAME
         self._lock: filelock.BaseFileLock | None = None
         self._fd: int | None = None
+        self._made: tuple[bool, bool] = (False, False)  # (the folder, the lock file) made by acquire
+        self._discard = False
 
     @property
     def held(self) -> bool:
@@ -65,17 +68,33 @@ class RunLock:
         self._fd = fd
 
     def acquire(self) -> RunLock:
-        """Create the folder if needed, take the lock and write our pid into it."""
+        """Create the folder if needed, take the lock and write our pid into it.
+
+        Raises:
+            CheckpointError: another process holds the lock, or the folder or lock file cannot be made
+                (a file in the way, no permission, ``.lock`` a link).
+        """
         if self._lock is not None:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
+        made = (not self.folder.exists(), not os.path.lexists(self.path))
         lock = _file_lock(self.path, self._write_pid)
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except filelock.Timeout:
             raise CheckpointError(busy_message(self.folder, _holder(self.path))) from None
-        self._lock = lock
+        except OSError as exc:
+            raise CheckpointError(f"{self.path}: cannot take the run folder's lock: {exc.strerror or exc}") from None
+        self._lock, self._made, self._discard = lock, made, False
         return self
+
+    def discard_on_release(self) -> None:
+        """Remove the lock file (and the folder, when empty) on release if :meth:`acquire` made them.
+
+        For a run refused after taking the lock (the folder changed since it was checked): it leaves behind
+        nothing it made.
+        """
+        self._discard = True
 
     def release(self) -> None:
         """Empty the lock file (no holder recorded) and release it; nothing when not held."""
@@ -86,8 +105,13 @@ class RunLock:
         try:
             if fd is not None:
                 os.ftruncate(fd, 0)
+            if self._discard and self._made[1]:
+                self.path.unlink(missing_ok=True)  # while held: a racing acquire fails at once (timeout 0)
         finally:
             lock.release()
+        if self._discard and self._made[0]:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only when empty
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -114,4 +138,6 @@ def check_free(folder: str | Path) -> None:
         raise CheckpointError(busy_message(Path(folder), _holder(path))) from None
     except (FileNotFoundError, NotADirectoryError):
         return
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot probe the run folder's lock: {exc.strerror or exc}") from None
     lock.release()

@@ -24,15 +24,17 @@ from vsekit.evaluate import evaluate_split, format_table, scalar_metrics, table_
 from vsekit.spec import Spec
 from vsekit.training.lock import RunLock
 from vsekit.training.loop import Loop
+from vsekit.training.manifest import forget_written, record_written
 from vsekit.training.metrics_log import MetricsLog, NoLog
 from vsekit.training.rundir import (
+    adopt_run_dir,
     check_run_dir,
     check_usable,
-    contents,
-    not_empty_error,
+    list_tensorboard,
     open_log,
     results_log,
     run_dir,
+    start_run_dir,
     write_results,
     write_summary,
 )
@@ -64,6 +66,7 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
     d, device = distributed.setup(resolve_device(spec), spec.source or "<spec>")
     quiet = quiet or not d.is_main
     failure: VsekitError | None = None
+    restart = False
     try:  # every check, on every rank, before rank 0 writes anything (the lock is rank 0's to probe)
         check_usable(out, probe_lock=d.is_main)
         point = find_resume_point(out, spec_dict) if resume else None
@@ -74,8 +77,8 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
         if point is not None and point.kind == "restart":
             if d.is_main:
                 log.warning("%s: the run stopped before its first saved state; starting it over", out)
-            force, point = True, None
-        if point is None:
+            force, point, restart = True, None, True  # its spec.toml is this spec: the run folder is ours
+        if point is None and not restart:
             check_run_dir(out, force, probe_lock=d.is_main)
         data = data or load_data(spec)
         ctx = RunContext(spec, out, spec_dict, data, Setup.build(spec, data, device, d), device, d, quiet)
@@ -83,8 +86,28 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
     except VsekitError as exc:
         failure = exc
     d.raise_if_any(failure)
-    with d.main_only(RunLock(out)):
+    with d.main_only(RunLock(out)) as lock:
+        d.raise_if_any(locked_check(lock, out, force, adopt=restart) if point is None else None)
         return d.broadcast(train_locked(ctx, point, prog))
+
+
+def locked_check(lock: RunLock | None, out: Path, force: bool, *, adopt: bool = False) -> VsekitError | None:
+    """Rank 0 (``lock`` held): check the folder again and clear it (:func:`start_run_dir`); the refusal, or None.
+
+    ``adopt``: a ``--resume`` that starts over (the run stopped before its first save; its ``spec.toml`` is
+    this spec): a folder of an earlier vsekit first gets a manifest of the run files it holds. A refused run
+    leaves neither the lock file nor the folder when it made them; other ranks get None.
+    """
+    if lock is None:
+        return None
+    try:
+        if adopt:
+            adopt_run_dir(out)
+        start_run_dir(out, force)
+    except VsekitError as exc:
+        lock.discard_on_release()
+        return exc
+    return None
 
 
 def resumed_progress(ctx: RunContext, point: ResumePoint | None) -> Progress:
@@ -113,6 +136,8 @@ def train_locked(ctx: RunContext, point: ResumePoint | None, prog: Progress) -> 
         return finish(ctx, loop, mlog) if ctx.d.is_main else None
     finally:
         mlog.close()
+        if ctx.d.is_main and ctx.spec.train.tensorboard:
+            list_tensorboard(ctx.out)
 
 
 def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, Any]:
@@ -140,6 +165,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
     if not spec.output.save_last:  # the state was only kept for resuming
         for name in ("last.json", "last.safetensors"):
             (out / name).unlink(missing_ok=True)
+        forget_written(out, "last.json", "last.safetensors")
     if not ctx.quiet:
         title = f"{spec.eval.split} (best {t.valid_split} rsum at epoch {p.best['epoch']:.2f})"
         results_log.info("%s", format_table(table_rows(title, test_metrics)))
@@ -164,21 +190,27 @@ def fit_seeds(spec: Spec, n: int, out: str | Path | None = None, *, quiet: bool 
     check_usable(out, probe_lock=d.is_main)  # the lock is rank 0's to probe (see check_usable)
     if resume and not out.is_dir():
         raise CheckpointError(f"{out}: nothing to resume (no such folder); run without --resume to start")
-    if not resume and contents(out) and not force:
-        raise not_empty_error(out)
-    data = load_data(spec)
+    if not resume:
+        check_run_dir(out, force, probe_lock=d.is_main)
     seeded = [attrs.evolve(spec, train=attrs.evolve(spec.train, seed=spec.train.seed + k)) for k in range(n)]
-    for s in seeded:  # refuse a folder in use or not ours before the first seed starts
+    for s in seeded:  # refuse a folder in use or not ours before the data loads and the first seed starts
         sub = out / f"seed{s.train.seed}"
         if resume and (sub / "spec.toml").exists():
             find_resume_point(sub, s.to_dict())
         else:
             check_run_dir(sub, force or resume, probe_lock=d.is_main)
+    data = load_data(spec)
     runs = []
-    with d.main_only(RunLock(out)):
+    with d.main_only(RunLock(out)) as lock:
+        d.raise_if_any(None if resume else locked_check(lock, out, force))
+        if lock is not None and resume:
+            adopt_run_dir(out)
         for s in seeded:
             sub = out / f"seed{s.train.seed}"
             again = resume and (sub / "spec.toml").exists()
+            if lock is not None:
+                sub.mkdir(exist_ok=True)
+                record_written(sub)
             runs.append(fit(s, sub, quiet=quiet, force=(force or resume) and not again, resume=again, data=data))
         return d.broadcast(summarize_runs(runs, out, quiet=quiet) if d.is_main else None)
 

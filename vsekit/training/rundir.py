@@ -1,9 +1,12 @@
 """The run folder: the checks before a run writes there, its opening files, results, and the results log.
 
 Everything that can fail on user input (a locked or foreign run folder, one
-that is not empty without ``force``) is checked before the folder is created
-or touched, so a refused run leaves nothing on disk. While a run writes to its
-folder it holds ``RUN/.lock`` (:mod:`vsekit.training.lock`).
+that is not empty without ``force``, one below a file) is checked before the
+data loads and the folder is created or touched, so a refused run leaves
+nothing on disk. While a run writes to its folder it holds ``RUN/.lock``
+(:mod:`vsekit.training.lock`); under the lock the folder is checked again and
+only then cleared: ``--force`` removes what the folder's manifest
+(:mod:`vsekit.training.manifest`) lists, nothing else.
 """
 
 from __future__ import annotations
@@ -12,18 +15,19 @@ import csv
 import io
 import json
 import logging
-import shutil
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vsekit.errors import CheckpointError
+from vsekit.errors import CheckpointError, SpecError
 from vsekit.evaluate import COLUMNS
 from vsekit.io import atomic_write_text
-from vsekit.spec import Spec, dumps_toml
+from vsekit.spec import Spec, dumps_toml, run_name_problem
 from vsekit.training.lock import LOCK_NAME, check_free
+from vsekit.training.manifest import MANIFEST_NAME, clear_listed, read_manifest, record_written, write_manifest
 from vsekit.training.metrics_log import MetricsLog, NoLog
 from vsekit.training.setup import RunContext
 from vsekit.training.state import Progress, ResumePoint, repair_best
@@ -36,25 +40,62 @@ results_log = logging.getLogger(RESULTS_LOGGER)
 
 
 def run_dir(spec: Spec, out: str | Path | None) -> Path:
-    """The run folder: ``out``, else ``[output] dir``, else ``runs/NAME``."""
+    """The run folder: ``out``, else ``[output] dir``, else ``runs/NAME``.
+
+    Raises:
+        SpecError: the spec's name is not a name (a path, ``..``, a NUL or control character: see
+            :func:`vsekit.spec.run_name_problem`), whether or not the folder is ``runs/NAME``.
+    """
+    if problem := run_name_problem(spec.name):
+        raise SpecError(f"{spec.source or '<spec>'}: name: {problem}")
     return Path(out) if out is not None else Path(spec.output.dir or Path("runs") / spec.name)
 
 
+#: the names a training run writes at the top of its run folder: with ``--force``, one of them there but not
+#: listed in the manifest is a user's file that the run would replace, and the run is refused
+RUN_FILES = ("spec.toml", "provenance.json", "vocab.json", "metrics.jsonl", "best.json", "best.safetensors",
+             "best.safetensors.pending", "last.json", "last.safetensors", "last.safetensors.pending",
+             "results.json", "results.csv", "summary.json", "tensorboard")
+
+
 def contents(folder: Path) -> list[Path]:
-    """What a folder holds, the lock file aside ([] when it does not exist)."""
+    """What a folder holds, the lock file and the manifest aside ([] when it does not exist)."""
     if not folder.is_dir():
         return []
-    return [p for p in folder.iterdir() if p.name != LOCK_NAME]
+    return [p for p in folder.iterdir() if p.name not in (LOCK_NAME, MANIFEST_NAME)]
+
+
+def _nearest_existing(out: Path) -> Path:
+    """``out`` or its nearest ancestor that exists (or is a link)."""
+    for p in (out, *out.absolute().parents):
+        if p.exists() or p.is_symlink():
+            return p
+    return Path(out.absolute().anchor)
 
 
 def check_usable(out: Path, *, probe_lock: bool = True) -> None:
-    """Raise :class:`CheckpointError` when ``out`` is a file, or (with ``probe_lock``) another process holds its lock.
+    """Raise :class:`CheckpointError` when the folder ``out`` cannot be made or written, or is in use.
 
-    Only the process that takes the lock probes it: under torchrun the other ranks leave it alone, since a
-    probe is a brief exclusive hold that rank 0's own acquire could meet.
+    Refused: ``out`` is a file or a dangling link; an ancestor of ``out`` is a file; the nearest existing
+    folder is not writable; ``out/.lock`` is a link or a folder (vsekit's lock file is always its own
+    plain file); or (with ``probe_lock``) another process holds the lock. Only the process that takes the
+    lock probes it: under torchrun the other ranks leave it alone, since a probe is a brief exclusive hold
+    that rank 0's own acquire could meet.
     """
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"{out}: exists and is not a folder; choose another with --out")
+    if "\0" in str(out):
+        raise CheckpointError(f"{str(out)!r}: a folder name cannot hold a NUL character; choose another --out")
+    found = _nearest_existing(out)
+    if found == out and not out.is_dir():
+        what = "is a link to nothing" if not out.exists() else "exists and is not a folder"
+        raise CheckpointError(f"{out}: {what}; choose another run folder with --out")
+    if not found.is_dir():
+        raise CheckpointError(f"{out}: cannot be made: {found} is a file, not a folder; choose another --out")
+    if not os.access(found, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{out}: cannot be written: {found} is not writable by you; choose another --out")
+    lock = out / LOCK_NAME
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        raise CheckpointError(f"{lock}: expected vsekit's lock file, found a link or a folder; vsekit wrote "
+                              f"neither: move it away or choose another --out")
     if probe_lock:
         check_free(out)
 
@@ -68,38 +109,79 @@ def not_empty_error(out: Path) -> CheckpointError:
 def check_run_dir(out: Path, force: bool, *, probe_lock: bool = True) -> None:
     """Refuse (before anything is written) a folder that is in use, not empty without ``force``, or not ours.
 
-    ``probe_lock``: as :func:`check_usable`.
+    With ``force``, a folder that holds anything must be a run folder with a manifest
+    (:mod:`vsekit.training.manifest`): ``--force`` removes only what vsekit listed there, so a folder without
+    one (a data folder, a run folder of an earlier vsekit) is refused, and so is one where a name a run
+    writes (:data:`RUN_FILES`) is taken by a file the manifest does not list. ``probe_lock``: as
+    :func:`check_usable`.
 
     Raises:
         CheckpointError: with the one-line reason.
     """
     check_usable(out, probe_lock=probe_lock)
-    if contents(out):
-        if not force:
-            raise not_empty_error(out)
-        if not (out / "spec.toml").exists():
-            raise CheckpointError(f"{out}: not a vsekit run folder (no spec.toml); refusing to delete it")
+    listed = read_manifest(out)  # a manifest that is not one is refused here, before anything is written
+    held = contents(out)
+    if not held:
+        return
+    if not force:
+        raise not_empty_error(out)
+    if listed is None:
+        if all((out / n).is_file() for n in ("spec.toml", "provenance.json")):
+            raise CheckpointError(
+                f"{out}: a run folder of an earlier vsekit, which did not list the files it wrote "
+                f"({MANIFEST_NAME}), so --force cannot tell them from yours; move the folder away (or delete "
+                f"it yourself), continue it with --resume, or choose another --out")
+        raise CheckpointError(f"{out}: not a vsekit run folder (no {MANIFEST_NAME} listing what vsekit wrote "
+                              f"there); --force replaces only vsekit's own files: choose another --out")
+    ours = {e.rstrip("/").split("/")[0] for e in listed}
+    clash = sorted(p.name for p in held if p.name in RUN_FILES and p.name not in ours)
+    if clash:
+        raise CheckpointError(f"{out / clash[0]}: not written by vsekit (not in {MANIFEST_NAME}), and a run "
+                              f"writes that name; move it away or choose another --out")
+
+
+def start_run_dir(out: Path, force: bool) -> None:
+    """With the run lock held: check ``out`` again, remove the files its manifest lists, start an empty one.
+
+    The second check catches a run that wrote the folder between the first check and the lock (check,
+    lock, check again, clear), so a run without ``--force`` never clears another's results.
+
+    Raises:
+        CheckpointError: as :func:`check_run_dir`.
+    """
+    check_run_dir(out, force, probe_lock=False)  # we hold the lock: a probe would meet our own hold
+    clear_run_dir(out)
 
 
 def clear_run_dir(out: Path) -> None:
-    """Empty a run folder we hold the lock of (the lock file stays)."""
-    for p in contents(out):
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+    """Remove the files ``out``'s manifest lists (nothing else); leave ``out`` with a manifest of what stayed."""
+    if read_manifest(out) is None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_manifest(out, [])
+    else:
+        clear_listed(out)
 
 
 def prepare_run_dir(out: Path, force: bool) -> None:
-    """Check ``out`` (see :func:`check_run_dir`), then create it or empty it."""
+    """Check ``out`` (see :func:`check_run_dir`), then create it or clear it (see :func:`clear_run_dir`)."""
     check_run_dir(out, force)
-    if contents(out):
-        clear_run_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
+    clear_run_dir(out)
+
+
+def adopt_run_dir(out: Path) -> None:
+    """A resumed run folder without a manifest (from an earlier vsekit): list the run files it holds."""
+    if read_manifest(out) is None:
+        write_manifest(out, [n for n in RUN_FILES if (out / n).is_file()])
+
+
+def list_run_files(out: Path) -> None:
+    """List in ``out``'s manifest the files one training run writes there, before it writes the first."""
+    record_written(*(out / n for n in RUN_FILES if n not in ("summary.json", "tensorboard")))
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
     """``results.json`` (all of ``results``) and ``results.csv`` (one row per split: valid, test)."""
+    record_written(out / "results.json", out / "results.csv")
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -112,10 +194,10 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
 
 
 def write_opening_files(ctx: RunContext) -> None:
-    """A new run's ``spec.toml``, ``provenance.json`` and ``vocab.json`` (the folder emptied first)."""
+    """A new run's ``spec.toml``, ``provenance.json`` and ``vocab.json``, listed in the manifest first with the
+    names the run goes on to write (see :func:`start_run_dir`, which cleared the folder)."""
     out, su, data, d = ctx.out, ctx.setup, ctx.data, ctx.d
-    if contents(out):
-        clear_run_dir(out)
+    list_run_files(out)
     atomic_write_text(out / "spec.toml", dumps_toml(ctx.spec_dict))
     prov = dict(su.prov)
     prov["data_report"] = {s.name: s.report for s in (data.train, data.valid, data.test)}
@@ -154,6 +236,8 @@ def open_log(ctx: RunContext, point: ResumePoint | None, prog: Progress) -> Metr
                    world_size=d.world_size, precision=t.precision)
         return mlog
     state = point.meta["resume"]
+    adopt_run_dir(out)
+    list_run_files(out)
     mlog = MetricsLog(out / "metrics.jsonl", t.tensorboard, truncate_at=int(state["metrics_offset"]),
                       purge_step=prog.step)
     record_resume(out, prog)
@@ -166,8 +250,16 @@ def open_log(ctx: RunContext, point: ResumePoint | None, prog: Progress) -> Metr
     return mlog
 
 
+def list_tensorboard(out: Path) -> None:
+    """List ``out/tensorboard/`` and the TensorBoard event files in it in ``out``'s manifest."""
+    folder = out / "tensorboard"
+    if folder.is_dir() and not folder.is_symlink():
+        record_written(folder, *(p for p in folder.iterdir() if p.name.startswith("events.out.tfevents.")))
+
+
 def write_summary(out: Path, summary: dict[str, Any]) -> Path:
     """``out/summary.json``; returns its path."""
     path = Path(out) / "summary.json"
+    record_written(path)
     atomic_write_text(path, json.dumps(summary, indent=1))
     return path
