@@ -39,6 +39,7 @@ import numpy as np
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.io import atomic_write, atomic_write_text, read_lines
+from vsekit.limits import read_json
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,9 @@ class FeatureFile:
         meta: dict[str, Any] = {}
         if meta_file.exists():
             try:
-                meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise DataError(f"{meta_file}: not valid JSON ({exc})") from None
+                meta = read_json(meta_file)  # size and nesting bounded (vsekit.limits)
+            except OSError as exc:
+                raise DataError(f"{meta_file}: not readable ({exc})") from None
         return cls(out, feats, ids, meta)
 
     def write(self) -> None:
@@ -172,8 +173,8 @@ def recorded_extractor(files: Iterable[str | Path], resolve_type: TypeResolver |
         if f.suffix != ".npy" or not record.is_file():
             continue
         try:
-            table = json.loads(record.read_text(encoding="utf-8")).get("extractor")
-        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+            table = read_json(record, what="extractor record").get("extractor")
+        except (OSError, AttributeError) as exc:
             raise DataError(f"{record}: not a readable extractor record ({exc})") from None
         if not isinstance(table, dict) or not isinstance(table.get("type"), str):
             raise DataError(f"{record}: expected {{\"extractor\": {{\"type\": NAME, ...}}}}, got {table!r}")

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from vsekit._version import __version__
 from vsekit.errors import DataError, VsekitError
 from vsekit.io import atomic_write, atomic_write_text, sha256_file
+from vsekit.limits import read_json
 from vsekit.model import JointModel
 
 FORMAT = "vsekit-bank/1"
@@ -220,8 +221,8 @@ def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = 
         raise DataError(f"{meta_path}: no such bank (expected {meta_path.name} and {weights.name}; "
                         f"build one with `vsekit bank`)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        meta = read_json(meta_path, what="bank JSON")  # size and nesting bounded (vsekit.limits)
+    except OSError as exc:
         raise DataError(f"{meta_path}: not a readable bank JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
         raise DataError(f"{meta_path}: not a vsekit bank (expected format {FORMAT!r})")

@@ -50,21 +50,18 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The parsed TOML file at ``path``.
+    """The parsed TOML file at ``path``, read through :func:`vsekit.limits.read_toml` (size and nesting bounded).
 
     Raises:
-        SpecError: no such file, not valid TOML, or not UTF-8.
+        SpecError: no such file, not valid TOML, not UTF-8, too large or nested too deeply.
+        OSError: the file cannot be read (no permission).
     """
+    from vsekit import limits
+
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not UTF-8 text: {exc}") from None
+    return limits.read_toml(path, SpecError)
 
 
 def _without_none(table: dict[str, Any]) -> dict[str, Any]:
