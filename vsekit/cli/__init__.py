@@ -79,14 +79,16 @@ def user_errors(obj: dict[str, Any] | None = None) -> Iterator[None]:
     Raises:
         SystemExit: with the exit status, after printing.
     """
-    debug = bool(obj and obj.get("debug"))
+    def debug() -> bool:  # --debug is parsed after this context is entered
+        return bool(obj and obj.get("debug"))
+
     try:
         yield
     except click.exceptions.NoArgsIsHelpError as exc:  # bare `vsekit`: the help, as click prints it
         exc.show()
         sys.exit(exc.exit_code)
     except (click.ClickException, VsekitError) as exc:
-        if debug:
+        if debug():
             raise
         if isinstance(exc, VsekitError):
             message, prefix, code = str(exc), getattr(exc, "prefix", "error: "), exc.exit_code
@@ -106,7 +108,7 @@ def user_errors(obj: dict[str, Any] | None = None) -> Iterator[None]:
     except click.exceptions.Exit:  # ctx.exit(code): not an error
         raise
     except Exception as exc:
-        if debug:
+        if debug():
             raise
         expected = isinstance(exc, EXPECTED_ERRORS) or _is_out_of_memory(exc)
         message = expected_error_message(exc) if expected else _bug_message(exc)
