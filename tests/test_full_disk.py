@@ -1,5 +1,6 @@
-"""A full disk, for real (a child process: about 15 s each; the early-write case is marked slow): ``vsekit run`` in a child process whose file-size limit (``RLIMIT_FSIZE``, with
-``SIGXFSZ`` ignored, so a write past it fails with EFBIG as on a full disk) stops one of its writes.
+"""A full disk, for real: ``vsekit run`` in a child process whose file-size limit (``RLIMIT_FSIZE``, with
+``SIGXFSZ`` ignored, so a write past it fails with EFBIG as on a full disk) stops one of its writes. A child
+process takes about 15 s on the shared machine, so the early-write case is marked slow.
 
 Wanted (issue 16, kind 3): one ``error:`` line naming the file, exit status 2, no traceback, and no temporary
 or half-written file left in the run folder (``vsekit.io.atomic_write`` removes its temporary file).
