@@ -71,6 +71,9 @@ for _name, _change, _needles in [
     ("seed_2_to_the_64", lambda d: d["train"].update(seed=2**64), ["[train] seed", f"got {2**64}"]),
     ("model_dim_a_million", lambda d: d["model"].update(dim=10**6), ["[model] dim", "half of this machine"]),
     ("vocab_max_size_too_large", lambda d: d.update(vocab={"max_size": 10**9}), ["[vocab] max_size", "100,000,000"]),
+    ("dim_word_past_int64", lambda d: d["model"]["sentence_encoder"].update(dim_word=2**70),
+     ["[model] dim", "more parameters than torch can count"]),
+    ("threads_a_million", lambda d: d["train"].update(threads=10**6), ["[train] threads", "[0, 256]"]),
 ]:
     for _command in ("validate", "run"):
         _make = _spec_case(_change, _needles, _command)

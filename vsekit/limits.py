@@ -9,7 +9,7 @@ that bad input ends in one :class:`~vsekit.errors.VsekitError` line instead of a
   :data:`MAX_DATA_FILE_BYTES`; both are nested at most :data:`MAX_DEPTH` levels (:func:`read_json`,
   :func:`read_toml`);
 - a model's parameters fit in half of this machine's memory (:func:`check_parameter_count`);
-- a vocabulary holds at most :data:`MAX_WORDS` words;
+- a vocabulary holds at most :data:`MAX_WORDS` words, and a run asks for at most :data:`MAX_THREADS` threads;
 - a seed is an integer in ``[0, 2**32)`` (:data:`SEED_RANGE`), the range every generator vsekit seeds
   (Python's, numpy's legacy and new ones, torch's) takes as it is.
 
@@ -28,7 +28,8 @@ from typing import Any
 from vsekit.errors import DataError, SpecError, VsekitError
 
 __all__ = [
-    "MAX_DATA_FILE_BYTES", "MAX_DEPTH", "MAX_FILE_BYTES", "MAX_WORDS", "SEED_RANGE", "check_parameter_count",
+    "MAX_DATA_FILE_BYTES", "MAX_DEPTH", "MAX_FILE_BYTES", "MAX_THREADS", "MAX_WORDS", "SEED_RANGE",
+    "UNCOUNTABLE", "check_parameter_count",
     "memory_bytes", "nesting_depth", "read_bounded", "read_json", "read_toml", "seed_problem",
 ]
 
@@ -43,6 +44,10 @@ MAX_WORDS = 10**8
 #: seeds are integers in [lo, hi): what random.seed, np.random.seed, np.random.default_rng and torch.manual_seed
 #: all take unchanged
 SEED_RANGE = (0, 2**32)
+#: what :func:`vsekit.model.parameter_count` says of sizes that overflow torch's 64-bit sizes (2**63 parameters)
+UNCOUNTABLE = 2**63
+#: the most threads ``[train] threads`` may ask for (a huge count crashes the OpenMP runtime)
+MAX_THREADS = 256
 #: the share of this machine's memory a model's parameters may take (the rest: gradients, Adam, activations)
 MODEL_MEMORY_SHARE = 0.5
 
@@ -79,7 +84,8 @@ def check_parameter_count(n_params: int, where: str | None = None, hint: str = "
     """
     need, have = n_params * 4, memory_bytes()
     if need > MODEL_MEMORY_SHARE * have:
-        count = f"{'at least ' if at_least else ''}{n_params:,} parameters ({need / 2**30:,.1f} GiB as float32)"
+        count = f"{'at least ' if at_least else ''}{n_params:,} parameters ({need / 2**30:,.1f} GiB as float32)" \
+            if n_params < UNCOUNTABLE else "more parameters than torch can count (2**63)"
         raise SpecError(f"{where + ': ' if where else ''}the model would have {count}, more than half of this "
                         f"machine's {have / 2**30:,.1f} GiB of memory; {hint}")
 

@@ -35,12 +35,15 @@ def _normalize(x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
 
 def parameter_count(sentence: Component, image: Component, n_words: int, dim: int, dim_image: int) -> int | None:
     """How many parameters :meth:`JointModel.build` would make, counted on torch's meta device (nothing is
-    allocated); None when a component cannot be built there (its own build reports its problems)."""
+    allocated); :data:`vsekit.limits.UNCOUNTABLE` when a size overflows torch's 64-bit sizes; None when a
+    component cannot be built there (its own build reports its problems)."""
+    from vsekit.limits import UNCOUNTABLE
+
     try:
         with torch.device("meta"):
             parts = (sentence.build(n_words, dim), image.build(dim_image, dim))
-    except Exception:  # a plugin's component may not support the meta device: no estimate
-        return None
+    except Exception as exc:  # a plugin's component may not support the meta device: no estimate
+        return UNCOUNTABLE if "overflow" in str(exc).lower() else None
     return sum(p.numel() for m in parts for p in m.parameters())
 
 

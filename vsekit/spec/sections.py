@@ -73,7 +73,8 @@ class TrainSpec:
     bucket: bool = True
     #: the first seed of the run (``--seeds N`` runs seed .. seed + N - 1); in [0, 2**32) (vsekit.limits)
     seed: int = attrs.field(default=0, validator=_seed)
-    threads: int = attrs.field(default=0, validator=non_negative())
+    threads: int = attrs.field(default=0, validator=check(
+        lambda v: 0 <= v <= limits.MAX_THREADS, f"an integer in [0, {limits.MAX_THREADS}] (0: torch's default)"))
     device: str = attrs.field(default="cpu",
                               validator=check(_is_device, "'auto' or a torch device: 'cpu', 'cuda', 'cuda:1', ..."))
     precision: str = attrs.field(default="fp32", validator=one_of("fp32", "bf16", "fp16"))
