@@ -194,7 +194,13 @@ def eval_result_name(split: str, metrics: dict[str, Any]) -> str:
 
 def check_spec(s: spec_mod.Spec) -> list[str]:
     """Problems ``vsekit validate`` reports beyond the spec's own keys and types: files and folders the spec
-    names, split names, the output folder, the device, and options of different components that disagree."""
+    names (a precomp folder's ``.npy`` headers against their file sizes too), split names, the output folder, the
+    device, options of different components that disagree, and a model too large for this machine's memory
+    (:func:`_size_problems`): what ``run`` would refuse before training, found without reading the data.
+
+    Returns:
+        One line per problem, ``[section] key: message``; [] when there is none.
+    """
     from vsekit.training.setup import resolve_device
 
     problems = []
