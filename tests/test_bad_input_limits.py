@@ -14,7 +14,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from bad_input_harness import cases, check_case, fix_sha, invoke
+from bad_input_harness import assert_refused, cases, check_case, fix_sha, invoke
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -134,6 +134,18 @@ def features_float64_beyond_float32(e):
     f[7, 2] = 1e39
     np.save(e.npy("dev"), f)
     return e.run(), [e.npy("dev"), "beyond float32's range", "first row 7"]
+
+
+def test_a_feature_file_larger_than_half_the_memory_is_refused_before_reading(env, tmp_path):
+    """A sparse .npy file whose (consistent) header declares more float32 rows than half this machine's memory."""
+    rows = int(limits.memory_bytes() * limits.MEMORY_SHARE // (4 * 1024)) + 1024
+    path = tmp_path / "huge.npy"
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (rows, 1024)})
+        fh.truncate(fh.tell() + rows * 1024 * 4)  # sparse: no disk used, nothing to read
+    result = invoke(["encode", str(env.ckpt()), "--features", str(path), "-o", str(tmp_path / "e.npy")], env.root)
+    assert_refused(result, [path, f"shape ({rows}, 1024) of float32", "more than half of this machine's"])
+    assert not (tmp_path / "e.npy").exists()
 
 
 # --------------------------------------------------------------------------- queries and checkpoints

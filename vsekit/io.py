@@ -230,6 +230,11 @@ def load_feature_rows(path: Path, *, regions: bool = False) -> np.ndarray:
         raise DataError(f"{path}: expected {shapes} feature array, got shape {shape}")
     if not np.issubdtype(dtype, np.floating):
         raise DataError(f"{path}: expected floating-point features, got dtype {dtype}")
+    if len(shape) == 2:  # read whole into memory (a 3-D file is memory-mapped)
+        from vsekit.limits import check_memory
+
+        check_memory(int(np.prod(shape, dtype=object)) * dtype.itemsize, f"{path}: shape {shape} of {dtype}",
+                     "use fewer rows per file")
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r" if regions else None)
     except (ValueError, OSError, EOFError) as exc:

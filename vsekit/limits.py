@@ -8,7 +8,8 @@ that bad input ends in one :class:`~vsekit.errors.VsekitError` line instead of a
   :data:`MAX_FILE_BYTES`; dataset annotation JSON (COCO, Karpathy's ``dataset_*.json``) at most
   :data:`MAX_DATA_FILE_BYTES`; both are nested at most :data:`MAX_DEPTH` levels (:func:`read_json`,
   :func:`read_toml`);
-- a model's parameters fit in half of this machine's memory (:func:`check_parameter_count`);
+- a model's parameters, and a feature file read into memory, fit in half of this machine's memory
+  (:func:`check_parameter_count`, :func:`check_memory`);
 - a vocabulary holds at most :data:`MAX_WORDS` words, and a run asks for at most :data:`MAX_THREADS` threads;
 - a seed is an integer in ``[0, 2**32)`` (:data:`SEED_RANGE`), the range every generator vsekit seeds
   (Python's, numpy's legacy and new ones, torch's) takes as it is.
@@ -29,7 +30,7 @@ from vsekit.errors import DataError, SpecError, VsekitError
 
 __all__ = [
     "MAX_DATA_FILE_BYTES", "MAX_DEPTH", "MAX_FILE_BYTES", "MAX_THREADS", "MAX_WORDS", "SEED_RANGE",
-    "UNCOUNTABLE", "check_parameter_count",
+    "UNCOUNTABLE", "check_memory", "check_parameter_count",
     "memory_bytes", "nesting_depth", "read_bounded", "read_json", "read_toml", "seed_problem",
 ]
 
@@ -48,8 +49,9 @@ SEED_RANGE = (0, 2**32)
 UNCOUNTABLE = 2**63
 #: the most threads ``[train] threads`` may ask for (a huge count crashes the OpenMP runtime)
 MAX_THREADS = 256
-#: the share of this machine's memory a model's parameters may take (the rest: gradients, Adam, activations)
-MODEL_MEMORY_SHARE = 0.5
+#: the share of this machine's memory a model's parameters, or a feature file read into memory, may take (the
+#: rest: gradients, Adam, activations, the other splits)
+MEMORY_SHARE = 0.5
 
 
 def seed_problem(value: Any) -> str | None:
@@ -75,19 +77,29 @@ def memory_bytes() -> int:
 
 def check_parameter_count(n_params: int, where: str | None = None, hint: str = "lower [model] dim or dim_word",
                           at_least: bool = False) -> None:
-    """Refuse a model of ``n_params`` float32 parameters that would take more than :data:`MODEL_MEMORY_SHARE`
-    of :func:`memory_bytes`. ``where`` (a file, a spec) starts the message; ``at_least``: ``n_params`` is a
-    lower bound (``vsekit validate`` knows neither the vocabulary nor the feature width yet).
+    """Refuse a model of ``n_params`` float32 parameters that would take more than :data:`MEMORY_SHARE`
+    of :func:`memory_bytes` (:func:`check_memory`). ``where`` (a file, a spec) starts the message;
+    ``at_least``: ``n_params`` is a lower bound (``vsekit validate`` knows neither the vocabulary nor the feature
+    width yet).
 
     Raises:
         SpecError: too many parameters; the message gives the count, the GiB it needs and has, and ``hint``.
     """
-    need, have = n_params * 4, memory_bytes()
-    if need > MODEL_MEMORY_SHARE * have:
-        count = f"{'at least ' if at_least else ''}{n_params:,} parameters ({need / 2**30:,.1f} GiB as float32)" \
-            if n_params < UNCOUNTABLE else "more parameters than torch can count (2**63)"
-        raise SpecError(f"{where + ': ' if where else ''}the model would have {count}, more than half of this "
-                        f"machine's {have / 2**30:,.1f} GiB of memory; {hint}")
+    count = f"{'at least ' if at_least else ''}{n_params:,} parameters ({n_params * 4 / 2**30:,.1f} GiB as " \
+        f"float32)" if n_params < UNCOUNTABLE else "more parameters than torch can count (2**63)"
+    check_memory(n_params * 4, f"{where + ': ' if where else ''}the model would have {count}", hint, SpecError)
+
+
+def check_memory(n_bytes: int, what: str, hint: str, error: type[VsekitError] = DataError) -> None:
+    """Refuse to allocate ``n_bytes`` when that is more than :data:`MEMORY_SHARE` of :func:`memory_bytes`;
+    ``what`` starts the message (``PATH: shape (N, D) of float32``), ``hint`` ends it.
+
+    Raises:
+        error: too large: ``WHAT, more than half of this machine's X GiB of memory; HINT``.
+    """
+    have = memory_bytes()
+    if n_bytes > MEMORY_SHARE * have:
+        raise error(f"{what}, more than half of this machine's {have / 2**30:,.1f} GiB of memory; {hint}")
 
 
 def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES, error: type[VsekitError] = DataError) -> bytes:
