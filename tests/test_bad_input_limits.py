@@ -50,6 +50,11 @@ def spec_nested_150_deep_run(e):  # within Python's recursion limit: the depth c
 
 
 @case
+def set_override_nested_too_deep(e):
+    return ["validate", str(e.write_spec()), "--set", f"train.x={_deep(500)}"], ["--set train.x", "nested more than"]
+
+
+@case
 def spec_larger_than_the_limit(e):
     e.write_spec()
     with e.spec.open("a") as fh:

@@ -17,16 +17,22 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     """``train.lr=1e-4`` -> (["train", "lr"], 1e-4); values are TOML literals, else strings.
 
     Raises:
-        SpecError: ``item`` is not ``KEY=VALUE`` with a non-empty dotted key.
+        SpecError: ``item`` is not ``KEY=VALUE`` with a non-empty dotted key, or its value is nested too deeply.
     """
     key, sep, value = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    from vsekit.limits import MAX_DEPTH, nesting_depth
+
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
+    except RecursionError:
+        parsed = None
+    if parsed is None or nesting_depth(parsed) > MAX_DEPTH:
+        raise SpecError(f"--set {key}: the value is nested more than {MAX_DEPTH} levels deep (vsekit.limits)")
     return key.split("."), parsed
 
 
