@@ -154,7 +154,7 @@ def raw_specs(draw):
     train = {
         "max_epochs": draw(st.integers(1, 100)), "batch_size": draw(st.integers(2, 512)),
         "lr": draw(st.floats(1e-7, 1.0)), "grad_clip": draw(st.floats(0, 10)),
-        "lr_schedule": draw(st.sampled_from(["none", "step", "cosine"])), "seed": draw(st.integers(-2**31, 2**31)),
+        "lr_schedule": draw(st.sampled_from(["none", "step", "cosine"])), "seed": draw(st.integers(0, 2**32 - 1)),
         "save_freq": draw(st.integers(0, 1000)), "valid_freq": draw(st.integers(0, 1000)),
         "bucket": draw(st.booleans()), "valid_split": draw(st.sampled_from(["dev", "test"])),
     }

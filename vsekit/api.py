@@ -43,6 +43,11 @@ def train(spec: str | Path | spec_mod.Spec | dict, out: str | Path | None = None
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise spec_mod.SpecError(f"seeds: expected an integer >= 1, got {seeds!r}")
     if seeds > 1:
+        from vsekit.limits import seed_problem
+
+        if seed_problem(last := s.train.seed + seeds - 1):
+            raise spec_mod.SpecError(f"{s.source or '<spec>'}: [train] seed: with {seeds} seeds the last is {last}; "
+                                     f"{seed_problem(last)}")
         return training.fit_seeds(s, seeds, out, quiet=quiet, force=force, resume=resume)
     return training.fit(s, out, quiet=quiet, force=force, resume=resume)
 
@@ -195,7 +200,13 @@ def eval_result_name(split: str, metrics: dict[str, Any]) -> str:
 
 def check_spec(s: spec_mod.Spec) -> list[str]:
     """Problems ``vsekit validate`` reports beyond the spec's own keys and types: files and folders the spec
-    names, split names, the output folder, the device, and options of different components that disagree."""
+    names (a precomp folder's ``.npy`` headers against their file sizes too), split names, the output folder, the
+    device, options of different components that disagree, and a model too large for this machine's memory
+    (:func:`_size_problems`): what ``run`` would refuse before training, found without reading the data.
+
+    Returns:
+        One line per problem, ``[section] key: message``; [] when there is none.
+    """
     from vsekit.training.setup import resolve_device
 
     problems = [f"name: {p}"] if (p := spec_mod.run_name_problem(s.name)) else []
@@ -221,8 +232,25 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     if isinstance(warmup, float) and warmup >= s.train.max_epochs:
         problems.append(f"[loss] warmup_epochs: {warmup:g} >= [train] max_epochs = {s.train.max_epochs}: "
                         f"the {s.loss.type} loss would never leave its warm-up")
+    problems += _size_problems(s)
     t = s.train
     if t.lr_schedule == "step" and t.lr_step_epochs >= t.max_epochs:
         problems.append(f"[train] lr_step_epochs: {t.lr_step_epochs} >= max_epochs = {t.max_epochs}: "
                         f"the 'step' schedule would never lower the rate")
     return problems
+
+
+def _size_problems(s: spec_mod.Spec) -> list[str]:
+    """The model-memory check of :meth:`JointModel.build` (:func:`vsekit.limits.check_parameter_count`) on what
+    the spec alone tells: a vocabulary of ``[vocab] max_size`` words (else 2) and 1-d image features, so the
+    count is a lower bound and a spec refused here is refused by ``run`` too."""
+    from vsekit.limits import check_parameter_count
+    from vsekit.model import parameter_count
+
+    n_params = parameter_count(s.model.sentence_encoder, s.model.image_encoder, s.vocab.max_size or 2,
+                               s.model.dim, 1)
+    try:
+        check_parameter_count(n_params or 0, at_least=True)
+    except spec_mod.SpecError as exc:
+        return [f"[model] dim: {exc}"]
+    return []

@@ -27,7 +27,8 @@ from vsekit._version import __version__
 from vsekit.data.tokenize import DEFAULT, tokenizer_problem
 from vsekit.data.vocab import Vocab
 from vsekit.errors import CheckpointError, SpecError
-from vsekit.io import commit_parts, committed_part, pending_path, sibling
+from vsekit.io import check_finite_tensors, commit_parts, committed_part, pending_path, sibling
+from vsekit.limits import read_json
 from vsekit.model import JointModel
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """
     meta_path = find(path)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        meta = read_json(meta_path, CheckpointError, what="JSON checkpoint")  # bounded: vsekit.limits
+    except OSError as exc:
         raise CheckpointError(f"{meta_path}: not a readable JSON checkpoint: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: not a vsekit checkpoint (expected format {FORMAT!r})")
@@ -166,6 +167,7 @@ def read_tensors(path: str | Path, map_location: str = "cpu") -> tuple[Path, dic
         tensors = load_file(weights, device=map_location)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{weights}: cannot read safetensors: {exc}") from None
+    check_finite_tensors(tensors, str(weights))
     recorded = header.get("vocab_sha256")
     if recorded is not None and (not isinstance(meta["vocab"], list) or recorded != vocab_digest(meta["vocab"])):
         raise CheckpointError(f"{weights}: weights do not fit {meta_path}: they were saved with another vocabulary "

@@ -3,8 +3,8 @@
 Anything a person can fix (a bad spec, a missing file, a caption/feature count
 mismatch, an unknown component) is raised as :class:`VsekitError` with a
 message that names the file, the field and what was expected. The CLI prints
-the message alone and exits with status 2; other exceptions are bugs and keep
-their traceback.
+the message alone and exits with status 2 (as for a full disk or out of memory); other exceptions are bugs:
+one ``internal error`` line and status 70 (:func:`vsekit.cli.user_errors`).
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from vsekit.data.presets import PRESETS
 from vsekit.data.safe_pickle import read_pickle
 from vsekit.data.vocab import EOS, SPECIALS, UNK, Vocab
 from vsekit.errors import CheckpointError, SpecError
+from vsekit.limits import MAX_WORDS
 from vsekit.model import JointModel
 from vsekit.reference_options import translate
 
@@ -181,8 +182,8 @@ def _shape(options: dict[str, Any], params: dict[str, np.ndarray], npz: Path, op
     dim = _int_option(options, "dim", opt_path)
     dim_word = _int_option(options, "dim_word", opt_path)
     n_words = _int_option(options, "n_words", opt_path)
-    if n_words < len(SPECIALS):
-        raise CheckpointError(f"{opt_path}: n_words must be at least 2 (<eos> and UNK), got {n_words}")
+    if not len(SPECIALS) <= n_words <= MAX_WORDS:  # bounded before the vocabulary of n_words is made
+        raise CheckpointError(f"{opt_path}: n_words must be in [2, {MAX_WORDS:,}] (<eos>, UNK, words), got {n_words}")
     encoder = options.get("encoder", "gru")
     if encoder not in ("gru", "bow"):
         raise CheckpointError(f"{opt_path}: option 'encoder' must be 'gru' or 'bow', got {encoder!r}")
@@ -207,7 +208,7 @@ def _empty_model(spec_dict: dict[str, Any], words: list[str], shape: _Shape, npz
     except spec_mod.SpecProblems as exc:
         raise SpecError("\n".join(f"{opt_path}: [{p}] {m}" for p, m in exc.problems)) from None
     return JointModel.build(senc, ienc, Vocab(words), shape.dim, shape.dim_image, append_eos=True,
-                            n_words=shape.n_words, tokenizer="split")
+                            n_words=shape.n_words, tokenizer="split", source=str(opt_path))
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from vsekit.errors import DataError
 from vsekit.spec import Component
 from vsekit.text.batch import TextBatch
 
-__all__ = ["JointModel", "encode_images", "encode_sentences", "token_budget_batches"]
+__all__ = ["JointModel", "encode_images", "encode_sentences", "parameter_count", "token_budget_batches"]
 
 
 def _normalize(x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
@@ -31,6 +31,20 @@ def _normalize(x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
     if any(t.untyped_storage().data_ptr() == ptr for t in inputs):
         return F.normalize(x, dim=-1)
     return x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12))
+
+
+def parameter_count(sentence: Component, image: Component, n_words: int, dim: int, dim_image: int) -> int | None:
+    """How many parameters :meth:`JointModel.build` would make, counted on torch's meta device (nothing is
+    allocated); :data:`vsekit.limits.UNCOUNTABLE` when a size overflows torch's 64-bit sizes; None when a
+    component cannot be built there (its own build reports its problems)."""
+    from vsekit.limits import UNCOUNTABLE
+
+    try:
+        with torch.device("meta"):
+            parts = (sentence.build(n_words, dim), image.build(dim_image, dim))
+    except Exception as exc:  # a plugin's component may not support the meta device: no estimate
+        return UNCOUNTABLE if "overflow" in str(exc).lower() else None
+    return sum(p.numel() for m in parts for p in m.parameters())
 
 
 class JointModel(nn.Module):
@@ -89,8 +103,17 @@ class JointModel(nn.Module):
               **kwargs: Any) -> JointModel:
         """A new model: the sentence encoder for ``len(vocab)`` words, the image encoder ``dim_image`` -> ``dim``.
 
-        ``kwargs`` go to the constructor.
+        ``kwargs`` go to the constructor, less ``source`` (a file or spec), which names the model in the error.
+
+        Raises:
+            SpecError: its parameters would not fit in half of this machine's memory
+                (:func:`vsekit.limits.check_parameter_count`), checked before anything is allocated.
         """
+        from vsekit.limits import check_parameter_count
+
+        where = kwargs.pop("source", None)
+        if (n_params := parameter_count(sentence, image, len(vocab), dim, dim_image)) is not None:
+            check_parameter_count(n_params, where)  # before anything is allocated
         return cls(sentence.build(len(vocab), dim), image.build(dim_image, dim), vocab, **kwargs)
 
     @property

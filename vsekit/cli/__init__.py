@@ -6,9 +6,10 @@ export-legacy; :mod:`vsekit.cli.retrieval`: retrieve, encode, bank, report, mode
 arguments, makes one API call and prints; the API is imported inside the command, so importing the CLI imports
 no torch. The group holds vsekit's own commands; :func:`main` then adds the plugins' (``register_commands``).
 
-User errors (:class:`~vsekit.errors.VsekitError` and click's usage errors)
-print one ``error:`` line each and exit with status 2, all through
-:func:`user_errors`; ``--debug`` shows the traceback instead.
+User errors (:class:`~vsekit.errors.VsekitError`, click's usage errors, and a full disk, no permission, out
+of memory, input nested too deeply or not UTF-8) print one ``error:`` line each and exit with status 2; any
+other exception is a bug: one ``error: internal error (a bug in vsekit): ...`` line and status 70. All of it
+goes through :func:`user_errors`; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -24,30 +25,73 @@ from vsekit.cli import evaluate, extract, legacy, plugins, run
 from vsekit.errors import VsekitError
 from vsekit.textsafe import terminal_text
 
+#: the exit status of a bug in vsekit (sysexits.h's EX_SOFTWARE, "internal software error"); 2 is the user's
+#: input, 1 click's Abort, 130 Ctrl-C
+EXIT_BUG = 70
+
+#: what bad input or a bad environment raises outside VsekitError: a file that cannot be read or written (a full
+#: disk, a file-size limit, no permission, a folder where a file was expected), too little memory, input nested
+#: too deeply, text that is not UTF-8
+EXPECTED_ERRORS = (OSError, MemoryError, RecursionError, UnicodeError)
+
+
+def expected_error_message(exc: BaseException) -> str:
+    """One line for an :data:`EXPECTED_ERRORS` exception (or torch's out-of-memory error), naming the file where the
+    exception knows it: ``PATH: No space left on device``."""
+    if isinstance(exc, OSError):
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        what = exc.strerror or str(exc) or type(exc).__name__
+        return f"{where}: {what}" if where else f"{what} ({type(exc).__name__})"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to read (RecursionError); vsekit.limits bounds the files it reads"
+    if isinstance(exc, UnicodeError):
+        return f"text that is not valid UTF-8: {exc}"
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return "out of memory" + (f": {detail}" if detail else "") + \
+        " (smaller [model] dim, batch_size or input files need less)"
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """torch's allocator failures (a RuntimeError, not a MemoryError), recognised without importing torch."""
+    return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
+
+
+def _bug_message(exc: BaseException) -> str:
+    detail = " ".join(str(exc).split())
+    detail = detail if len(detail) <= 300 else detail[:297] + "..."
+    return (f"internal error (a bug in vsekit): {type(exc).__name__}: {detail}; run again with --debug for the "
+            f"traceback and please report it")
+
 
 @contextlib.contextmanager
 def user_errors(obj: dict[str, Any] | None = None) -> Iterator[None]:
-    """The one place a user error leaves the ``vsekit`` command.
+    """The one place an error leaves the ``vsekit`` command.
 
-    A :class:`~vsekit.errors.VsekitError` or a click usage error (unknown
-    option or command, missing argument, bad value such as ``--seeds 0``)
-    becomes ``error: MESSAGE`` on stderr, one line per problem, and exit status
-    2 (a VsekitError's own ``exit_code`` where it sets one, e.g. 130 after
-    Ctrl-C). A message may quote data: its lines are split on newlines only and
-    their control characters escaped (:func:`~vsekit.textsafe.terminal_text`).
-    With ``--debug`` (``obj["debug"]``) the exception propagates with its
-    traceback. Other exceptions are bugs and are never caught here.
+    - A :class:`~vsekit.errors.VsekitError` or a click usage error (unknown option or command, missing argument,
+      bad value such as ``--seeds 0``) becomes ``error: MESSAGE`` on stderr, one line per problem, and exit
+      status 2 (a VsekitError's own ``exit_code`` where it sets one, e.g. 130 after Ctrl-C). A message may quote
+      data: its lines are split on newlines only and their control characters escaped
+      (:func:`~vsekit.textsafe.terminal_text`).
+    - An :data:`EXPECTED_ERRORS` exception (a full disk, no permission, out of memory, too deep, not UTF-8)
+      becomes one ``error:`` line naming the file where known (:func:`expected_error_message`), status 2.
+    - Anything else is a bug: one line ``error: internal error (a bug in vsekit): TYPE: MESSAGE; run again
+      with --debug ...`` and status :data:`EXIT_BUG` (70).
+
+    With ``--debug`` (``obj["debug"]``) every exception propagates with its traceback.
 
     Raises:
         SystemExit: with the exit status, after printing.
     """
+    def debug() -> bool:  # --debug is parsed after this context is entered
+        return bool(obj and obj.get("debug"))
+
     try:
         yield
     except click.exceptions.NoArgsIsHelpError as exc:  # bare `vsekit`: the help, as click prints it
         exc.show()
         sys.exit(exc.exit_code)
     except (click.ClickException, VsekitError) as exc:
-        if obj and obj.get("debug"):
+        if debug():
             raise
         if isinstance(exc, VsekitError):
             message, prefix, code = str(exc), getattr(exc, "prefix", "error: "), exc.exit_code
@@ -64,6 +108,15 @@ def user_errors(obj: dict[str, Any] | None = None) -> Iterator[None]:
     except click.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(1)
+    except click.exceptions.Exit:  # ctx.exit(code): not an error
+        raise
+    except Exception as exc:
+        if debug():
+            raise
+        expected = isinstance(exc, EXPECTED_ERRORS) or _is_out_of_memory(exc)
+        message = expected_error_message(exc) if expected else _bug_message(exc)
+        click.echo("error: " + terminal_text(" ".join(message.split())), err=True)
+        sys.exit(2 if expected else EXIT_BUG)
 
 
 class VsekitGroup(click.Group):

@@ -14,7 +14,6 @@ with fewer (the ``flickr8k`` reader's rule, default 5).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from vsekit import limits
 from vsekit.data.readers import DatasetReader, Split
 from vsekit.errors import DataError
 from vsekit.image.cache import extract_cached, feature_keys
@@ -40,23 +40,19 @@ def split_path(pattern: str, split: str) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    """The JSON document in the file ``path`` (UTF-8).
+    """The JSON document in the annotation file ``path`` (UTF-8), read through :func:`vsekit.limits.read_json`
+    (at most :data:`~vsekit.limits.MAX_DATA_FILE_BYTES`, nesting bounded).
 
     Raises:
-        DataError: naming ``path``: no such file, not UTF-8, or not JSON (with line and column).
+        DataError: naming ``path``: no such file, a folder, not UTF-8, not JSON (with line and column), too
+            large or nested too deeply.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        return limits.read_json(path, what="JSON file", max_bytes=limits.MAX_DATA_FILE_BYTES)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected a JSON file") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: line {exc.lineno} column {exc.colno}: not JSON: {exc.msg}") from None
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ import numpy as np
 
 from vsekit.config import EMBEDDED_ROOT, embedded_path, path_field, positive
 from vsekit.errors import DataError
-from vsekit.io import collapse_repeated_rows, load_feature_rows, nonfinite_rows, read_lines
+from vsekit.io import collapse_repeated_rows, load_feature_rows, nonfinite_rows, npy_problem, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +157,14 @@ class PrecompReader(DatasetReader):
         return caps, ims
 
     def check(self) -> list[str]:
-        """``'PATH: no such file'`` for each missing train/dev/test file, or the missing folder; [] if none."""
+        """``'PATH: no such file'`` for each missing train/dev/test file, or the missing folder, and what is wrong
+        with each feature file's ``.npy`` header (:func:`vsekit.io.npy_problem`); [] if nothing."""
         root = self._root()
         if not root.is_dir():
             return [f"{root}: no such folder"]
-        return [f"{p}: no such file" for s in ("train", "dev", "test") for p in self.paths(s) if not p.exists()]
+        problems = [f"{p}: no such file" for s in ("train", "dev", "test") for p in self.paths(s) if not p.exists()]
+        return problems + [npy_problem(ims) for s in ("train", "dev", "test") if (ims := self.paths(s)[1]).exists()
+                           and npy_problem(ims)]
 
     def read(self, split: str) -> Split:
         """The split from ``SPLIT_caps.txt`` (a caption a line) and ``SPLIT_ims.npy``.

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vsekit.errors import DataError
+from vsekit.limits import read_json
 
 EOS, UNK = 0, 1
 SPECIALS = ("<eos>", "<unk>")
@@ -85,8 +86,8 @@ class Vocab:
             DataError: the file is missing, unreadable or not a vsekit vocabulary.
         """
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            data = read_json(path, what="vocabulary")  # size and nesting bounded (vsekit.limits)
+        except OSError as exc:
             raise DataError(f"{path}: cannot read vocabulary: {exc}") from None
         return cls.from_json(data, str(path))
 

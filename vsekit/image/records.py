@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vsekit.errors import DataError
+from vsekit.limits import read_json
 
 #: Extractor options that do not change the numbers: a file extracted with other values of these is reused.
 RUNTIME_OPTIONS = frozenset({"batch_size", "workers", "threads", "device", "progress"})
@@ -42,9 +43,9 @@ def read_record(record: Path) -> dict[str, Any]:
     if not record.exists():
         return {}
     try:
-        meta = json.loads(record.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{record}: not valid JSON ({exc})") from None
+        meta = read_json(record, what="extractor record")  # size and nesting bounded (vsekit.limits)
+    except OSError as exc:
+        raise DataError(f"{record}: not readable ({exc})") from None
     if not isinstance(meta, dict):
         raise DataError(f"{record}: expected a JSON object, got {type(meta).__name__}")
     return meta
@@ -89,8 +90,8 @@ def recorded_extractor(files: Iterable[str | Path], resolve_type: TypeResolver |
         if f.suffix != ".npy" or not record.is_file():
             continue
         try:
-            table = json.loads(record.read_text(encoding="utf-8")).get("extractor")
-        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+            table = read_json(record, what="extractor record").get("extractor")
+        except (OSError, AttributeError) as exc:
             raise DataError(f"{record}: not a readable extractor record ({exc})") from None
         if not isinstance(table, dict) or not isinstance(table.get("type"), str):
             raise DataError(f"{record}: expected {{\"extractor\": {{\"type\": NAME, ...}}}}, got {table!r}")

@@ -37,6 +37,7 @@ from vsekit.io import (
     sha256_file,
     sibling,
 )
+from vsekit.limits import read_json
 from vsekit.model import JointModel
 from vsekit.training.manifest import record_written
 
@@ -234,8 +235,8 @@ def _read_meta(meta_path: Path, weights: Path) -> dict[str, Any]:
         raise DataError(f"{meta_path}: no such bank (expected {meta_path.name} and {weights.name}; "
                         f"build one with `vsekit bank`)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        meta = read_json(meta_path, what="bank JSON")  # size and nesting bounded (vsekit.limits)
+    except OSError as exc:
         raise DataError(f"{meta_path}: not a readable bank JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
         raise DataError(f"{meta_path}: not a vsekit bank (expected format {FORMAT!r})")

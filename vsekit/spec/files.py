@@ -36,17 +36,23 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     """``train.lr=1e-4`` -> (["train", "lr"], 1e-4); values are TOML literals, else strings.
 
     Raises:
-        SpecError: ``item`` is not ``KEY=VALUE`` with a non-empty dotted key, or it holds a NUL character or
-            bytes that are not UTF-8 (also as a TOML escape, ``"\u0000"``).
+        SpecError: ``item`` is not ``KEY=VALUE`` with a non-empty dotted key, its value is nested too deeply,
+            or it holds a NUL character or bytes that are not UTF-8 (also as a TOML escape, ``"\u0000"``).
     """
     key, sep, value = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    from vsekit.limits import MAX_DEPTH, nesting_depth
+
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
+    except RecursionError:
+        parsed = None
+    if parsed is None or nesting_depth(parsed) > MAX_DEPTH:
+        raise SpecError(f"--set {key}: the value is nested more than {MAX_DEPTH} levels deep (vsekit.limits)")
     for text in (item, *_strings(parsed)):
         if problem := text_problem(text):
             raise SpecError(f"--set {item!r}: {problem[problem.index('holds'):]}")
@@ -73,21 +79,18 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The parsed TOML file at ``path``.
+    """The parsed TOML file at ``path``, read through :func:`vsekit.limits.read_toml` (size and nesting bounded).
 
     Raises:
-        SpecError: no such file, not valid TOML, or not UTF-8.
+        SpecError: no such file, not valid TOML, not UTF-8, too large or nested too deeply.
+        OSError: the file cannot be read (no permission).
     """
+    from vsekit import limits
+
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not UTF-8 text: {exc}") from None
+    return limits.read_toml(path, SpecError)
 
 
 def _without_none(table: dict[str, Any]) -> dict[str, Any]:

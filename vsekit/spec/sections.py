@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import attrs
 
-from vsekit.config import check, in_range, non_negative, one_of, path_field, positive
+from vsekit import limits
+from vsekit.config import FieldError, check, in_range, non_negative, one_of, path_field, positive
 from vsekit.metrics import TIE_RULES
 from vsekit.spec.component import Component
 
@@ -15,7 +16,8 @@ class VocabSpec:
     """Vocabulary built from the training captions only."""
 
     min_count: int = attrs.field(default=1, validator=positive())
-    max_size: int | None = attrs.field(default=None, validator=positive())
+    max_size: int | None = attrs.field(default=None, validator=check(lambda v: 0 < v <= limits.MAX_WORDS,
+                                                                      f"an integer in [1, {limits.MAX_WORDS:,}]"))
 
 
 @attrs.frozen
@@ -30,6 +32,12 @@ class ModelSpec:
     tokenizer: str = "regex"
     sentence_encoder: Component | None = None
     image_encoder: Component | None = None
+
+
+def _seed(_inst: object, attribute: attrs.Attribute, value: int) -> None:
+    """The ``[train] seed`` validator: :func:`vsekit.limits.seed_problem`; raises :class:`FieldError`."""
+    if problem := limits.seed_problem(value):
+        raise FieldError(attribute.name, problem)
 
 
 def _is_device(value: str) -> bool:
@@ -63,8 +71,10 @@ class TrainSpec:
     #: also save the resumable ``last`` state every this many steps (0: at epoch ends only, which is always done)
     save_freq: int = attrs.field(default=0, validator=non_negative())
     bucket: bool = True
-    seed: int = 0
-    threads: int = attrs.field(default=0, validator=non_negative())
+    #: the first seed of the run (``--seeds N`` runs seed .. seed + N - 1); in [0, 2**32) (vsekit.limits)
+    seed: int = attrs.field(default=0, validator=_seed)
+    threads: int = attrs.field(default=0, validator=check(
+        lambda v: 0 <= v <= limits.MAX_THREADS, f"an integer in [0, {limits.MAX_THREADS}] (0: torch's default)"))
     device: str = attrs.field(default="cpu",
                               validator=check(_is_device, "'auto' or a torch device: 'cpu', 'cuda', 'cuda:1', ..."))
     precision: str = attrs.field(default="fp32", validator=one_of("fp32", "bf16", "fp16"))

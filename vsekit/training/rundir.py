@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-from vsekit.errors import CheckpointError, SpecError
+from vsekit.errors import CheckpointError, DataError, SpecError
 from vsekit.evaluate import COLUMNS
 from vsekit.io import atomic_write_text
+from vsekit.limits import read_json
 from vsekit.spec import Spec, dumps_toml, run_name_problem
 from vsekit.training.lock import LOCK_NAME, check_free
 from vsekit.training.manifest import MANIFEST_NAME, clear_listed, read_manifest, record_written, write_manifest
@@ -212,8 +213,8 @@ def record_resume(out: Path, prog: Progress) -> None:
     """Note the resume in provenance.json (when, from which step)."""
     path = out / "provenance.json"
     try:
-        prov = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        prov = read_json(path)
+    except (OSError, DataError):
         return
     prov.setdefault("resumed", []).append({"at": datetime.now(UTC).isoformat(timespec="seconds"),
                                            "step": prog.step})

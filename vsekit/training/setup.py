@@ -199,7 +199,7 @@ class Setup:
         extractor = recorded_extractor(files) or spec_extractor(spec)
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                                  data.train.dim_image, append_eos=spec.model.append_eos,
-                                 tokenizer=tokenizer).to(device)
+                                 tokenizer=tokenizer, source=spec.source).to(device)
         loss_fn = spec.loss.build().to(device)
         params = list(model.parameters()) + list(loss_fn.parameters())
         batches_per_epoch = len(epoch_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket, d))

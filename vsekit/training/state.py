@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from vsekit import checkpoint
-from vsekit.errors import CheckpointError, VsekitError
+from vsekit.errors import CheckpointError, DataError, VsekitError
+from vsekit.limits import read_json, read_toml
 from vsekit.spec import dumps_toml
 from vsekit.training.setup import RunContext, Setup
 
@@ -257,8 +258,8 @@ def find_resume_point(out: Path, spec_dict: dict[str, Any]) -> ResumePoint:
     if not spec_path.is_file():
         raise CheckpointError(f"{out}: nothing to resume: not a vsekit run folder (no spec.toml)")
     try:
-        saved = tomllib.loads(spec_path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        saved = read_toml(spec_path, CheckpointError)  # size and nesting bounded (vsekit.limits)
+    except OSError as exc:
         raise CheckpointError(f"{spec_path}: cannot read the run's spec: {exc}") from None
     changes = spec_changes(_with_defaults(saved, spec_path, spec_dict), spec_dict)
     if changes:
@@ -268,8 +269,8 @@ def find_resume_point(out: Path, spec_dict: dict[str, Any]) -> ResumePoint:
     results_path = out / "results.json"
     if results_path.is_file():
         try:
-            return ResumePoint("finished", results=json.loads(results_path.read_text(encoding="utf-8")))
-        except (ValueError, UnicodeDecodeError):
+            return ResumePoint("finished", results=read_json(results_path))
+        except (OSError, DataError):
             pass  # a results file we cannot read: resume from the state and write it again
     if not (out / "last.json").is_file():
         return ResumePoint("restart")
@@ -290,8 +291,8 @@ def check_same_data(out: Path, point: ResumePoint, setup: Setup) -> None:
         raise CheckpointError(f"{out}: cannot resume: the training captions changed since the run started "
                               f"(the vocabulary differs from {out / 'last.json'}); start over with --force")
     try:
-        before = json.loads((out / "provenance.json").read_text(encoding="utf-8")).get("data_files", {})
-    except (OSError, ValueError):
+        before = read_json(out / "provenance.json").get("data_files", {})
+    except (OSError, DataError, AttributeError):
         return
     for f, digest in setup.prov["data_files"].items():
         if f in before and before[f] != digest:
