@@ -28,6 +28,7 @@ import numpy as np
 
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write_text
+from vsekit.limits import read_json
 
 FORMAT = "vsekit-compare/1"
 #: the protocol fields compared between runs: how ties rank, folds averaged, captions ranked per image, split sizes
@@ -60,9 +61,9 @@ class RunRow:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not readable JSON ({exc})") from None
+        value = read_json(path)  # size and nesting bounded (vsekit.limits); DataError for bad JSON
+    except OSError as exc:
+        raise DataError(f"{path}: not readable ({exc.strerror or exc})") from None
     if not isinstance(value, dict):
         raise DataError(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value
@@ -303,8 +304,8 @@ def check_outputs(out_dir: Path) -> None:
         return
     record = out_dir / "compare.json"
     try:
-        ours = json.loads(record.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        ours = read_json(record).get("format") == FORMAT
+    except (OSError, VsekitError, AttributeError):
         ours = False
     if not ours:
         raise VsekitError(f"{out_dir / present[0]}: exists and was not written by `vsekit compare`; "

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from vsekit.errors import CheckpointError
 from vsekit.io import atomic_write_text
+from vsekit.limits import read_json
 from vsekit.training.lock import LOCK_NAME
 
 MANIFEST_NAME = ".vsekit-run"
@@ -59,8 +60,8 @@ def read_manifest(folder: str | Path) -> list[str] | None:
         raise CheckpointError(f"{path}: expected the run folder's manifest file, found a link or a folder; "
                               f"vsekit wrote none of it: move it away or choose another --out")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = read_json(path, CheckpointError, what="run folder manifest")  # bounded (vsekit.limits)
+    except (OSError, CheckpointError) as exc:
         raise CheckpointError(f"{path}: unreadable run folder manifest ({exc}); refusing to touch the folder: "
                               f"move it away or choose another --out") from None
     written = data.get("written") if isinstance(data, dict) else None
