@@ -124,7 +124,7 @@ def a_run_without_results(e):
 def results_not_json(e):
     run = e.run_copy()
     (run / "results.json").write_text("{")
-    return ["compare", str(run)], [run / "results.json", "not readable JSON"]
+    return ["compare", str(run)], [run / "results.json", "not a readable JSON file"]
 
 
 @case
