@@ -65,7 +65,8 @@ class TrainSpec:
     bucket: bool = True
     seed: int = 0
     threads: int = attrs.field(default=0, validator=non_negative())
-    device: str = attrs.field(default="cpu",
+    #: "auto": CUDA when this machine has it, else CPU (the device used is logged and in results.json)
+    device: str = attrs.field(default="auto",
                               validator=check(_is_device, "'auto' or a torch device: 'cpu', 'cuda', 'cuda:1', ..."))
     precision: str = attrs.field(default="fp32", validator=one_of("fp32", "bf16", "fp16"))
     tensorboard: bool = False

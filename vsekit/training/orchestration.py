@@ -62,6 +62,8 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
     spec_dict = spec.to_dict()
     d, device = distributed.setup(resolve_device(spec), spec.source or "<spec>")
     quiet = quiet or not d.is_main
+    if not quiet:
+        log.info("device: %s (train.device = %r)", device, spec.train.device)
     failure: VsekitError | None = None
     try:  # every check, on every rank, before rank 0 writes anything (the lock is rank 0's to probe)
         check_usable(out, probe_lock=d.is_main)
@@ -126,7 +128,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
     results = {
         "name": spec.name, "seed": t.seed, "best_step": p.best["step"], "best_epoch": p.best["epoch"],
         "steps": p.step, "train_seconds": train_seconds, "train_captions": len(ctx.setup.keep),
-        "skipped_over_maxlen_w": ctx.setup.skipped,
+        "skipped_over_maxlen_w": ctx.setup.skipped, "device": str(ctx.device),
         "valid": {"split": t.valid_split, **valid_metrics},
         "test": {"split": spec.eval.split, **test_metrics},
         "warnings": list(dict.fromkeys(valid_metrics.get("warnings", []) + test_metrics["warnings"])),

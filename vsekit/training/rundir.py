@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from vsekit.config import portable
 from vsekit.errors import CheckpointError
 from vsekit.evaluate import COLUMNS
 from vsekit.io import atomic_write_text
@@ -100,7 +101,7 @@ def prepare_run_dir(out: Path, force: bool) -> None:
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
     """``results.json`` (all of ``results``) and ``results.csv`` (one row per split: valid, test)."""
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(portable(results, out), indent=1))
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["split", *COLUMNS])
@@ -116,13 +117,13 @@ def write_opening_files(ctx: RunContext) -> None:
     out, su, data, d = ctx.out, ctx.setup, ctx.data, ctx.d
     if contents(out):
         clear_run_dir(out)
-    atomic_write_text(out / "spec.toml", dumps_toml(ctx.spec_dict))
+    atomic_write_text(out / "spec.toml", dumps_toml(portable(ctx.spec_dict, out)))  # no path of this machine
     prov = dict(su.prov)
     prov["data_report"] = {s.name: s.report for s in (data.train, data.valid, data.test)}
     prov["skipped_over_maxlen_w"] = su.skipped
     if d.enabled:
         prov["distributed"] = {"world_size": d.world_size, "backend": torch.distributed.get_backend()}
-    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1))
+    atomic_write_text(out / "provenance.json", json.dumps(portable(prov, out), indent=1))
     su.vocab.save(out / "vocab.json")
 
 
@@ -169,5 +170,5 @@ def open_log(ctx: RunContext, point: ResumePoint | None, prog: Progress) -> Metr
 def write_summary(out: Path, summary: dict[str, Any]) -> Path:
     """``out/summary.json``; returns its path."""
     path = Path(out) / "summary.json"
-    atomic_write_text(path, json.dumps(summary, indent=1))
+    atomic_write_text(path, json.dumps(portable(summary, path.parent), indent=1))
     return path
