@@ -122,28 +122,16 @@ DATA_HELP = ("--data DIR_OR_SPEC: a precomp folder (train/dev/test_caps.txt, a c
              "train/dev/test_ims.npy, one feature row per image) or a spec file whose [data] reads the data")
 
 
-def own_data_problem(meta_path: Path, s: spec_mod.Spec) -> str | None:
-    """One line saying that the data a checkpoint records is not on this machine and what ``--data`` takes, or
-    None when its reader finds its files."""
+def own_data_problem(meta_path: Path, recorded: dict[str, Any], s: spec_mod.Spec) -> str | None:
+    """One line saying that the data a checkpoint records (``recorded``: its spec's ``[data]`` table as written,
+    paths relative to the checkpoint's folder) is not on this machine and what ``--data`` takes, or None when the
+    reader of ``s`` finds its files."""
     problems = s.data.build().check()
     if not problems:
         return None
-    table = s.data.to_dict()
-    where = next((v for k, v in table.items() if k in ("dir", "path", "json")), None)
-    return (f"{meta_path}: the data this model records ([data] type {table.get('type')!r}"
-            f"{f', {where}' if where else ''}) is not here ({problems[0]}): pass {DATA_HELP}")
-
-
-def data_source(model: JointModel, data: Any) -> Any:
-    """What :func:`resolve_split` reads ``data`` from, for :func:`vsekit.evaluate.is_coco_data`: the ``[data]``
-    component of a spec (path or Spec), the model's own ``[data]`` table (``data=None``), else ``data`` itself."""
-    if isinstance(data, spec_mod.Spec):
-        return data.data
-    if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
-        return spec_mod.load_data_spec(data).data
-    if data is None:
-        return (getattr(model, "spec", None) or {}).get("data")
-    return data
+    where = next((v for k, v in recorded.items() if k in ("dir", "path", "json") and isinstance(v, str)), None)
+    return (f"{meta_path}: the data this model records ([data] type {recorded.get('type')!r}"
+            f"{f', {where} from its folder' if where else ''}) is not here ({problems[0]}): pass {DATA_HELP}")
 
 
 def evalrank(model: JointModel | str, data: Any = None, split: str = "test", folds: int | None = None, *,
@@ -190,7 +178,7 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
     model, _, _ = checkpoint.load(meta_path)
     if data is None:
         s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent)
-        if problem := own_data_problem(meta_path, s):
+        if problem := own_data_problem(meta_path, meta["spec"].get("data") or {}, s):
             raise DataError(problem)
         reader = s.data.build()
         if split not in reader.splits:

@@ -252,11 +252,13 @@ def encode_sentences(model: JointModel, sentences: Sequence[str] | Sequence[Sequ
     was_training = model.training
     model.eval()
     device = device_of(model)
-    for idx in tqdm(token_budget_batches(lengths_safe[order], order, batch_size), desc="encode captions",
-                    disable=not verbose, leave=False):
+    bar = tqdm(total=n, desc="encode captions", unit="caption", disable=not verbose, dynamic_ncols=True)
+    for idx in token_budget_batches(lengths_safe[order], order, batch_size):
         batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if captions is not None else None)
         batch = type(batch)(batch.tokens, batch.lengths.clamp(min=1), batch.texts).to(device)
         out[idx] = model.encode_text(batch).float().cpu().numpy()
+        bar.update(len(idx))
+    bar.close()
     model.train(was_training)
     return out
 
