@@ -134,6 +134,18 @@ def own_data_problem(meta_path: Path, recorded: dict[str, Any], s: spec_mod.Spec
             f"{f', {where} from its folder' if where else ''}) is not here ({problems[0]}): pass {DATA_HELP}")
 
 
+def data_source(model: JointModel, data: Any) -> Any:
+    """What :func:`resolve_split` reads ``data`` from, for :func:`vsekit.evaluate.is_coco_data`: the ``[data]``
+    component of a spec (path or Spec), the model's own ``[data]`` table (``data=None``), else ``data`` itself."""
+    if isinstance(data, spec_mod.Spec):
+        return data.data
+    if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
+        return spec_mod.load_data_spec(data).data
+    if data is None:
+        return (getattr(model, "spec", None) or {}).get("data")
+    return data
+
+
 def evalrank(model: JointModel | str, data: Any = None, split: str = "test", folds: int | None = None, *,
              verbose: bool = True, print_table: bool = True, ties: str = "pessimistic",
              strict_protocol: bool = False, coco_1k_and_5k: bool | None = None) -> dict[str, Any]:
