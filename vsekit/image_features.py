@@ -116,6 +116,17 @@ def is_pil_image(obj: Any) -> bool:
     return pil is not None and isinstance(obj, pil.Image)
 
 
+def check_images(images: Sequence[Any]) -> None:
+    """Refuse a list holding anything but image file paths (``str`` / ``Path``) and PIL images.
+
+    Raises:
+        DataError: naming the first other item's index and type.
+    """
+    for i, item in enumerate(images):
+        if not isinstance(item, (str, Path)) and not is_pil_image(item):
+            raise DataError(f"images[{i}]: expected an image file path or a PIL image, got {type(item).__name__}")
+
+
 def image_rows(extractor: Any, images: Sequence[Any], dim_image: int | None = None) -> np.ndarray:
     """Feature rows (N, D) float32 of N images, each an image file (``str`` / ``Path``) or a ``PIL.Image.Image``.
 
@@ -126,9 +137,7 @@ def image_rows(extractor: Any, images: Sequence[Any], dim_image: int | None = No
     Raises:
         DataError: an item is neither a path nor a PIL image (naming its index), or as :func:`extract_features`.
     """
-    for i, item in enumerate(images):
-        if not isinstance(item, (str, Path)) and not is_pil_image(item):
-            raise DataError(f"images[{i}]: expected an image file path or a PIL image, got {type(item).__name__}")
+    check_images(images)
     if not any(is_pil_image(item) for item in images):
         return extract_features(extractor, images, dim_image)
     from PIL import ImageOps

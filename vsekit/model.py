@@ -25,7 +25,7 @@ from vsekit.data.batching import collate
 from vsekit.data.tokenize import DEFAULT, get_tokenizer, tokenize_all
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import DataError
-from vsekit.image_features import build_extractor, extractor_table, image_rows, is_pil_image
+from vsekit.image_features import build_extractor, check_images, extractor_table, image_rows, is_pil_image
 from vsekit.spec import Component
 from vsekit.text.batch import TextBatch
 
@@ -187,6 +187,7 @@ class JointModel(nn.Module):
             return np.zeros((0, self.dim), dtype=np.float32)
         if not any(isinstance(x, (str, Path)) or is_pil_image(x) for x in images):  # nested lists of numbers
             return encode_images(self, np.asarray(images, dtype=np.float32), batch_size, verbose)
+        check_images(images)  # before building the extractor
         return encode_images(self, image_rows(self.image_extractor(extractor), images, self.dim_image),
                              batch_size, verbose)
 
