@@ -71,7 +71,7 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
         if point is not None and point.kind == "finished":
             if not quiet:
                 results_log.info("%s: already finished; results: %s", out, out / "results.json")
-            return point.results
+            return {**point.results, "run_dir": str(out)}  # the file records it relative to itself
         if point is not None and point.kind == "restart":
             if d.is_main:
                 log.warning("%s: the run stopped before its first saved state; starting it over", out)
