@@ -5,10 +5,12 @@ default."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from bad_input_harness import invoke
 from PIL import Image
 
 import vsekit
@@ -142,3 +144,19 @@ def test_train_device_defaults_to_auto_and_results_record_the_device(trained_run
     assert TrainSpec().device == "auto"
     results = json.loads((trained_run / "results.json").read_text(encoding="utf-8"))
     assert results["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_first_caption_bank_build_shows_progress_unless_quiet(trained_run, tmp_path):
+    feats = tmp_path / "q.npy"  # a feature-row query searches the default caption bank (the training captions)
+    np.save(feats, np.random.default_rng(0).normal(size=(1, vsekit.load_model(trained_run).dim_image)).astype("f4"))
+    outputs = {}
+    for quiet in (False, True):
+        run = tmp_path / f"run{int(quiet)}"
+        shutil.copytree(trained_run, run)  # the default bank is saved beside the model
+        result = invoke(["retrieve", str(run), "--features", str(feats), "-k", "2", *(["-q"] if quiet else [])],
+                        tmp_path)
+        assert result.exit_code == 0, result.output
+        outputs[quiet] = result
+    assert "encode captions" in outputs[False].stderr and "caption" in outputs[False].stderr
+    assert "encode captions" not in outputs[True].stderr and "building the caption bank" not in outputs[True].stderr
+    assert outputs[True].stdout.replace("run1", "run0") == outputs[False].stdout
