@@ -122,11 +122,11 @@ DATA_HELP = ("--data DIR_OR_SPEC: a precomp folder (train/dev/test_caps.txt, a c
              "train/dev/test_ims.npy, one feature row per image) or a spec file whose [data] reads the data")
 
 
-def own_data_problem(meta_path: Path, recorded: dict[str, Any], s: spec_mod.Spec) -> str | None:
+def own_data_problem(meta_path: Path, recorded: dict[str, Any], reader: DatasetReader) -> str | None:
     """One line saying that the data a checkpoint records (``recorded``: its spec's ``[data]`` table as written,
-    paths relative to the checkpoint's folder) is not on this machine and what ``--data`` takes, or None when the
-    reader of ``s`` finds its files."""
-    problems = s.data.build().check()
+    paths relative to the checkpoint's folder) is not on this machine and what ``--data`` takes, or None when its
+    ``reader`` finds its files (:meth:`~vsekit.data.readers.DatasetReader.check`)."""
+    problems = reader.check()
     if not problems:
         return None
     where = next((v for k, v in recorded.items() if k in ("dir", "path", "json") and isinstance(v, str)), None)
@@ -190,12 +190,15 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
     model, _, _ = checkpoint.load(meta_path)
     if data is None:
         s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent)
-        if problem := own_data_problem(meta_path, meta["spec"].get("data") or {}, s):
-            raise DataError(problem)
         reader = s.data.build()
         if split not in reader.splits:
             raise DataError(f"unknown split {split!r} for the data of {meta_path} — known: {', '.join(reader.splits)}")
-        split_data = reader.read(split)
+        try:
+            split_data = reader.read(split)
+        except (DataError, OSError):
+            if problem := own_data_problem(meta_path, meta["spec"].get("data") or {}, reader):
+                raise DataError(problem) from None  # its files are not here: say what --data takes
+            raise
         if folds is None:
             folds = s.eval.folds if split == s.eval.split else None
         strict_protocol, coco = strict_protocol or s.eval.strict_protocol, s.eval.coco_1k_and_5k
