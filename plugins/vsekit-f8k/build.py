@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     model, meta, _ = checkpoint.load(args.run)
     meta_path = checkpoint.find(args.run)
-    run_spec = meta["spec"]
+    # the run's spec with its paths resolved (a checkpoint records them relative to its folder)
+    run_spec = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent).to_dict()
     committed = spec_mod.load(args.spec).to_dict()
     diffs = [d for d in spec_differences(run_spec, committed) if d.split(":")[0] not in RUNTIME_KEYS]
     if diffs:
@@ -123,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = {
             "image_feature_extractor": EXTRACTOR,
             "built_from": {"run": portable(str(meta_path.resolve()), REPO), "weights_sha256": meta["weights_sha256"],
-                           "spec_file": str(spec_path.relative_to(REPO)) if spec_path.is_relative_to(REPO)
-                           else str(args.spec),
+                           "spec_file": portable(str(spec_path), REPO),
                            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             "license": "Flickr8K-derived: research use only (see the package README)",
         }
