@@ -142,7 +142,7 @@ def test_eval_prints_table_and_writes_json(trained_run, tmp_path):
     target = run / "eval_test.json"
     assert f"metrics: {target}" in out
     data = json.loads(target.read_text())
-    assert data["split"] == "test" and data["checkpoint"] == str(run / "best.json")
+    assert data["split"] == "test" and data["checkpoint"] == "best.json"  # relative to the JSON
     # the run was evaluated on the same test split with the same best checkpoint
     expected = json.loads((run / "results.json").read_text())["test"]
     for k in ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum"):

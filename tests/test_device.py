@@ -49,8 +49,8 @@ def test_bf16_autocast_trains_on_cpu_close_to_fp32(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_fp16_and_cuda_are_refused_on_a_cpu_machine_with_one_line_each(tmp_path):
     spec = spec_file(tmp_path)
-    for setting, expected in (("train.precision='fp16'", "[train] precision: 'fp16' needs a CUDA device "
-                                                          "(train.device is 'cpu')"),
+    for setting, expected in (("train.precision='fp16' train.device='cpu'",
+                               "[train] precision: 'fp16' needs a CUDA device (train.device is 'cpu')"),
                               ("train.precision='fp16' train.device='auto'",
                                "[train] precision: 'fp16' needs a CUDA device (train.device is 'auto', cpu on this "
                                "machine)"),

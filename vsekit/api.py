@@ -10,7 +10,7 @@ from vsekit import checkpoint
 from vsekit import spec as spec_mod
 from vsekit.data.readers import DatasetReader, Split
 from vsekit.data.tokenize import tokenizer_problem
-from vsekit.errors import DataError
+from vsekit.errors import CheckpointError, DataError
 from vsekit.model import JointModel
 
 
@@ -54,21 +54,43 @@ def train(spec: str | Path | spec_mod.Spec | dict, out: str | Path | None = None
 
 def load_model(path: str | Path, device: str = "cpu", *, trust_code: bool = False) -> JointModel:
     """Load a trained model from a run folder or checkpoint (``.json`` / ``.safetensors``), an installed model's
-    name (``"f8k"``, :mod:`vsekit.retrieval.models`), or a reference release model (``PATH.npz`` with its ``.pkl``
-    sidecars).
+    name (``"f8k"``, :mod:`vsekit.retrieval.models`; ``vsekit models`` lists them), or a reference release model
+    (``PATH.npz`` with its ``.pkl`` sidecars).
+
+    The model encodes with ``model.encode_sentences(list_of_str)``, ``model.encode_images(files, PIL images or
+    feature rows)`` (both (N, dim) float32 unit rows) and compares with ``model.similarity(a, b)``.
 
     ``trust_code=True`` lets a checkpoint import the code it names (its spec's ``imports``, ``module:Class`` and
     ``file.py:Class`` components); without it such a checkpoint raises :class:`~vsekit.errors.UntrustedCodeError`
-    and nothing is imported."""
+    and nothing is imported.
+
+    Raises :class:`~vsekit.errors.CheckpointError` (nothing of that name, or an unreadable checkpoint).
+    """
     if str(path).endswith(".npz"):
         from vsekit.legacy import load_legacy
 
         return load_legacy(path).to(device)
-    from vsekit.retrieval.models import locate_model
-
-    where = locate_model(path)  # None: checkpoint.load says what is missing
-    model, _, _ = checkpoint.load(where.path if where else path, map_location=device, trust_code=trust_code)
+    model, _, _ = checkpoint.load(checkpoint_json(path), map_location=device, trust_code=trust_code)
     return model
+
+
+def checkpoint_json(path: str | Path) -> Path:
+    """The checkpoint ``.json`` of a run folder, checkpoint path or installed model's name.
+
+    Raises:
+        CheckpointError: none of these (naming the installed models when there are any).
+    """
+    from vsekit.retrieval.models import installed_models, locate_model
+
+    models = installed_models()
+    where = locate_model(path, models)
+    if where is not None:
+        return where.path
+    try:
+        return checkpoint.find(path)
+    except CheckpointError as exc:
+        known = f"; installed models: {', '.join(models)} (`vsekit models`)" if models else ""
+        raise CheckpointError(f"{exc}{known}") from None
 
 
 def resolve_split(model: JointModel, data: Any, split: str, *, trust_code: bool = False) -> Split:
@@ -84,6 +106,8 @@ def resolve_split(model: JointModel, data: Any, split: str, *, trust_code: bool 
         reader = resolve_preset(data)
         if reader is not None:
             return reader.read(split)
+    if isinstance(data, (str, Path)) and Path(data).is_dir():
+        return precomp_reader(data).read(split)
     if isinstance(data, spec_mod.Spec):
         return data.data.build().read(split)
     if isinstance(data, (str, Path)):  # a spec file: only its [data] (and [eval]) are needed
@@ -92,8 +116,34 @@ def resolve_split(model: JointModel, data: Any, split: str, *, trust_code: bool 
         meta_spec = getattr(model, "spec", None)
         if meta_spec is None:
             raise DataError("evalrank: pass data= (a spec file, a reader or a Split); this model records no data")
-        return spec_mod.from_dict(meta_spec, trust_code=trust_code).data.build().read(split)
+        return spec_mod.from_dict(meta_spec, base=getattr(model, "spec_base", None),
+                                  trust_code=trust_code).data.build().read(split)
     raise DataError(f"evalrank: cannot read data from {data!r}")
+
+
+def precomp_reader(folder: str | Path) -> DatasetReader:
+    """The ``precomp`` reader of a folder (``[NAME_]SPLIT_caps.txt`` + ``[NAME_]SPLIT_ims.npy``), for ``--data
+    DIR``."""
+    from vsekit.data.readers import PrecompReader
+
+    return PrecompReader(PrecompReader.Config(dir=str(Path(folder).resolve())))
+
+
+#: what ``--data`` takes, for the message when a model's own data is not here
+DATA_HELP = ("--data DIR_OR_SPEC: a precomp folder (train/dev/test_caps.txt, a caption a line, 5 per image, with "
+             "train/dev/test_ims.npy, one feature row per image) or a spec file whose [data] reads the data")
+
+
+def own_data_problem(meta_path: Path, recorded: dict[str, Any], reader: DatasetReader) -> str | None:
+    """One line saying that the data a checkpoint records (``recorded``: its spec's ``[data]`` table as written,
+    paths relative to the checkpoint's folder) is not on this machine and what ``--data`` takes, or None when its
+    ``reader`` finds its files (:meth:`~vsekit.data.readers.DatasetReader.check`)."""
+    problems = reader.check()
+    if not problems:
+        return None
+    where = next((v for k, v in recorded.items() if k in ("dir", "path", "json") and isinstance(v, str)), None)
+    return (f"{meta_path}: the data this model records ([data] type {recorded.get('type')!r}"
+            f"{f', {where} from its folder' if where else ''}) is not here ({problems[0]}): pass {DATA_HELP}")
 
 
 def data_source(model: JointModel, data: Any) -> Any:
@@ -149,14 +199,19 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
     """
     from vsekit.evaluate import evaluate_split
 
-    meta_path, meta = checkpoint.read_meta(path)
+    meta_path, meta = checkpoint.read_meta(checkpoint_json(path))
     model, _, _ = checkpoint.load(meta_path, trust_code=trust_code)
     if data is None:
         s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent, trust_code=trust_code)
         reader = s.data.build()
         if split not in reader.splits:
             raise DataError(f"unknown split {split!r} for the data of {meta_path} — known: {', '.join(reader.splits)}")
-        split_data = reader.read(split)
+        try:
+            split_data = reader.read(split)
+        except (DataError, OSError):
+            if problem := own_data_problem(meta_path, meta["spec"].get("data") or {}, reader):
+                raise DataError(problem) from None  # its files are not here: say what --data takes
+            raise
         if folds is None:
             folds = s.eval.folds if split == s.eval.split else None
         strict_protocol, coco = strict_protocol or s.eval.strict_protocol, s.eval.coco_1k_and_5k
@@ -164,7 +219,9 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
     else:
         split_data = resolve_split(model, data, split, trust_code=trust_code)
         record, coco = {"spec": str(data)}, None
-        if isinstance(data, (str, Path)) and str(data).endswith(".toml"):
+        if isinstance(data, (str, Path)) and Path(data).is_dir():
+            record["data"] = {"type": "precomp", "dir": str(data)}
+        elif isinstance(data, (str, Path)) and str(data).endswith(".toml"):
             given = spec_mod.load_data_spec(data)
             record["data"] = given.data.to_dict()
             strict_protocol, coco = strict_protocol or given.eval.strict_protocol, given.eval.coco_1k_and_5k

@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vsekit._version import __version__
+from vsekit.config import portable
 from vsekit.data.tokenize import DEFAULT, tokenizer_problem
 from vsekit.data.vocab import Vocab
 from vsekit.errors import CheckpointError, SpecError
@@ -45,7 +46,11 @@ def vocab_digest(words: list[str]) -> str:
 def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any], *, step: int = 0,
          epoch: float = 0.0, metrics: dict[str, Any] | None = None,
          extra_tensors: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/name.safetensors`` and ``folder/name.json`` (see the module notes); return the JSON path."""
+    """Write ``folder/name.safetensors`` and ``folder/name.json`` (see the module notes); return the JSON path.
+
+    The JSON records the spec with its absolute paths made relative to ``folder`` (:func:`vsekit.config.portable`);
+    :func:`load` reads them against the checkpoint's folder, so a checkpoint holds no path of the machine that
+    wrote it (older checkpoints with absolute paths load as before)."""
     folder = Path(folder)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     for k, v in (extra_tensors or {}).items():
@@ -56,7 +61,7 @@ def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any],
     meta = {
         "format": FORMAT,
         "vsekit_version": __version__,
-        "spec": spec,
+        "spec": portable(spec, folder),  # paths relative to the checkpoint's folder: load() resolves them there
         "vocab": model.vocab.words,
         "dim": model.dim,
         "dim_image": model.dim_image,
@@ -228,5 +233,7 @@ def load(path: str | Path, map_location: str = "cpu", *,
             f"unexpected {result.unexpected_keys[:3]}"
         )
     model.eval()
-    model.set_origin(spec=meta["spec"])
+    extractor = meta.get("image_feature_extractor")
+    model.set_origin(spec=meta["spec"], spec_base=meta_path.parent,
+                     image_feature_extractor=extractor if isinstance(extractor, dict) else None, trust_code=trust_code)
     return model, meta, rest

@@ -7,6 +7,7 @@ components, plugins and the spec share it without importing one another.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,23 @@ def resolve_path(value: str | None, base: Path) -> str | None:
         return value
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def portable(record: Any, base: str | Path) -> Any:
+    """``record`` (a JSON-like value: dicts, lists, strings) with every absolute path string, as a value or a dict
+    key, made relative to ``base`` (the folder the record is written in), the inverse of :func:`resolve_path`: a
+    run folder or a checkpoint records no path of the machine that made it, and reading it back against its own
+    folder gives the same files. Other values, ``vsekit:`` names and paths on another drive are kept."""
+    if isinstance(record, dict):
+        return {portable(k, base): portable(v, base) for k, v in record.items()}
+    if isinstance(record, (list, tuple)):
+        return type(record)(portable(v, base) for v in record)
+    if isinstance(record, str) and os.path.isabs(record):
+        try:
+            return Path(os.path.relpath(record, Path(base).resolve())).as_posix()
+        except ValueError:  # another drive (Windows): no relative path exists
+            return record
+    return record
 
 
 def resolve_paths(config: Any, base: Path) -> Any:

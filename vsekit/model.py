@@ -1,9 +1,18 @@
 """The joint model (a sentence encoder and an image encoder meeting in one unit-norm space), and
-:func:`encode_sentences` / :func:`encode_images`, which turn captions and feature rows into its embeddings."""
+:func:`encode_sentences` / :func:`encode_images`, which turn captions and feature rows into its embeddings.
+
+The model's own methods are the short way (sentence-transformers / open_clip style)::
+
+    model = vsekit.load_model("f8k")
+    caps = model.encode_sentences(["a dog runs", "two men play chess"])   # (2, dim) float32, unit rows
+    ims = model.encode_images(["photo.jpg", pil_image])                    # files, PIL images or (N, D) features
+    model.similarity(caps, ims)                                            # (2, 2) cosine
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +25,7 @@ from vsekit.data.batching import collate
 from vsekit.data.tokenize import DEFAULT, get_tokenizer, tokenize_all
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import DataError
+from vsekit.image_features import build_extractor, check_images, extractor_table, image_rows, is_pil_image
 from vsekit.spec import Component
 from vsekit.text.batch import TextBatch
 
@@ -65,11 +75,20 @@ class JointModel(nn.Module):
       record it to tell which weights made them.
     * ``reference_options``: for a model imported from the reference's ``.npz``, the options its ``.pkl``
       held (a dict), else None.
+    * ``spec_base``: the folder relative paths of ``spec`` resolve from (a checkpoint's folder), or None (the
+      current directory).
+    * ``image_feature_extractor``: the table (``{"type": NAME, ...}``) of the image feature extractor that made
+      the training features, when the checkpoint records one; :meth:`encode_images` uses it for image files.
+    * ``trust_code``: whether the model was loaded with ``trust_code=True`` (:func:`vsekit.load_model`): only
+      then may the extractor table it records import code it names.
     """
 
     spec: dict[str, Any] | None
     weights_sha256: str | None
     reference_options: dict[str, Any] | None
+    spec_base: Path | None
+    image_feature_extractor: dict[str, Any] | None
+    trust_code: bool
 
     def __init__(self, sentence_encoder: nn.Module, image_encoder: nn.Module, vocab: Vocab,
                  *, append_eos: bool = False, n_words: int | None = None, tokenizer: str = DEFAULT) -> None:
@@ -84,18 +103,27 @@ class JointModel(nn.Module):
         self.spec = None
         self.weights_sha256 = None
         self.reference_options = None
+        self.spec_base = None
+        self.image_feature_extractor = None
+        self.trust_code = False
+        object.__setattr__(self, "_extractors", {})  # built extractors by name; never a submodule (state_dict)
 
     def set_origin(self, *, spec: dict[str, Any] | None = None, weights_sha256: str | None = None,
-                   reference_options: dict[str, Any] | None = None) -> JointModel:
-        """Record where the model comes from (see the class docstring): its ``spec``, the ``weights_sha256`` of
-        its weights file, the ``reference_options`` of an imported model; an argument left None keeps the
-        current value. Returns the model."""
-        if spec is not None:
-            self.spec = spec
-        if weights_sha256 is not None:
-            self.weights_sha256 = weights_sha256
-        if reference_options is not None:
-            self.reference_options = reference_options
+                   reference_options: dict[str, Any] | None = None, spec_base: str | Path | None = None,
+                   image_feature_extractor: dict[str, Any] | None = None,
+                   trust_code: bool | None = None) -> JointModel:
+        """Record where the model comes from (see the class docstring): its ``spec`` and the folder its relative
+        paths resolve from (``spec_base``), the ``weights_sha256`` of its weights file, the ``reference_options``
+        of an imported model, the ``image_feature_extractor`` table its checkpoint records, whether it was loaded
+        with ``trust_code``; an argument left None keeps the current value. Returns the model."""
+        for name, value in (("spec", spec), ("weights_sha256", weights_sha256),
+                            ("reference_options", reference_options), ("image_feature_extractor",
+                                                                       image_feature_extractor),
+                            ("trust_code", trust_code)):
+            if value is not None:
+                setattr(self, name, value)
+        if spec_base is not None:
+            self.spec_base = Path(spec_base)
         return self
 
     @classmethod
@@ -153,6 +181,74 @@ class JointModel(nn.Module):
         """Training-graph embeddings: (images, captions)."""
         return self.encode_image(features, training=True), self.encode_text(batch)
 
+    # -- the short API: lists in, numpy out ----------------------------------------------------------------------
+
+    def encode_sentences(self, sentences: Sequence[str], batch_size: int = 512,
+                         verbose: bool = False) -> np.ndarray:
+        """Unit-norm float32 embeddings (N, dim) of N captions, row i for caption i: exactly
+        :func:`vsekit.encode_sentences` (the same caption gives the same row on every path).
+
+        Raises :class:`~vsekit.errors.DataError` when given one string instead of a list.
+        """
+        return encode_sentences(self, sentences, batch_size, verbose)
+
+    def encode_images(self, images: Any, batch_size: int = 2048, verbose: bool = False, *,
+                      extractor: str | None = None) -> np.ndarray:
+        """Unit-norm float32 embeddings (N, dim) of N images, row i for image i.
+
+        ``images``: a list of image files (``str`` / ``Path``) and ``PIL.Image.Image`` objects, featurized by the
+        image feature extractor the model records (or ``extractor``, a registered name; built once per model,
+        EXIF orientation applied); or feature rows, an (N, dim_image) / (N, K, dim_image) array or tensor, as
+        :func:`vsekit.encode_images` takes.
+
+        Raises:
+            DataError: one path or image instead of a list, an item that is neither, an unreadable image, or
+                features of the wrong shape.
+            VsekitError: image files for a model that records no extractor and no ``extractor`` given.
+        """
+        if torch.is_tensor(images) or isinstance(images, np.ndarray):
+            return encode_images(self, images, batch_size, verbose)
+        if isinstance(images, (str, Path)) or is_pil_image(images):
+            raise DataError(f"encode_images: expected a list of images, got one {type(images).__name__}; "
+                            f"pass [image]")
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if not any(isinstance(x, (str, Path)) or is_pil_image(x) for x in images):  # nested lists of numbers
+            return encode_images(self, np.asarray(images, dtype=np.float32), batch_size, verbose)
+        check_images(images)  # before building the extractor
+        return encode_images(self, image_rows(self.image_extractor(extractor), images, self.dim_image),
+                             batch_size, verbose)
+
+    def image_extractor(self, name: str | None = None) -> Any:
+        """The image feature extractor for image files: ``name``, else the one the model records (see
+        :func:`vsekit.image_features.extractor_table`); built on first use and kept.
+
+        Raises :class:`~vsekit.errors.VsekitError` when the model records none and no ``name`` is given, or the
+        extractor is not installed; :class:`~vsekit.errors.UntrustedCodeError` when the recorded table names code
+        to import and the model was not loaded with ``trust_code=True``.
+        """
+        cache = self.__dict__["_extractors"]
+        if name not in cache:
+            meta = {"image_feature_extractor": self.image_feature_extractor, "spec": self.spec}
+            table = extractor_table(meta, self.dim_image, name)
+            cache[name] = build_extractor(table, trust_code=self.trust_code or name is not None)
+        return cache[name]
+
+    @staticmethod
+    def similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Cosine similarities (len(a), len(b)) float32 of embedding rows ``a`` (N, dim) and ``b`` (M, dim)
+        (rows are normalized first; a zero row scores 0).
+
+        Raises :class:`~vsekit.errors.DataError` when either is not 2-D or their widths differ.
+        """
+        ta, tb = (torch.as_tensor(np.asarray(x, dtype=np.float32)) if not torch.is_tensor(x) else
+                  x.detach().float().cpu() for x in (a, b))
+        if ta.ndim != 2 or tb.ndim != 2 or ta.shape[1] != tb.shape[1]:
+            raise DataError(f"similarity: expected (N, dim) and (M, dim) embeddings, got {tuple(ta.shape)} and "
+                            f"{tuple(tb.shape)}")
+        return (F.normalize(ta, dim=-1) @ F.normalize(tb, dim=-1).T).numpy()
+
 
 def device_of(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
@@ -188,11 +284,13 @@ def encode_sentences(model: JointModel, sentences: Sequence[str] | Sequence[Sequ
     was_training = model.training
     model.eval()
     device = device_of(model)
-    for idx in tqdm(token_budget_batches(lengths_safe[order], order, batch_size), desc="encode captions",
-                    disable=not verbose, leave=False):
+    bar = tqdm(total=n, desc="encode captions", unit="caption", disable=not verbose, dynamic_ncols=True)
+    for idx in token_budget_batches(lengths_safe[order], order, batch_size):
         batch = collate(flat, starts[idx], lengths[idx], [captions[i] for i in idx] if captions is not None else None)
         batch = type(batch)(batch.tokens, batch.lengths.clamp(min=1), batch.texts).to(device)
         out[idx] = model.encode_text(batch).float().cpu().numpy()
+        bar.update(len(idx))
+    bar.close()
     model.train(was_training)
     return out
 

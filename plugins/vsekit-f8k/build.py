@@ -10,7 +10,8 @@ only what that spec trains. Writes into OUT:
 
 * ``model.json`` + ``model.safetensors``: the checkpoint with float16 weights,
   recording the image feature extractor (``efficientnet_lite0``), the run it
-  came from and the float16 model's test metrics;
+  came from and the float16 model's test metrics; no absolute path: the
+  spec's data folder is recorded relative to OUT (``vsekit.config.portable``);
 * ``model.captions.csv``: the training split's captions (``image,caption``),
   Flickr8K's own text where ``--captions-csv`` is found and tokenizes to the
   trained caption exactly, else the tokenized caption;
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vsekit import checkpoint, retrieval
     from vsekit import spec as spec_mod
+    from vsekit.config import portable
     from vsekit.data.tokenize import tokenize
     from vsekit.evaluate import evaluate_split
 
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     model, meta, _ = checkpoint.load(args.run)
     meta_path = checkpoint.find(args.run)
-    run_spec = meta["spec"]
+    # the run's spec with its paths resolved (a checkpoint records them relative to its folder)
+    run_spec = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent).to_dict()
     committed = spec_mod.load(args.spec).to_dict()
     diffs = [d for d in spec_differences(run_spec, committed) if d.split(":")[0] not in RUNTIME_KEYS]
     if diffs:
@@ -115,15 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         model.half()
         spec_path = args.spec.resolve()
+        # no path of this machine in the package: the spec's data paths relative to where model.json will live
+        # (from a checkout beside ../shared they still resolve; elsewhere `vsekit eval f8k` asks for --data)
+        shipped_spec = portable(run_spec, args.out)
         extra = {
             "image_feature_extractor": EXTRACTOR,
-            "built_from": {"run": str(meta_path), "weights_sha256": meta["weights_sha256"],
-                           "spec_file": str(spec_path.relative_to(REPO)) if spec_path.is_relative_to(REPO)
-                           else str(args.spec),
+            "built_from": {"run": portable(str(meta_path.resolve()), REPO), "weights_sha256": meta["weights_sha256"],
+                           "spec_file": portable(str(spec_path), REPO),
                            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             "license": "Flickr8K-derived: research use only (see the package README)",
         }
-        new_meta = checkpoint.save(tmp, "model", model, run_spec, step=meta.get("step", 0),
+        new_meta = checkpoint.save(tmp, "model", model, shipped_spec, step=meta.get("step", 0),
                                    epoch=meta.get("epoch", 0.0), metrics=meta.get("metrics"), extra=extra)
         # reload exactly as users will (float16 weights into a float32 model), then evaluate and encode with it
         m16, meta16, _ = checkpoint.load(new_meta)

@@ -20,8 +20,8 @@ trust_code_option = click.option(
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True)
-@click.option("--data", "data_spec", type=click.Path(dir_okay=False, path_type=Path),
-              help="Evaluate on this spec's data instead of the model's own.")
+@click.option("--data", "data_spec", type=click.Path(path_type=Path), metavar="DIR_OR_SPEC",
+              help="Evaluate on this data instead of the model's own: a precomp folder or a spec file.")
 @click.option("--folds", type=click.IntRange(min=1), default=None, help="Average over N equal folds (COCO 5-fold 1K).")
 @click.option("--ties", type=click.Choice(["pessimistic", "reference"]), default="pessimistic", show_default=True,
               help="Tie rule: a tie counts against the query, or the reference's stable argsort order.")
@@ -39,6 +39,7 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
     mean of 5 folds of 1,000 images) and 5K, and the JSON holds both ("1k", "5k").
     """
     from vsekit import api
+    from vsekit.config import portable
     from vsekit.evaluate import format_table, reference_lines, table_rows
     from vsekit.io import atomic_write_text
     from vsekit.training.manifest import record_written
@@ -50,9 +51,12 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
         click.echo(terminal_text(f"warning: {w}"), err=True)
     click.echo(reference_lines(metrics))
     click.echo(format_table(table_rows(split, metrics)))
-    target = output or meta_path.parent / api.eval_result_name(split, metrics)
+    installed = not checkpoint.exists()  # an installed model's name: its folder is not ours to write in
+    folder, prefix = (Path.cwd(), f"{checkpoint.name}_") if installed else (meta_path.parent, "")
+    target = output or folder / (prefix + api.eval_result_name(split, metrics))
+    record = portable({"checkpoint": str(meta_path), "split": split, **metrics}, target.resolve().parent)
     record_written(target)  # listed when written into a run folder (--force clears it)
-    atomic_write_text(target, json.dumps({"checkpoint": str(meta_path), "split": split, **metrics}, indent=1))
+    atomic_write_text(target, json.dumps(record, indent=1))
     click.echo(f"metrics: {target}")
 
 

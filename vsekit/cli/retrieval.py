@@ -47,10 +47,11 @@ def _model_arg(f: Any) -> Any:
               help="Also write an HTML page of the query and its results.")
 @click.option("--embed-images", is_flag=True, help="Embed thumbnails in the HTML as data URIs (self-contained file).")
 @trust_code_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar when the default bank is built on first use.")
 def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, features_file: Path | None, row: int,
                  k: int, bank_path: Path | None, search: str | None, minus: tuple[str, ...], plus: tuple[str, ...],
                  extractor: str | None, images_dir: Path | None, as_json: bool, html_out: Path | None,
-                 embed_images: bool, trust_code: bool) -> None:
+                 embed_images: bool, trust_code: bool, quiet: bool) -> None:
     """Captions for an image (--image), images for a caption (--text), with optional word arithmetic.
 
     \b
@@ -62,7 +63,7 @@ def retrieve_cmd(*, model: str | None, image: Path | None, text: str | None, fea
 
     req = retrieval.RetrieveRequest(model=model, image=image, text=text, features=features_file, row=row, k=k,
                                     bank=bank_path, search=search, minus=minus, plus=plus, extractor=extractor,
-                                    images_dir=images_dir, trust_code=trust_code)
+                                    images_dir=images_dir, trust_code=trust_code, quiet=quiet)
     res = retrieval.run_query(req)
     if html_out is not None:
         from vsekit import report
@@ -128,9 +129,10 @@ def encode_cmd(model: str | None, captions_file: Path | None, features_file: Pat
               help="BANK: writes BANK.json + BANK.safetensors (default: the model's default bank).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @trust_code_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Path | None, ids_file: Path | None,
              images: tuple[Path, ...], image_root: Path | None, extractor: str | None, output: Path | None,
-             dtype: str, trust_code: bool) -> None:
+             dtype: str, trust_code: bool, quiet: bool) -> None:
     """Encode a caption bank (--captions) or an image bank (--features + --ids, or --images) once.
 
     With no input, builds the model's default caption bank (its captions file,
@@ -141,7 +143,7 @@ def bank_cmd(model: str | None, *, captions_file: Path | None, features_file: Pa
     bank = retrieval.make_bank(retrieval.BankRequest(model=model, captions=captions_file, features=features_file,
                                                      ids=ids_file, images=images, image_root=image_root,
                                                      extractor=extractor, output=output, dtype=dtype,
-                                                     trust_code=trust_code))
+                                                     trust_code=trust_code, quiet=quiet))
     click.echo(f"wrote {bank.path} ({len(bank)} {bank.kind}, {bank.dim}-d {bank.dtype})")
 
 

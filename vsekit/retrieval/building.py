@@ -33,6 +33,8 @@ class BankRequest:
     output: Path | None = None
     dtype: str = "float16"
     trust_code: bool = False  # as vsekit.load_model's
+    #: no progress bar while encoding captions
+    quiet: bool = False
 
     def check(self) -> None:
         """Refuse two inputs, or features without ids (before anything is read).
@@ -64,7 +66,7 @@ def _read_inputs(req: BankRequest) -> dict:
 def _encode(req: BankRequest, r: Retriever, got: dict) -> Bank:
     if req.captions is not None:
         return build_caption_bank(r.model, got["texts"], got["ids"], dtype=req.dtype, source=str(req.captions),
-                                  verbose=True)
+                                  verbose=not req.quiet)
     if req.features is not None:
         return build_image_bank(r.model, got["feats"], got["ids"], dtype=req.dtype, image_root=req.image_root,
                                 source=str(req.features))
@@ -75,7 +77,7 @@ def _encode(req: BankRequest, r: Retriever, got: dict) -> Bank:
         table = extractor_table(r.meta, r.model.dim_image, req.extractor)
         return build_image_bank(r.model, feats, ids, dtype=req.dtype, image_root=folder, extractor=table,
                                 source=", ".join(str(p) for p in req.images))
-    return r.build_default_bank("captions")
+    return r.build_default_bank("captions", verbose=not req.quiet)
 
 
 def make_bank(req: BankRequest) -> Bank:

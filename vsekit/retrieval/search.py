@@ -44,6 +44,8 @@ class RetrieveRequest:
     extractor: str | None = None
     images_dir: Path | None = None
     trust_code: bool = False  # as vsekit.load_model's
+    #: no progress bar and no "building the bank" line when a default bank is built on first use
+    quiet: bool = False
 
     def check(self) -> None:
         """Refuse a request without exactly one query, or with a missing image file (before any model loads).
@@ -142,6 +144,6 @@ def run_query(req: RetrieveRequest) -> RetrieveResult:
     kind = req.search or (bank.kind if bank is not None else
                           ("images" if req.text is not None or req.moved() else "captions"))
     vec = query_vector(r, req)
-    bank = bank if bank is not None else r.bank(kind)
+    bank = bank if bank is not None else r.bank(kind, verbose=not req.quiet)
     hits = bank.search(vec, req.k)
     return RetrieveResult(request=req, ref=r.ref, bank=bank, kind=kind, rows=result_rows(hits, req, bank))

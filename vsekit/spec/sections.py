@@ -75,7 +75,8 @@ class TrainSpec:
     seed: int = attrs.field(default=0, validator=_seed)
     threads: int = attrs.field(default=0, validator=check(
         lambda v: 0 <= v <= limits.MAX_THREADS, f"an integer in [0, {limits.MAX_THREADS}] (0: torch's default)"))
-    device: str = attrs.field(default="cpu",
+    #: "auto": CUDA when this machine has it, else CPU (the device used is logged and in results.json)
+    device: str = attrs.field(default="auto",
                               validator=check(_is_device, "'auto' or a torch device: 'cpu', 'cuda', 'cuda:1', ..."))
     precision: str = attrs.field(default="fp32", validator=one_of("fp32", "bf16", "fp16"))
     tensorboard: bool = False

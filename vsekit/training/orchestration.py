@@ -65,6 +65,8 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
     spec_dict = spec.to_dict()
     d, device = distributed.setup(resolve_device(spec), spec.source or "<spec>")
     quiet = quiet or not d.is_main
+    if not quiet:
+        log.info("device: %s (train.device = %r)", device, spec.train.device)
     failure: VsekitError | None = None
     restart = False
     try:  # every check, on every rank, before rank 0 writes anything (the lock is rank 0's to probe)
@@ -73,7 +75,7 @@ def fit(spec: Spec, out: str | Path | None = None, *, quiet: bool = False, force
         if point is not None and point.kind == "finished":
             if not quiet:
                 results_log.info("%s: already finished; results: %s", out, out / "results.json")
-            return point.results
+            return {**point.results, "run_dir": str(out)}  # the file records it relative to itself
         if point is not None and point.kind == "restart":
             if d.is_main:
                 log.warning("%s: the run stopped before its first saved state; starting it over", out)
@@ -154,7 +156,7 @@ def finish(ctx: RunContext, loop: Loop, mlog: MetricsLog | NoLog) -> dict[str, A
     results = {
         "name": spec.name, "seed": t.seed, "best_step": p.best["step"], "best_epoch": p.best["epoch"],
         "steps": p.step, "train_seconds": train_seconds, "train_captions": len(ctx.setup.keep),
-        "skipped_over_maxlen_w": ctx.setup.skipped,
+        "skipped_over_maxlen_w": ctx.setup.skipped, "device": str(ctx.device),
         "valid": {"split": t.valid_split, **valid_metrics},
         "test": {"split": spec.eval.split, **test_metrics},
         "warnings": list(dict.fromkeys(overlap_warnings(ctx.data.overlap) + valid_metrics.get("warnings", [])

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from vsekit.config import portable
 from vsekit.errors import CheckpointError, DataError, SpecError
 from vsekit.evaluate import COLUMNS
 from vsekit.io import atomic_write_text
@@ -183,7 +184,7 @@ def list_run_files(out: Path) -> None:
 def write_results(out: Path, results: dict[str, Any]) -> None:
     """``results.json`` (all of ``results``) and ``results.csv`` (one row per split: valid, test)."""
     record_written(out / "results.json", out / "results.csv")
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(portable(results, out), indent=1))
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["split", *COLUMNS])
@@ -199,13 +200,13 @@ def write_opening_files(ctx: RunContext) -> None:
     names the run goes on to write (see :func:`start_run_dir`, which cleared the folder)."""
     out, su, data, d = ctx.out, ctx.setup, ctx.data, ctx.d
     list_run_files(out)
-    atomic_write_text(out / "spec.toml", dumps_toml(ctx.spec_dict))
+    atomic_write_text(out / "spec.toml", dumps_toml(portable(ctx.spec_dict, out)))  # no path of this machine
     prov = dict(su.prov)
     prov["data_report"] = {s.name: s.report for s in (data.train, data.valid, data.test)}
     prov["skipped_over_maxlen_w"] = su.skipped
     if d.enabled:
         prov["distributed"] = {"world_size": d.world_size, "backend": torch.distributed.get_backend()}
-    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1))
+    atomic_write_text(out / "provenance.json", json.dumps(portable(prov, out), indent=1))
     su.vocab.save(out / "vocab.json")
 
 
@@ -262,5 +263,5 @@ def write_summary(out: Path, summary: dict[str, Any]) -> Path:
     """``out/summary.json``; returns its path."""
     path = Path(out) / "summary.json"
     record_written(path)
-    atomic_write_text(path, json.dumps(summary, indent=1))
+    atomic_write_text(path, json.dumps(portable(summary, path.parent), indent=1))
     return path

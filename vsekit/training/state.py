@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vsekit import checkpoint
+from vsekit.config import portable
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.limits import read_json, read_toml
 from vsekit.spec import dumps_toml
@@ -295,7 +296,8 @@ def check_same_data(out: Path, point: ResumePoint, setup: Setup) -> None:
     except (OSError, DataError, AttributeError):
         return
     for f, digest in setup.prov["data_files"].items():
-        if f in before and before[f] != digest:
+        was = before.get(portable(f, out), before.get(f))  # recorded relative to the run folder (absolute before 0.3)
+        if was is not None and was != digest:
             raise CheckpointError(f"{out}: cannot resume: {f} changed since the run started (sha256 differs); "
                                   f"start over with --force")
 

@@ -29,7 +29,9 @@ class ImageProblem(Exception):
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` into an RGB image (first frame; transparency composited onto white).
+    """Decode ``path`` into an RGB image (first frame; EXIF orientation applied; transparency composited onto
+    white). The one place image files are opened for features (``vsekit.image_features`` hands PIL images here
+    as files).
 
     Pillow's decompression-bomb guard stays on: an image with more than
     ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused before its pixels are
@@ -55,7 +57,7 @@ def load_rgb(path: str | Path) -> Image.Image:
             if w < 1 or h < 1:
                 raise ImageProblem(f"image has no pixels ({w}x{h})")
             im.load()
-            return to_rgb(im)
+            return to_rgb(ImageOps.exif_transpose(im))  # a phone photo's EXIF orientation: upright pixels
     except ImageProblem:
         raise
     except Image.DecompressionBombError as exc:

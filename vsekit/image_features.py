@@ -1,0 +1,162 @@
+"""Image features for a trained model: which image feature extractor it needs, building it, and the feature rows
+of image files or PIL images.
+
+The extractor turns a photo into the features (N, dim_image) the model's image
+encoder takes; a model records which one made its training features. This is
+the one place that goes from photos to feature rows for a model:
+:meth:`vsekit.model.JointModel.encode_images`, ``vsekit retrieve --image`` and
+``vsekit bank --images`` all come here (:mod:`vsekit.retrieval.extractors`
+re-exports it).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vsekit.errors import DataError, VsekitError
+
+#: the package to install for an extractor a model records but this environment lacks
+EXTRACTOR_PACKAGES = {"efficientnet_lite0": "vsekit-efficientnet"}
+
+
+def extractor_table(meta: dict[str, Any] | None, dim_image: int, name: str | None = None,
+                    bank: Any = None) -> dict[str, Any]:
+    """Which image feature extractor turns a photo into this model's features.
+
+    In order: ``name``; what the checkpoint records (``meta["image_feature_extractor"]``,
+    carried from the features' ``_extractor.json`` by the trainer); what the
+    ``bank`` records (anything with a ``meta`` dict: an image bank); the spec's
+    (``meta["spec"]``) ``[data.features]`` unless it is ``precomputed``.
+    Nothing is guessed from ``dim_image``.
+
+    Raises:
+        VsekitError: none of these names an extractor (the message asks for ``--extractor``).
+    """
+    if name:
+        return {"type": name}
+    meta = meta or {}
+    candidates = [meta.get("image_feature_extractor"), bank.meta.get("image_feature_extractor") if bank else None,
+                  ((meta.get("spec") or {}).get("data") or {}).get("features")]
+    for table in candidates:
+        if isinstance(table, dict) and table.get("type") and table.get("type") != "precomputed":
+            return dict(table)
+    raise VsekitError(f"this model takes {dim_image}-d image features and records no image feature extractor: "
+                      f"pass --extractor NAME (Python: extractor=NAME), the one that made its training features "
+                      f"(`vsekit plugins` lists them), or query with --features FILE.npy")
+
+
+def build_extractor(table: dict[str, Any], *, trust_code: bool = True) -> Any:
+    """Build an image feature extractor from a table ``{"type": NAME, ...}`` (progress bar off unless the table
+    asks for it: a query is a few images); a table read from a model or bank file passes the caller's
+    ``trust_code`` (see :func:`vsekit.spec.require_trust`).
+
+    Raises:
+        RegistryError: the extractor is unknown (naming the package to install when it is a known one) or its
+            options are wrong.
+        UntrustedCodeError: the table names code to import and ``trust_code`` is False.
+    """
+    import attrs
+
+    from vsekit import spec as spec_mod
+    from vsekit.errors import RegistryError
+
+    name = table.get("type")
+    spec_mod.require_trust(table, "the model's image feature extractor", trust_code=trust_code)
+    try:
+        component = spec_mod.build_component("image_feature_extractor", table, "extractor", Path.cwd())
+        if "progress" not in table and "progress" in attrs.fields_dict(type(component.config)):
+            component = attrs.evolve(component, config=attrs.evolve(component.config, progress=False))  # one query
+        return component.build()
+    except spec_mod.SpecProblems as exc:
+        msg = "; ".join(m for _, m in exc.problems)
+        if name in EXTRACTOR_PACKAGES and name not in _registered_extractors():
+            msg = (f"image queries need the image feature extractor {name!r}, which is not installed: "
+                   f"pip install {EXTRACTOR_PACKAGES[name]} (or pass --extractor NAME, or --features FILE.npy)")
+        raise RegistryError(msg) from None
+
+
+def _registered_extractors() -> list[str]:
+    from vsekit import registry
+
+    return registry.registry("image_feature_extractor").names()
+
+
+def extract_features(extractor: Any, paths: Sequence[str | Path], dim_image: int | None = None) -> np.ndarray:
+    """Feature rows (N, D) float32 of N image files, row i for file i.
+
+    Raises:
+        DataError: a file is missing or the extractor cannot use it (naming the first such file), or the rows
+            are not ``dim_image`` wide.
+    """
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"{p}: no such image file")
+    result = extractor.extract(paths)
+    ok = np.asarray(result.ok, dtype=bool)
+    if not ok.all():
+        bad = paths[int(np.flatnonzero(~ok)[0])]
+        why = result.errors.get(bad.name) or result.errors.get(str(bad)) or "the extractor could not read it"
+        more = f" (and {int((~ok).sum()) - 1} more)" if (~ok).sum() > 1 else ""
+        raise DataError(f"{bad}: cannot use this image: {why}{more}")
+    feats = np.asarray(result.features, dtype=np.float32)
+    if dim_image is not None and (feats.ndim != 2 or feats.shape[1] != dim_image):
+        raise DataError(f"the image feature extractor gives {feats.shape[-1]}-d features, but the model takes "
+                        f"{dim_image}-d: pass --extractor with the extractor the model was trained on")
+    return feats
+
+
+def is_pil_image(obj: Any) -> bool:
+    """Whether ``obj`` is a ``PIL.Image.Image`` (without importing Pillow when it is not loaded yet)."""
+    import sys
+
+    pil = sys.modules.get("PIL.Image")
+    return pil is not None and isinstance(obj, pil.Image)
+
+
+def check_images(images: Sequence[Any]) -> None:
+    """Refuse a list holding anything but image file paths (``str`` / ``Path``) and PIL images.
+
+    Raises:
+        DataError: naming the first other item's index and type.
+    """
+    for i, item in enumerate(images):
+        if not isinstance(item, (str, Path)) and not is_pil_image(item):
+            raise DataError(f"images[{i}]: expected an image file path or a PIL image, got {type(item).__name__}")
+
+
+def image_rows(extractor: Any, images: Sequence[Any], dim_image: int | None = None) -> np.ndarray:
+    """Feature rows (N, D) float32 of N images, each an image file (``str`` / ``Path``) or a ``PIL.Image.Image``.
+
+    A PIL image gets its EXIF orientation applied (``PIL.ImageOps.exif_transpose``, as the extractor does when
+    it opens a file) and is handed to the extractor as a lossless temporary file (PNG; TIFF for modes PNG cannot
+    hold), deleted afterwards: the same photo gives the same row as a file or as an opened image.
+
+    Raises:
+        DataError: an item is neither a path nor a PIL image (naming its index), or as :func:`extract_features`.
+    """
+    check_images(images)
+    if not any(is_pil_image(item) for item in images):
+        return extract_features(extractor, images, dim_image)
+    from PIL import ImageOps
+
+    with tempfile.TemporaryDirectory(prefix="vsekit-images-") as tmp:
+        paths = []
+        for i, item in enumerate(images):
+            if not is_pil_image(item):
+                paths.append(Path(item))
+                continue
+            im = ImageOps.exif_transpose(item)
+            path = Path(tmp) / f"image{i}.png"
+            try:
+                im.save(path, format="PNG")
+            except (OSError, KeyError, ValueError):  # a mode PNG cannot hold (CMYK, ...)
+                path = path.with_suffix(".tiff")
+                im.save(path, format="TIFF")
+            paths.append(path)
+        return extract_features(extractor, paths, dim_image)
