@@ -135,13 +135,14 @@ def plugin_context(config: Config) -> Iterator[None]:
 
 
 def load_spec(config: Config, seed: int, spec_dir: Path) -> Spec:
-    """The configuration's spec with ``train.seed = seed`` on one thread (call inside :func:`plugin_context`)."""
+    """The configuration's spec with ``train.seed = seed`` on one thread, on the CPU where the pass marks were
+    measured (call inside :func:`plugin_context`)."""
     built = config.build()
     if isinstance(built, str):  # TOML text, as the tests write it to a file
         path = spec_dir / f"{config.name}.toml"
         path.write_text(built, encoding="utf-8")
         built = path
-    return vsekit.load_spec(built, [*config.overrides, "train.threads=1", f"train.seed={seed}"])
+    return vsekit.load_spec(built, [*config.overrides, "train.threads=1", "train.device=cpu", f"train.seed={seed}"])
 
 
 def portable(value: Any) -> Any:

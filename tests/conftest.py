@@ -88,7 +88,7 @@ def tiny_spec_text(data_dir: str | Path, **sections: dict) -> str:
         "model": {"dim": 32},
         "model.sentence_encoder": {"type": "gru", "dim_word": 16},
         "loss": {"type": "contrastive", "margin": 0.2},
-        "train": {"max_epochs": 1, "batch_size": 64, "lr": 0.002, "seed": 0},
+        "train": {"max_epochs": 1, "batch_size": 64, "lr": 0.002, "seed": 0, "device": "cpu"},
     }
     for name, values in sections.items():
         tables.setdefault(name.replace("__", "."), {}).update(values)

@@ -303,7 +303,8 @@ def test_custom_encoder_example_trains_and_reloads(tmp_path):
     results = testing.run_quick(EXAMPLES / "custom_encoder.toml", tmp_path / "run")  # one epoch, about 4 s
     assert results["test"]["rsum"] >= threshold("custom_encoder_example_1ep")  # benchmarks/thresholds.py
     saved = (tmp_path / "run" / "spec.toml").read_text(encoding="utf-8")
-    assert f'type = "{(EXAMPLES / "custom_encoder.py").resolve()}:CNNEncoder"' in saved
+    file = Path(os.path.relpath((EXAMPLES / "custom_encoder.py").resolve(), (tmp_path / "run").resolve())).as_posix()
+    assert f'type = "{file}:CNNEncoder"' in saved  # relative to the run folder: no path of this machine
     registry.reset(forget_user=True)  # as in a new process: nothing registered by the example
     model = vsekit.load_model(tmp_path / "run", trust_code=True)  # the run names the example's file
     assert type(model.sentence_encoder).__name__ == "CNNEncoder"

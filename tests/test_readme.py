@@ -113,11 +113,21 @@ def run_block(block: dict, tmp_path: Path) -> None:
 README_BLOCKS = blocks(README.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("block", README_BLOCKS, ids=[f"line{b['line']}-{b['lang'] or 'plain'}" for b in README_BLOCKS])
+def _param(block: dict) -> object:
+    """A block as a test case; a block marked ``readme-test: skip (REASON)`` is skipped with its reason."""
+    marks = [pytest.mark.skip(reason=f"README.md:{block['line']}: {block['skip']}")] if block["skip"] else []
+    return pytest.param(block, marks=marks, id=f"line{block['line']}-{block['lang'] or 'plain'}")
+
+
+def test_every_block_runs_or_says_why_not():
+    """Every block has a language and every skip marker a reason (the skipped blocks are checked here)."""
+    problems = [problem(b) for b in README_BLOCKS]
+    assert not [p for p in problems if p], problems
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in README_BLOCKS])
 def test_readme_block(block, tmp_path):
     assert problem(block) is None, problem(block)
-    if block["skip"]:
-        pytest.skip(f"README.md:{block['line']}: {block['skip']}")
     run_block(block, tmp_path)
 
 

@@ -108,7 +108,7 @@ def test_a_run_that_finished_between_check_and_lock_is_not_cleared(tmp_path, spe
     monkeypatch.setattr(orchestration, "load_data", other_run_finishes_meanwhile)
     with pytest.raises(CheckpointError, match="not empty"):
         vsekit.train(spec, out, quiet=True)
-    assert json.loads((out / "results.json").read_text())["run_dir"] == str(out)
+    assert (out / json.loads((out / "results.json").read_text())["run_dir"]).resolve() == out.resolve()
     assert "results.json" in read_manifest(out)
 
 

@@ -231,8 +231,8 @@ def test_encode_rows_match_records_and_formats(run_dir, tmp_path):
 
 
 def test_empty_or_unknown_query_says_so(run_dir, tmp_path):
-    shutil.copytree(run_dir, tmp_path / "run")  # its default banks are built into the folder
-    run = tmp_path / "run"
+    run = run_dir.with_name(f"{run_dir.name}_{tmp_path.name}")  # beside it: its data paths are relative
+    shutil.copytree(run_dir, run)  # its default banks are built into the folder
     err = one_error_line(invoke("retrieve", run, "--text", ""))
     assert "query text '' is empty" in err
     err = one_error_line(invoke("retrieve", run, "--text", "  ;; "))

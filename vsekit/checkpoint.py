@@ -24,13 +24,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vsekit._version import __version__
-from vsekit.config import portable
 from vsekit.data.tokenize import DEFAULT, tokenizer_problem
 from vsekit.data.vocab import Vocab
 from vsekit.errors import CheckpointError, SpecError
 from vsekit.io import check_finite_tensors, commit_parts, committed_part, pending_path, sibling
 from vsekit.limits import read_json
 from vsekit.model import JointModel
+from vsekit.spec.portable import portable_spec
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any],
          extra_tensors: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ``folder/name.safetensors`` and ``folder/name.json`` (see the module notes); return the JSON path.
 
-    The JSON records the spec with its absolute paths made relative to ``folder`` (:func:`vsekit.config.portable`);
+    The JSON records the spec with the paths it resolves made relative to ``folder``
+    (:func:`vsekit.spec.portable.portable_spec`);
     :func:`load` reads them against the checkpoint's folder, so a checkpoint holds no path of the machine that
     wrote it (older checkpoints with absolute paths load as before)."""
     folder = Path(folder)
@@ -61,7 +62,7 @@ def save(folder: str | Path, name: str, model: JointModel, spec: dict[str, Any],
     meta = {
         "format": FORMAT,
         "vsekit_version": __version__,
-        "spec": portable(spec, folder),  # paths relative to the checkpoint's folder: load() resolves them there
+        "spec": portable_spec(spec, folder),  # paths relative to the checkpoint's folder: load() resolves them there
         "vocab": model.vocab.words,
         "dim": model.dim,
         "dim_image": model.dim_image,

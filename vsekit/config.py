@@ -126,7 +126,7 @@ def portable(record: Any, base: str | Path) -> Any:
         return {portable(k, base): portable(v, base) for k, v in record.items()}
     if isinstance(record, (list, tuple)):
         return type(record)(portable(v, base) for v in record)
-    if isinstance(record, str) and os.path.isabs(record):
+    if isinstance(record, str) and os.path.isabs(record) and ": " not in record and "\n" not in record:
         try:
             return Path(os.path.relpath(record, Path(base).resolve())).as_posix()
         except ValueError:  # another drive (Windows): no relative path exists

@@ -49,7 +49,7 @@ def collect(files: Iterable[Path], spec_source: str | None = None) -> dict[str, 
     unique = sorted({Path(f).resolve() for f in files})
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "argv": sys.argv,
+        "argv": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [],  # the program by name, not its path
         "platform": platform.platform(),
         "versions": versions(),
         "git": {

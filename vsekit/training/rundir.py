@@ -28,6 +28,7 @@ from vsekit.evaluate import COLUMNS
 from vsekit.io import atomic_write_text
 from vsekit.limits import read_json
 from vsekit.spec import Spec, dumps_toml, run_name_problem
+from vsekit.spec.portable import portable_spec
 from vsekit.training.lock import LOCK_NAME, check_free
 from vsekit.training.manifest import MANIFEST_NAME, clear_listed, read_manifest, record_written, write_manifest
 from vsekit.training.metrics_log import MetricsLog, NoLog
@@ -200,7 +201,7 @@ def write_opening_files(ctx: RunContext) -> None:
     names the run goes on to write (see :func:`start_run_dir`, which cleared the folder)."""
     out, su, data, d = ctx.out, ctx.setup, ctx.data, ctx.d
     list_run_files(out)
-    atomic_write_text(out / "spec.toml", dumps_toml(portable(ctx.spec_dict, out)))  # no path of this machine
+    atomic_write_text(out / "spec.toml", dumps_toml(portable_spec(ctx.spec_dict, out)))  # no path of this machine
     prov = dict(su.prov)
     prov["data_report"] = {s.name: s.report for s in (data.train, data.valid, data.test)}
     prov["skipped_over_maxlen_w"] = su.skipped
