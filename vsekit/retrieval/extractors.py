@@ -88,3 +88,29 @@ def extract_features(extractor: Any, paths: Sequence[str | Path], dim_image: int
         raise DataError(f"the image feature extractor gives {feats.shape[-1]}-d features, but the model takes "
                         f"{dim_image}-d: pass --extractor with the extractor the model was trained on")
     return feats
+
+
+def extract_images(extractor: Any, images: Sequence[Any], dim_image: int | None = None) -> np.ndarray:
+    """Feature rows (N, dim_image) float32 of images held in memory: encoded file bytes (as uploaded) or PIL
+    images. Each is written to a temporary folder of its own (bytes as they are, a PIL image as PNG) for the
+    extractor, which reads files, and removed after.
+
+    Raises:
+        DataError: an image the extractor cannot use, named ``image-N`` (1-based) with the extractor's reason.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="vsekit-images-") as tmp:
+        paths = []
+        for i, im in enumerate(images, 1):
+            p = Path(tmp) / f"image-{i}"
+            if isinstance(im, (bytes, bytearray, memoryview)):
+                p.write_bytes(bytes(im))
+            else:
+                p = p.with_suffix(".png")
+                im.save(p, format="PNG", compress_level=1)
+            paths.append(p)
+        try:
+            return extract_features(extractor, paths, dim_image)
+        except DataError as exc:
+            raise DataError(str(exc).replace(tmp + "/", "")) from None
