@@ -33,7 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from vsekit.data.files import IMAGE_SUFFIXES
-from vsekit.errors import VsekitError
+from vsekit.errors import DataError, VsekitError
 from vsekit.retrieval import Bank, ImageBank, Retriever, arithmetic, extract_images, unreadable_captions
 from vsekit.serve.uploads import (
     ApiError,
@@ -115,12 +115,16 @@ class Service:
         """The unit-norm embedding (dim,) of an uploaded image (call under the lock).
 
         Raises:
-            ApiError: 503 when this server has no image feature extractor.
-            DataError: the extractor cannot use the image.
+            ApiError: 503 when this server has no image feature extractor; 400 when the extractor cannot use the
+                image (its reason, the upload named).
         """
         if self.image_problem is not None:
             raise ApiError(503, f"image queries are off on this server: {self.image_problem}")
-        row = extract_images(self.r.extractor, [upload.source()], self.r.model.dim_image)[0]
+        try:
+            row = extract_images(self.r.extractor, [upload.source()], self.r.model.dim_image)[0]
+        except DataError as exc:
+            why = str(exc).split(": cannot use this image: ", 1)[-1]
+            raise ApiError(400, f"uploaded image {upload.name!r}: cannot use this image: {why}") from None
         return self.r.embed_image(row)
 
     def thumb_file(self, image_id: str) -> Path | None:

@@ -95,15 +95,21 @@ def build_app(req: ServeRequest) -> object:
 
 
 def serve(req: ServeRequest, ready: Callable[[str], None] = print) -> None:
-    """Build the app (:func:`build_app`), listen, call ``ready(url)`` and serve until Ctrl-C or SIGTERM.
+    """Listen, build the app (:func:`build_app`), call ``ready(url)`` and serve until Ctrl-C or SIGTERM; requests
+    that arrive while the model loads wait in the socket's queue.
 
     Raises:
         VsekitError: see :func:`build_app` and :func:`listen`.
     """
-    app = build_app(req)
+    require_web()
+    sock = listen(req.host, req.port)  # first: a taken port fails before seconds of loading
+    try:
+        app = build_app(req)
+    except BaseException:
+        sock.close()
+        raise
     import uvicorn
 
-    sock = listen(req.host, req.port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     ready(url_of(req.host, port))

@@ -173,7 +173,7 @@ def decode_image(data: bytes, name: str = "image") -> Upload:
         if w < 1 or h < 1:
             raise ApiError(400, f"{label}: the image has no pixels ({w}x{h})")
         if im.getexif().get(0x0112, 1) in (None, 1):
-            im.verify()  # the container is sound; the extractor decodes the pixels
+            Image.open(io.BytesIO(data)).verify()  # the container is sound; the extractor decodes the pixels
             return Upload(data, None, name)
         im.load()
         return Upload(data, ImageOps.exif_transpose(im), name)
