@@ -9,9 +9,7 @@ from __future__ import annotations
 import html
 import html.parser
 import json
-import os
 import re
-import shutil
 import struct
 import subprocess
 import zlib
@@ -20,16 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_precomp
+from conftest import chromium, write_precomp
 
-from vsekit import checkpoint, report, testing
+from vsekit import checkpoint, report
 from vsekit.cli import cli
 from vsekit.cli.retrieval import add_commands
 from vsekit.retrieval import build_image_bank
 
 add_commands(cli)
-
-APT = "apt-get install -y chromium"
 
 #: appended to a copy of the page: after load, writes what the browser shows into the DOM
 CHECK_SCRIPT = """
@@ -51,14 +47,6 @@ window.addEventListener("load", () => {
 });
 </script>
 """
-
-
-def chromium() -> str:
-    for name in (os.environ.get("VSEKIT_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
-                 "google-chrome-stable"):
-        if name and shutil.which(name):
-            return shutil.which(name)  # type: ignore[return-value]
-    testing.missing_test_input(f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM")
 
 
 def run_chromium(page: Path, tmp_path: Path, *extra: str) -> str:

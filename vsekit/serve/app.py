@@ -308,7 +308,10 @@ def create_app(retriever: Retriever, *, images_dir: Path | None = None, image_ba
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
-    routes = [Route("/", index), *endpoints(svc), thumbs_route(svc),
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask; an empty answer keeps their console clean
+
+    routes = [Route("/", index), Route("/favicon.ico", no_icon), *endpoints(svc), thumbs_route(svc),
               Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
     app = Starlette(routes=routes, exception_handlers={ApiError: _error, VsekitError: _error, HTTPException: _error},
                     middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, limit=svc.limits.max_upload_bytes)])
