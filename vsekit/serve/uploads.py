@@ -77,7 +77,7 @@ class BodyLimit:
 
     def too_large(self) -> str:
         """The 413 message."""
-        return f"request too large: at most {self.limit / 1e6:g} MB (start the server with --max-upload-mb to change)"
+        return f"request too large: at most {self.limit / 2**20:g} MB (start the server with --max-upload-mb to change)"
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
