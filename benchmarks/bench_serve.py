@@ -33,6 +33,7 @@ import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,11 +58,12 @@ def queries(n: int) -> tuple[list[tuple[str, bytes]], list[str]]:
     return [(m, (root / "images" / m).read_bytes()) for m in names], [first[m] for m in names]
 
 
-def start(model: str, threads: int = 1) -> tuple[subprocess.Popen, str]:
-    """``vsekit serve MODEL --port 0 --threads THREADS`` and the URL it prints."""
+def start(model: str, log: Path, threads: int = 1) -> tuple[subprocess.Popen, str]:
+    """``vsekit serve MODEL --port 0 --threads THREADS`` (its stderr into ``log``) and the URL it prints."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "vsekit", "serve", model, "--port", "0", "--threads", str(threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         if select.select([proc.stdout], [], [], 1.0)[0]:
@@ -96,14 +98,16 @@ def ask(client: Any, url: str, kind: str, item: Any) -> tuple[int, float]:
     return r.status_code, (time.perf_counter() - t) * 1000
 
 
-def sequential(client: Any, url: str, kind: str, items: list[Any]) -> list[float]:
-    out = []
+def sequential(client: Any, url: str, kind: str, items: list[Any]) -> tuple[list[float], list[Any]]:
+    """Latencies (ms) of the requests answered 200, one after another, and the (status, item name) of others."""
+    out, failed = [], []
     for item in items:
         status, ms = ask(client, url, kind, item)
-        if status != 200:
-            raise SystemExit(f"{kind} query answered {status}")
-        out.append(ms)
-    return out
+        if status == 200:
+            out.append(ms)
+        else:
+            failed.append((status, item[0] if kind == "image" else item))
+    return out, failed
 
 
 def bad_requests(limit_bytes: int, truncated: bytes) -> list[tuple[tuple[str, dict], int]]:
@@ -172,7 +176,8 @@ def main() -> None:
 
     photos, texts = queries(args.photos)
     load_before = os.getloadavg()
-    proc, url = start(args.model, args.threads)
+    log = Path(tempfile.gettempdir()) / "vsekit_bench_serve.log"
+    proc, url = start(args.model, log, args.threads)
     try:
         with httpx.Client(timeout=120) as c:
             pairs = enumerate(zip(photos, texts, strict=True))
@@ -185,7 +190,8 @@ def main() -> None:
             for run in range(args.runs):
                 for kind, key, items in (("image", "warm_image_query", photos), ("text", "warm_text_query", texts)):
                     c0 = cpu_s(proc.pid)
-                    cases[key]["runs"].append(ms(sequential(c, url, kind, items)))
+                    times, failed = sequential(c, url, kind, items)
+                    cases[key]["runs"].append({**ms(times), "failed": failed})
                     cpu[kind].append((cpu_s(proc.pid) - c0) * 1000 / len(items))
                     print(f"run {run + 1} {key}: {cases[key]['runs'][-1]['median_ms']} ms", flush=True)
         for kind, key in (("image", "warm_image_query"), ("text", "warm_text_query")):
@@ -202,6 +208,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        print(f"server log: {log}")
     cases["memory"] = {"rss_after_warmup_mb": round(rss_warm, 1), "rss_after_load_mb": round(rss_after, 1),
                        "growth_mb": round(rss_after - rss_warm, 1), "target_mb": RSS_GROWTH_MB,
                        "target_met": rss_after - rss_warm <= RSS_GROWTH_MB}

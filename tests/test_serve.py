@@ -119,9 +119,9 @@ def registered_extractor():
         yield
 
 
-def make_client(toy, images_dir=True, **limits):
+def make_client(toy, images_dir=True, extractor="toy_color", **limits):
     r = retrieval.Retriever.load(toy / "toy", caption_bank=toy / "cbank", image_bank=toy / "ibank",
-                                 extractor="toy_color")
+                                 extractor=extractor)
     app = create_app(r, images_dir=toy / "images" if images_dir else None, limits=Limits(**limits))
     return TestClient(app)
 
@@ -304,6 +304,15 @@ def test_without_images_dir_cards_have_no_thumbnails(toy, registered_extractor):
         assert [r["thumb"] for r in body["results"]] == [None] * 4
         assert c.get("/thumbs/red_car.png").status_code == 404
         assert c.get("/api/info").json()["thumbnails"] is False
+
+
+def test_without_an_extractor_image_queries_are_503_and_text_queries_work(toy):
+    with make_client(toy, extractor=None) as c:  # the toy checkpoint records no image feature extractor
+        info = c.get("/api/info").json()
+        assert info["image_queries"] is False and "--extractor" in info["image_problem"]
+        resp = c.post("/api/captions", files={"image": ("r.png", png(RED))})
+        assert resp.status_code == 503 and "image queries are off" in resp.json()["error"]
+        assert ids(c.post("/api/images", json={"text": "blue car", "k": 1})) == ["blue_car.png"]
 
 
 def test_photo_bank_is_built_once_and_cached(toy, registered_extractor, tmp_path, monkeypatch):

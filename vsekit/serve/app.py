@@ -102,11 +102,21 @@ class Service:
             self.roots.update((i, root) for bank in (self.captions, self.images) for i in bank.ids if i)
         if image_bank is not None and image_bank.image_root is not None:
             self.roots.update((i, image_bank.image_root.resolve()) for i in image_bank.ids if i)
-        try:
-            retriever.extractor  # noqa: B018 - built now: the first image query is not the slow one
-            self.image_problem: str | None = None
+        self.image_problem: str | None = None
+        try:  # build the extractor and load its weights now, on the inference thread: no slow first query
+            self.worker.submit(self.warm_up).result()
         except VsekitError as exc:
             self.image_problem = str(exc)
+
+    def warm_up(self) -> None:
+        """Build the image feature extractor and run it once on a small grey image.
+
+        Raises:
+            VsekitError: no image feature extractor for this model, or it fails on a plain image.
+        """
+        from PIL import Image
+
+        extract_images(self.r.extractor, [Image.new("RGB", (64, 48), (128, 128, 128))], self.r.model.dim_image)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the one inference thread, after the queries queued before it."""
