@@ -1,13 +1,15 @@
 """``vsekit serve``: a local web app and JSON API over one loaded :class:`~vsekit.retrieval.Retriever`.
 
 The model, its banks and its image feature extractor are loaded once; every
-query goes through one lock at the configured torch threads (one by default:
-on a small shared machine two threads were 40x slower than one under load).
+query runs on one inference thread, in arrival order, at the configured torch
+threads (one by default: on a small shared machine two threads were 40x slower
+than one under load).
 The package, one concept a module: :mod:`~vsekit.serve.app` (the Starlette app
 factory and its endpoints), :mod:`~vsekit.serve.uploads` (bounded request
 bodies, image uploads, form fields and their 4xx errors),
-:mod:`~vsekit.serve.photos` (the cached image bank of the user's own photos)
-and ``static/`` (the page, its script and style).
+:mod:`~vsekit.serve.photos` (the cached image bank of the user's own photos),
+:mod:`~vsekit.serve.server` (start-up: load, listen, run uvicorn) and
+``static/`` (the page, its script and style).
 
 Starlette, uvicorn and python-multipart are the optional extra ``vsekit[serve]``;
 this module imports none of them, so :func:`require_web` can say what to install.
