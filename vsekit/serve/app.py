@@ -135,7 +135,7 @@ class Service:
             row = extract_images(self.r.extractor, [upload.source()], self.r.model.dim_image)[0]
         except DataError as exc:
             why = str(exc).split(": cannot use this image: ", 1)[-1]
-            raise ApiError(400, f"uploaded image {upload.name!r}: cannot use this image: {why}") from None
+            raise ApiError(400, f"{upload.label()}: cannot use this image: {why}") from None
         return self.r.embed_image(row)
 
     def thumb_file(self, image_id: str) -> Path | None:

@@ -140,26 +140,45 @@ def field_words(values: list[Any], limits: Limits, name: str) -> tuple[str, ...]
 
 @attrs.frozen
 class Upload:
-    """A decoded image upload: ``data`` (the bytes as sent) or, when its EXIF orientation turned it, ``image`` (the
-    upright PIL image); ``name`` is the client's file name, for messages only (never opened)."""
+    """A checked image upload: ``data`` (the bytes as sent), ``turned`` (its EXIF orientation turns it) and
+    ``name`` (the client's file name, for messages only: never opened)."""
 
     data: bytes
-    image: Any
+    turned: bool
     name: str
 
+    def label(self) -> str:
+        """How messages name the upload."""
+        return f"uploaded image {self.name!r}"
+
     def source(self) -> Any:
-        """What the extractor gets: the upright image when EXIF turned it, else the bytes as sent."""
-        return self.image if self.image is not None else self.data
+        """What the extractor gets: the bytes as sent, or for a turned photo the upright PIL image
+        (``PIL.ImageOps.exif_transpose``), decoded here: call it where the pixels may be decoded (the inference
+        thread), not on the event loop.
+
+        Raises:
+            ApiError: 400 when the pixels cannot be decoded.
+        """
+        if not self.turned:
+            return self.data
+        from PIL import Image, ImageOps
+
+        try:
+            with Image.open(io.BytesIO(self.data)) as im:
+                return ImageOps.exif_transpose(im)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ApiError(400, f"{self.label()}: corrupt or truncated image data: {exc}") from None
 
 
 def decode_image(data: bytes, name: str = "image") -> Upload:
-    """Check an uploaded image in memory and apply its EXIF orientation (``PIL.ImageOps.exif_transpose``).
+    """Check an uploaded image in memory: its header (format, size) and EXIF orientation; the pixels are decoded
+    later (:meth:`Upload.source`, the extractor).
 
     Raises:
         ApiError: 400 for an empty upload or a corrupt one; 415 for data Pillow cannot identify as an image; 413
             for more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's decompression-bomb guard).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     label = f"uploaded image {name!r}"
     if not data:
@@ -172,11 +191,9 @@ def decode_image(data: bytes, name: str = "image") -> Upload:
             raise ApiError(413, f"{label}: {w}x{h} pixels, more than the {limit} Pillow decodes")
         if w < 1 or h < 1:
             raise ApiError(400, f"{label}: the image has no pixels ({w}x{h})")
-        if im.getexif().get(0x0112, 1) in (None, 1):
-            Image.open(io.BytesIO(data)).verify()  # the container is sound; the extractor decodes the pixels
-            return Upload(data, None, name)
-        im.load()
-        return Upload(data, ImageOps.exif_transpose(im), name)
+        turned = im.getexif().get(0x0112, 1) not in (None, 1)
+        Image.open(io.BytesIO(data)).verify()  # the container is sound (PNG: chunk checksums)
+        return Upload(data, turned, name)
     except ApiError:
         raise
     except UnidentifiedImageError:
