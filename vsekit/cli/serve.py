@@ -13,7 +13,7 @@ import click
 @click.command("serve")
 @click.argument("model", required=False, metavar="[MODEL]")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; another than 127.0.0.1 lets other machines use the server.")
+              help="Address to listen on; any other than 127.0.0.1 lets other machines use the server.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port; 0 picks a free one (the URL is printed).")
 @click.option("--images-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
