@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,17 @@ MINI = EMBEDDED_ROOT / "f8k_mini"
 THRESHOLDS = REPO / "benchmarks" / "results" / "thresholds.json"
 #: the real Flickr8K data root, or None (tests ask for it through the ``shared_data`` fixture)
 SHARED = testing.find_shared_data("flickr8k/captions.txt", "flickr8k-effnet-lite0/test_ims.npy")
+APT_CHROMIUM = "apt-get install -y chromium"
+
+
+def chromium() -> str:
+    """The headless Chromium to test pages with: ``$VSEKIT_CHROMIUM``, else the first of the usual names on PATH;
+    none skips the calling test (fails it under ``CI=true``)."""
+    for name in (os.environ.get("VSEKIT_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
+                 "google-chrome-stable"):
+        if name and shutil.which(name):
+            return shutil.which(name)  # type: ignore[return-value]
+    testing.missing_test_input(f"headless Chromium not found: `{APT_CHROMIUM}` (Debian) or set VSEKIT_CHROMIUM")
 
 
 @functools.cache

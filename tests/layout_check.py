@@ -8,24 +8,10 @@ of two different cards. Any page with result cards can be checked: a card is an 
 
 from __future__ import annotations
 
-import os
-import shutil
-
-from vsekit import testing
-
 APT = "apt-get install -y chromium"
 WIDTHS = (375, 800, 1280)
 #: what counts as one card: the shared class, plus the static pages' result items and query boxes
 CARDS = ".card, li.hit, section.query > .q"
-
-
-def chromium() -> str:
-    """The headless Chromium executable; skips the test (fails it under CI=true) when there is none."""
-    for name in (os.environ.get("VSEKIT_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
-                 "google-chrome-stable"):
-        if name and shutil.which(name):
-            return shutil.which(name)  # type: ignore[return-value]
-    testing.missing_test_input(f"headless Chromium not found: `{APT}` (Debian) or set VSEKIT_CHROMIUM")
 
 
 #: returns [{card, text, x, y, w, h}] for every visible line box of every text node inside a card

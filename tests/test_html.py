@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_precomp
-from layout_check import chromium
+from conftest import chromium, write_precomp
 
 from vsekit import checkpoint, report
 from vsekit.cli import cli

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_precomp
-from layout_check import chromium, overlaps_at_widths
+from conftest import chromium, write_precomp
+from layout_check import overlaps_at_widths
 from test_html import png, toy_run
 
 from vsekit import checkpoint, testing

@@ -11,6 +11,7 @@ re-exports it).
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,44 +120,58 @@ def is_pil_image(obj: Any) -> bool:
     return pil is not None and isinstance(obj, pil.Image)
 
 
+#: what an image may be in a list of images: a file path, the file's bytes (as uploaded), or a PIL image
+IMAGE_BYTES = (bytes, bytearray, memoryview)
+
+
 def check_images(images: Sequence[Any]) -> None:
-    """Refuse a list holding anything but image file paths (``str`` / ``Path``) and PIL images.
+    """Refuse a list holding anything but image file paths (``str`` / ``Path``), file bytes and PIL images.
 
     Raises:
         DataError: naming the first other item's index and type.
     """
     for i, item in enumerate(images):
-        if not isinstance(item, (str, Path)) and not is_pil_image(item):
-            raise DataError(f"images[{i}]: expected an image file path or a PIL image, got {type(item).__name__}")
+        if not isinstance(item, (str, Path, *IMAGE_BYTES)) and not is_pil_image(item):
+            raise DataError(f"images[{i}]: expected an image file path, its bytes or a PIL image, got "
+                            f"{type(item).__name__}")
 
 
 def image_rows(extractor: Any, images: Sequence[Any], dim_image: int | None = None) -> np.ndarray:
-    """Feature rows (N, D) float32 of N images, each an image file (``str`` / ``Path``) or a ``PIL.Image.Image``.
+    """Feature rows (N, D) float32 of N images, each an image file (``str`` / ``Path``), the bytes of one (as
+    uploaded) or a ``PIL.Image.Image``.
 
-    A PIL image gets its EXIF orientation applied (``PIL.ImageOps.exif_transpose``, as the extractor does when
-    it opens a file) and is handed to the extractor as a lossless temporary file (PNG; TIFF for modes PNG cannot
-    hold), deleted afterwards: the same photo gives the same row as a file or as an opened image.
+    Bytes are written as they are, and a PIL image with its EXIF orientation applied (``PIL.ImageOps.
+    exif_transpose``, as the extractor does when it opens a file) as a lossless file (PNG; TIFF for modes PNG
+    cannot hold), to a temporary folder for the extractor, deleted afterwards: the same photo gives the same
+    row as a file, as bytes or as an opened image. Messages name such an image ``image-N`` (1-based).
 
     Raises:
-        DataError: an item is neither a path nor a PIL image (naming its index), or as :func:`extract_features`.
+        DataError: an item is none of these (naming its index), or as :func:`extract_features`.
     """
     check_images(images)
-    if not any(is_pil_image(item) for item in images):
+    if all(isinstance(item, (str, Path)) for item in images):
         return extract_features(extractor, images, dim_image)
+    with tempfile.TemporaryDirectory(prefix="vsekit-images-") as tmp:
+        paths = [Path(item) if isinstance(item, (str, Path)) else _temporary_file(item, Path(tmp) / f"image-{i}")
+                 for i, item in enumerate(images, 1)]
+        try:
+            return extract_features(extractor, paths, dim_image)
+        except DataError as exc:
+            raise DataError(str(exc).replace(tmp + os.sep, "")) from None
+
+
+def _temporary_file(item: Any, stem: Path) -> Path:
+    """Write the image ``item`` (file bytes, or a PIL image made upright) at ``stem`` (+ suffix); return it."""
+    if isinstance(item, IMAGE_BYTES):
+        stem.write_bytes(bytes(item))
+        return stem
     from PIL import ImageOps
 
-    with tempfile.TemporaryDirectory(prefix="vsekit-images-") as tmp:
-        paths = []
-        for i, item in enumerate(images):
-            if not is_pil_image(item):
-                paths.append(Path(item))
-                continue
-            im = ImageOps.exif_transpose(item)
-            path = Path(tmp) / f"image{i}.png"
-            try:
-                im.save(path, format="PNG")
-            except (OSError, KeyError, ValueError):  # a mode PNG cannot hold (CMYK, ...)
-                path = path.with_suffix(".tiff")
-                im.save(path, format="TIFF")
-            paths.append(path)
-        return extract_features(extractor, paths, dim_image)
+    im = ImageOps.exif_transpose(item)
+    path = stem.with_suffix(".png")
+    try:
+        im.save(path, format="PNG")
+    except (OSError, KeyError, ValueError):  # a mode PNG cannot hold (CMYK, ...)
+        path = stem.with_suffix(".tiff")
+        im.save(path, format="TIFF")
+    return path

@@ -2,9 +2,10 @@
 
 One module per command group (:mod:`~vsekit.cli.run`: run, validate; :mod:`~vsekit.cli.evaluate`: eval;
 :mod:`~vsekit.cli.plugins`; :mod:`~vsekit.cli.extract`; :mod:`~vsekit.cli.legacy`: import-legacy,
-export-legacy; :mod:`vsekit.cli.retrieval`: retrieve, encode, bank, report, models). Each command parses its
-arguments, makes one API call and prints; the API is imported inside the command, so importing the CLI imports
-no torch. The group holds vsekit's own commands; :func:`main` then adds the plugins' (``register_commands``).
+export-legacy; :mod:`vsekit.cli.retrieval`: retrieve, encode, bank, report, models; :mod:`~vsekit.cli.serve`:
+serve). Each command parses its arguments, makes one API call and prints; the API is imported inside the
+command, so importing the CLI imports no torch. The group holds vsekit's own commands; :func:`main` then adds
+the plugins' (``register_commands``).
 
 User errors (:class:`~vsekit.errors.VsekitError`, click's usage errors, and a full disk, no permission, out
 of memory, input nested too deeply or not UTF-8) print one ``error:`` line each and exit with status 2; any
@@ -163,13 +164,13 @@ def add_builtin_commands(group: click.Group) -> list[str]:
     Returns:
         The names of the commands added beyond :data:`CORE_COMMANDS`, sorted.
     """
-    from vsekit.cli import retrieval
+    from vsekit.cli import retrieval, serve
 
     for cmd in CORE_COMMANDS:
         if cmd.name not in group.commands:
             group.add_command(cmd)
     before = set(group.commands)
-    for module in (extract, legacy, retrieval):
+    for module in (extract, legacy, retrieval, serve):
         module.add_commands(group)
     return sorted(set(group.commands) - before)
 

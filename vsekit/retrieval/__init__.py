@@ -72,7 +72,13 @@ from vsekit.retrieval.banks import (
 )
 from vsekit.retrieval.building import BankRequest, make_bank
 from vsekit.retrieval.encoding import ENCODE_SUFFIXES, Encoded, encode_file
-from vsekit.retrieval.extractors import EXTRACTOR_PACKAGES, build_extractor, extract_features, extractor_table
+from vsekit.retrieval.extractors import (
+    EXTRACTOR_PACKAGES,
+    build_extractor,
+    extract_features,
+    extractor_table,
+    image_rows,
+)
 from vsekit.retrieval.files import image_files, read_captions, read_features, read_ids, write_captions_csv
 from vsekit.retrieval.models import (
     ENV_CACHE,
@@ -93,14 +99,60 @@ from vsekit.retrieval.retriever import Retriever, retrieve
 from vsekit.retrieval.search import RetrieveRequest, RetrieveResult, run_query
 
 __all__ = [
-    "DTYPES", "ENCODE_SUFFIXES", "ENV_CACHE", "ENV_MODEL", "EXTRACTOR_PACKAGES", "FORMAT", "IMAGE_SUFFIXES", "KINDS",
-    "MODELS_GROUP", "Bank", "BankRequest", "CaptionBank", "Encoded", "Hit", "ImageBank", "ModelRef",
-    "RetrieveRequest", "RetrieveResult", "Retriever", "arithmetic", "bank_files", "build_caption_bank",
-    "build_extractor", "build_image_bank", "cache_dir", "check_bank", "check_query_text", "default_model",
-    "embed_features", "embed_text", "encode_file", "extract_features", "extractor_table", "find_image",
-    "image_files", "installed_model_path", "installed_models", "list_installed_models", "load_bank", "load_model",
-    "locate_model", "make_bank", "model_fingerprint", "open_model", "read_captions", "read_features", "read_ids",
-    "resolve_model", "retrieve", "run_query", "same_model", "unreadable_captions", "write_captions_csv",
+    "DTYPES",
+    "ENCODE_SUFFIXES",
+    "ENV_CACHE",
+    "ENV_MODEL",
+    "EXTRACTOR_PACKAGES",
+    "FORMAT",
+    "IMAGE_SUFFIXES",
+    "KINDS",
+    "MODELS_GROUP",
+    "Bank",
+    "BankRequest",
+    "CaptionBank",
+    "Encoded",
+    "Hit",
+    "ImageBank",
+    "ModelRef",
+    "RetrieveRequest",
+    "RetrieveResult",
+    "Retriever",
+    "arithmetic",
+    "bank_files",
+    "build_caption_bank",
+    "build_extractor",
+    "build_image_bank",
+    "cache_dir",
+    "check_bank",
+    "check_query_text",
+    "default_model",
+    "embed_features",
+    "embed_text",
+    "encode_file",
+    "extract_features",
+    "extractor_table",
+    "find_image",
+    "image_files",
+    "image_rows",
+    "installed_model_path",
+    "installed_models",
+    "list_installed_models",
+    "load_bank",
+    "load_model",
+    "locate_model",
+    "make_bank",
+    "model_fingerprint",
+    "open_model",
+    "read_captions",
+    "read_features",
+    "read_ids",
+    "resolve_model",
+    "retrieve",
+    "run_query",
+    "same_model",
+    "unreadable_captions",
+    "write_captions_csv",
 ]
 
 
