@@ -113,7 +113,7 @@ def test_encode_images_refuses_what_it_cannot_read(trained_run, tmp_path):
     model = vsekit.load_model(trained_run)
     with pytest.raises(DataError, match=r"one str; pass \[image\]"):
         model.encode_images("photo.jpg")
-    with pytest.raises(DataError, match=r"images\[1\]: expected an image file path or a PIL image, got int"):
+    with pytest.raises(DataError, match=r"images\[1\]: expected an image file path, its bytes or a PIL image, got int"):
         model.encode_images(["photo.jpg", 3])
     with pytest.raises(DataError, match="expected shape"):
         model.encode_images(np.zeros((2, model.dim_image + 1), np.float32))

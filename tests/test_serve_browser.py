@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from conftest import REPO, chromium
+from layout_check import text_overlaps
 
 from vsekit import retrieval, testing
 
@@ -115,6 +116,7 @@ def test_page_shows_what_the_cli_finds(tmp_path):
             for width in (375, 800, 1280):
                 page.set_viewport_size({"width": width, "height": 900})
                 assert no_overlap(page.locator(".card").evaluate_all(CARD_BOXES)), width
+                assert text_overlaps(page) == [], width  # the layout test's checker, on the live page
             browser.close()
         assert problems == [], problems  # no script error, no CSP violation
     finally:

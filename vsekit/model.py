@@ -25,7 +25,7 @@ from vsekit.data.batching import collate
 from vsekit.data.tokenize import DEFAULT, get_tokenizer, tokenize_all
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import DataError
-from vsekit.image_features import build_extractor, check_images, extractor_table, image_rows, is_pil_image
+from vsekit.image_features import IMAGE_BYTES, build_extractor, check_images, extractor_table, image_rows, is_pil_image
 from vsekit.spec import Component
 from vsekit.text.batch import TextBatch
 
@@ -196,10 +196,10 @@ class JointModel(nn.Module):
                       extractor: str | None = None) -> np.ndarray:
         """Unit-norm float32 embeddings (N, dim) of N images, row i for image i.
 
-        ``images``: a list of image files (``str`` / ``Path``) and ``PIL.Image.Image`` objects, featurized by the
-        image feature extractor the model records (or ``extractor``, a registered name; built once per model,
-        EXIF orientation applied); or feature rows, an (N, dim_image) / (N, K, dim_image) array or tensor, as
-        :func:`vsekit.encode_images` takes.
+        ``images``: a list of image files (``str`` / ``Path``), their bytes and ``PIL.Image.Image`` objects,
+        featurized by the image feature extractor the model records (or ``extractor``, a registered name; built
+        once per model, EXIF orientation applied); or feature rows, an (N, dim_image) / (N, K, dim_image) array
+        or tensor, as :func:`vsekit.encode_images` takes.
 
         Raises:
             DataError: one path or image instead of a list, an item that is neither, an unreadable image, or
@@ -208,13 +208,13 @@ class JointModel(nn.Module):
         """
         if torch.is_tensor(images) or isinstance(images, np.ndarray):
             return encode_images(self, images, batch_size, verbose)
-        if isinstance(images, (str, Path)) or is_pil_image(images):
+        if isinstance(images, (str, Path, *IMAGE_BYTES)) or is_pil_image(images):
             raise DataError(f"encode_images: expected a list of images, got one {type(images).__name__}; "
                             f"pass [image]")
         images = list(images)
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if not any(isinstance(x, (str, Path)) or is_pil_image(x) for x in images):  # nested lists of numbers
+        if not any(isinstance(x, (str, Path, *IMAGE_BYTES)) or is_pil_image(x) for x in images):  # lists of numbers
             return encode_images(self, np.asarray(images, dtype=np.float32), batch_size, verbose)
         check_images(images)  # before building the extractor
         return encode_images(self, image_rows(self.image_extractor(extractor), images, self.dim_image),
