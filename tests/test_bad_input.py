@@ -19,6 +19,7 @@ from conftest import REPO, tiny_spec_text
 
 from vsekit.cli import cli
 from vsekit.errors import SpecError
+from vsekit.io import sha256_file
 
 CASES, case = cases()
 
@@ -696,3 +697,25 @@ def test_validate_checks_files_and_that_options_agree(env, change, needles):
     before = snapshot(env.root)
     err = assert_refused(invoke(["validate", str(spec)], env.root), [f"{spec}: ", *needles])
     assert snapshot(env.root) == before, err
+
+
+@case
+def spec_nul_in_a_path_field(e):
+    return e.run(change=lambda d: d["data"].update(dir="d\x00x")), [f"{e.spec}: [data] dir", "NUL character"]
+
+
+@case
+def bank_with_nan_embeddings(e):
+    from safetensors.torch import load_file, save_file
+
+    ckpt = e.ckpt()
+    bank = e.root / "bank"
+    made = invoke(["bank", str(ckpt), "--captions", str(e.caps("test")), "-o", str(bank)], e.root)
+    assert made.exit_code == 0, made.output
+    weights = e.root / "bank.safetensors"
+    emb = load_file(weights)["embeddings"].clone()
+    emb[3, 0] = float("nan")
+    save_file({"embeddings": emb}, weights, metadata={"format": "vsekit-bank/1"})
+    edit_json(e.root / "bank.json", lambda m: m.update(weights_sha256=sha256_file(weights)))  # deeper checks reached
+    argv = ["retrieve", str(ckpt), "--features", str(e.npy("test")), "--bank", str(e.root / "bank.json")]
+    return argv, ["bank.safetensors (bank embeddings)", "NaN or inf", "first row 3"]

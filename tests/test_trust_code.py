@@ -140,3 +140,25 @@ def test_a_saved_spec_is_refused_before_the_reference_options_resolve_names(tmp_
     with pytest.raises(UntrustedCodeError, match=r"model\.sentence_encoder\.type"):
         spec_mod.from_dict(raw, source="best.json", base=tmp_path)
     assert not (tmp_path / "MARKER").exists()
+
+
+def test_a_feature_files_record_never_imports_the_extractor_it_names(tmp_path):
+    """A feature file's ``_extractor.json`` is data: comparing its extractor with another resolves names without
+    importing (a ``file.py:Class`` or an unimported ``module:Class`` compares by name), so the records differ."""
+    from vsekit.errors import DataError
+    from vsekit.extract import recorded_extractor, resolve_type
+
+    (tmp_path / "evil.py").write_text(PLANT + "class Evil:\n    pass\n", encoding="utf-8")
+    module = f"evil_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(PLANT, encoding="utf-8")
+    sys.path.insert(0, str(tmp_path))
+    for i, name in enumerate([f"{tmp_path / 'evil.py'}:Evil", f"{module}:Evil"]):
+        with pytest.raises(vsekit.VsekitError, match="not a registered or already imported"):
+            resolve_type(name)
+        for split, table in (("a", {"type": name}), ("b", {"type": "precomputed"})):
+            (tmp_path / f"{split}{i}_ims.npy").write_bytes(b"")
+            (tmp_path / f"{split}{i}_extractor.json").write_text(json.dumps({"extractor": table}), encoding="utf-8")
+        with pytest.raises(DataError, match="do not mix"):
+            recorded_extractor([tmp_path / f"a{i}_ims.npy", tmp_path / f"b{i}_ims.npy"])
+    assert not (tmp_path / "MARKER").exists()
+    assert resolve_type("precomputed").__name__  # a registered name still resolves

@@ -110,14 +110,19 @@ def describe(extractor: ImageFeatureExtractor) -> dict[str, Any]:
 
 
 def resolve_type(name: str) -> Any:
-    """The image feature extractor class named ``name`` (registered name or ``module:Class``).
+    """The image feature extractor class named ``name`` (registered name or ``module:Class``), resolved without
+    importing anything (a feature file's record is data: :func:`vsekit.registry.loaded_class`).
 
     Raises:
-        RegistryError: the name resolves to no extractor.
+        RegistryError: the name resolves to no extractor, or only by importing code.
     """
     from vsekit import registry
+    from vsekit.errors import RegistryError
 
-    return registry.get("image_feature_extractor", name)
+    cls = registry.loaded_class("image_feature_extractor", name)
+    if cls is None:
+        raise RegistryError(f"{name!r} is not a registered or already imported image feature extractor")
+    return cls
 
 
 def recorded_extractor(files: Iterable[str | Path]) -> dict[str, Any] | None:

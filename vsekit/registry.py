@@ -355,3 +355,22 @@ def __getattr__(name: str) -> Any:
                       stacklevel=2)
         return getattr(plugins, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def loaded_class(kind: str, name: str) -> type | None:
+    """The class of ``kind`` that ``name`` names when resolving it imports nothing: a registered name, or a
+    ``module:Class`` / ``file.py:Class`` whose module or file this process has already imported; else None.
+    For names read from data or model files, which must not make vsekit import code (see
+    :func:`vsekit.spec.require_trust`)."""
+    if name in registry(kind):
+        return get(kind, name)
+    module_name, sep, cls_name = name.rpartition(":")
+    if not sep:
+        return None
+    if is_file_name(name):
+        path = str(Path(module_name).resolve())
+        module = next((m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == path), None)
+    else:
+        module = sys.modules.get(module_name)
+    cls = getattr(module, cls_name, None)
+    return cls if isinstance(cls, type) else None

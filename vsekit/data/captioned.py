@@ -143,9 +143,10 @@ class CaptionedImagesReader(DatasetReader):
         return self._extractor
 
     def extractor_class(self, name: str) -> type:
-        """The class an extractor type name resolves to, through the component the spec layer built for
-        ``features`` (so that a cache made under another name of the same class is reused)."""
-        return attrs.evolve(self.config.features, type=name).cls
+        """The class an extractor type name (read from a feature file's record) resolves to, through the component
+        the spec layer built for ``features`` (so that a cache made under another name of the same class is
+        reused), without importing anything a data file names (RegistryError when it would)."""
+        return self.config.features.loaded_class(name)
 
     def read(self, split: str) -> Split:
         """The split: the listed images that keep captions under ``caps_per_image`` and have features.

@@ -29,6 +29,7 @@ from vsekit._version import __version__
 from vsekit.data.files import find_image
 from vsekit.errors import DataError, VsekitError
 from vsekit.io import (
+    check_feature_values,
     commit_parts,
     committed_part,
     lock_beside,
@@ -173,6 +174,7 @@ class Bank:
         record_text((i or "" for i in self.ids), "id", str(meta_path), allow_empty=True)
         record_written(weights, meta_path)  # listed when written into a run folder (--force clears them)
         tensors = {"embeddings": self.embeddings.detach().contiguous().cpu()}
+        check_feature_values(tensors["embeddings"].float().numpy(), f"{meta_path} (bank embeddings)")  # none written
         with lock_beside(meta_path):
             commit_parts(meta_path, {weights: lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT})},
                          lambda digests: self._record(weights, digests[weights]))
@@ -282,6 +284,7 @@ def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = 
     if not isinstance(ids, list) or len(ids) != len(emb) or (emb.ndim == 2 and emb.shape[1] != meta.get("dim")):
         raise DataError(f"{meta_path}: {weights.name} holds {tuple(emb.shape)} embeddings, but the JSON lists "
                         f"{len(ids) if isinstance(ids, list) else 'no'} ids of dim {meta.get('dim')}: rebuild the bank")
+    check_feature_values(emb.float().numpy(), f"{weights} (bank embeddings)")  # no NaN bank is searched
     rest = {k: v for k, v in meta.items() if k not in ("ids", "texts")}
     if meta["kind"] == "captions":
         texts = meta.get("texts")

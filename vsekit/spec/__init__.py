@@ -131,6 +131,7 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
     base = base if base is not None else Path.cwd()
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: expected a TOML table at the top level")
+    _refuse_nul(raw, source)
     require_trust(raw, source, trust_code=trust_code)  # before any name is resolved (translate resolves some)
     if "reference" in raw:  # the reference release's option names (margin, dim, lrate, ...)
         from vsekit.reference_options import translate
@@ -166,6 +167,23 @@ def from_dict(raw: dict[str, Any], source: str = "<spec>", base: Path | None = N
         data=data, model=model, loss=loss, train=train, eval=ev, output=output, vocab=vocab,
         name=name, imports=tuple(str((base / i).resolve()) if i.endswith(".py") else i for i in imports), source=source,
     )
+
+
+def _refuse_nul(raw: dict[str, Any], source: str) -> None:
+    """SpecError naming every value of ``raw`` (any depth) holding a NUL character: no path, name or text of a
+    spec can hold one (TOML allows the escape ``"\\u0000"``; the OS refuses it in a file name)."""
+    found, todo = [], [((), raw)]
+    while todo:
+        path, value = todo.pop()
+        if isinstance(value, dict):
+            todo += [((*path, str(k)), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            todo += [((*path[:-1], f"{path[-1]}[{i}]" if path else f"[{i}]"), v) for i, v in enumerate(value)]
+        elif isinstance(value, str) and "\0" in value:
+            found.append((".".join(path), f"{value!r} holds a NUL character"))
+    if found:
+        raise SpecError("\n".join(f"{source}: [{_section(p)}] {_field(p)}: {m}".replace(" : ", ": ")
+                                   for p, m in sorted(found)))
 
 
 def run_name_problem(name: str) -> str | None:

@@ -28,6 +28,18 @@ class Component:
         """The component class (resolved through the registry each time)."""
         return registry.get(self.kind, self.type)
 
+    def loaded_class(self, name: str) -> type:
+        """The class of this component's kind that ``name`` (e.g. read from a data file) names, resolved without
+        importing anything (:func:`vsekit.registry.loaded_class`).
+
+        Raises:
+            RegistryError: resolving ``name`` would import code (or it names nothing).
+        """
+        cls = registry.loaded_class(self.kind, name)
+        if cls is None:
+            raise RegistryError(f"{name!r} is not a registered or already imported {self.kind}; not imported")
+        return cls
+
     def to_dict(self) -> dict[str, Any]:
         """``{"type": name, **config}`` as plain TOML-able data."""
         return {"type": self.type, **converter.unstructure(self.config)}

@@ -11,7 +11,6 @@ whose class is not loaded in this process (nothing is imported here) keeps its f
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ def _portable_component(table: dict[str, Any], kind: str, base: str | Path) -> d
     out = dict(table)
     if registry.is_file_name(name):
         out["type"] = portable(name, base)  # "/abs/x.py:Class" -> "../x.py:Class", resolved against base on load
-    config = getattr(_loaded_class(kind, name), "Config", None)
+    config = getattr(registry.loaded_class(kind, name), "Config", None)
     if config is None or not attrs.has(config):
         return out
     for field in attrs.fields(config):
@@ -64,20 +63,3 @@ def _portable_component(table: dict[str, Any], kind: str, base: str | Path) -> d
         elif (sub := field.metadata.get("vsekit_component")) and isinstance(value, dict):
             out[field.name] = _portable_component(value, sub, base)
     return out
-
-
-def _loaded_class(kind: str, name: str) -> type | None:
-    """The class ``name`` names when resolving it imports nothing (registered, or its module or file already
-    imported in this process), else None."""
-    if name in registry.registry(kind):
-        return registry.get(kind, name)
-    module_name, sep, cls_name = name.rpartition(":")
-    if not sep:
-        return None
-    if registry.is_file_name(name):
-        path = str(Path(module_name).resolve())
-        module = next((m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == path), None)
-    else:
-        module = sys.modules.get(module_name)
-    cls = getattr(module, cls_name, None)
-    return cls if isinstance(cls, type) else None
