@@ -719,3 +719,10 @@ def bank_with_nan_embeddings(e):
     edit_json(e.root / "bank.json", lambda m: m.update(weights_sha256=sha256_file(weights)))  # deeper checks reached
     argv = ["retrieve", str(ckpt), "--features", str(e.npy("test")), "--bank", str(e.root / "bank.json")]
     return argv, ["bank.safetensors (bank embeddings)", "NaN or inf", "first row 3"]
+
+
+@case
+def retrieve_features_of_another_width(e):
+    wrong = e.root / "wrong.npy"
+    np.save(wrong, np.ones((3, 10), np.float32))
+    return ["retrieve", str(e.ckpt()), "--features", str(wrong), "--row", "1"], [str(wrong), "(3, 10)"]

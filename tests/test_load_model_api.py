@@ -160,3 +160,19 @@ def test_the_first_caption_bank_build_shows_progress_unless_quiet(trained_run, t
     assert "encode captions" in outputs[False].stderr and "caption" in outputs[False].stderr
     assert "encode captions" not in outputs[True].stderr and "building the caption bank" not in outputs[True].stderr
     assert outputs[True].stdout.replace("run1", "run0") == outputs[False].stdout
+
+
+def test_a_folder_named_like_an_installed_model_wins_and_says_so(trained_run, tmp_path, monkeypatch, caplog):
+    from vsekit import retrieval
+
+    if "f8k" not in retrieval.installed_models():
+        testing.missing_test_input("the vsekit-f8k plugin is not installed")
+    shutil.copytree(trained_run, tmp_path / "f8k")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING"):
+        ref = retrieval.resolve_model("f8k")
+    assert ref.path.resolve() == (tmp_path / "f8k" / "best.json").resolve()
+    assert "both a path here" in caplog.text and "installed model" in caplog.text
+    caplog.clear()
+    assert retrieval.resolve_model("./f8k").path.resolve() == (tmp_path / "f8k" / "best.json").resolve()
+    assert "both a path here" not in caplog.text

@@ -25,6 +25,7 @@ from starlette.testclient import TestClient  # the test extra installs the serve
 
 from vsekit import checkpoint, retrieval, testing
 from vsekit.data.vocab import Vocab
+from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.image.linear import LinearImageEncoder
 from vsekit.model import JointModel, encode_images, encode_sentences
@@ -222,10 +223,11 @@ BAD = [
     ("images: JSON list", "/api/images", {"json": ["red"]}, 400, "must be an object"),
     ("arithmetic: no words", "/api/arithmetic", {"files": {"image": ("r.png", png(RED))}}, 400, "at least one word"),
     ("arithmetic: unknown word", "/api/arithmetic", {"files": {"image": ("r.png", png(RED))},
-                                                     "data": {"plus": "zebra"}}, 400, "zebra"),
+                                                     "data": {"plus": "zebra"}}, 400, "arithmetic word 'zebra'"),
     ("arithmetic: too many words", "/api/arithmetic", {"files": {"image": ("r.png", png(RED))},
                                                        "data": {"plus": ",".join(["red"] * 9)}}, 400, "at most 8"),
     ("encode: nothing", "/api/encode", {"json": {}}, 400, "missing field 'texts'"),
+    ("encode: no texts", "/api/encode", {"json": {"texts": []}}, 400, "field 'texts' is empty"),
     ("encode: too many texts", "/api/encode", {"json": {"texts": ["red"] * 65}}, 400, "at most 64"),
     ("encode: an empty text", "/api/encode", {"json": {"texts": ["red", ""]}}, 400, "texts[1]"),
 ]
@@ -375,3 +377,20 @@ def test_cli_refusals(make, env, monkeypatch):
         taken.listen(1)
         env.taken_port = taken.getsockname()[1]
         check_case(make, env)
+
+
+def test_one_unreadable_photo_is_left_out_of_the_bank_not_fatal(toy, registered_extractor, tmp_path, monkeypatch,
+                                                                  caplog):
+    monkeypatch.setenv(retrieval.ENV_CACHE, str(tmp_path / "cache"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "mine_red.png").write_bytes(png(RED))
+    (photos / "broken.jpg").write_bytes(b"not an image at all")
+    r = retrieval.Retriever.load(toy / "toy", caption_bank=toy / "cbank", extractor="toy_color")
+    with caplog.at_level("WARNING"):
+        bank = photo_bank(r, toy / "toy", photos, "toy_color")
+    assert bank.ids == ["mine_red.png"]
+    assert "1 image(s) could not be read and are left out of the bank" in caplog.text and "broken.jpg" in caplog.text
+    (photos / "mine_red.png").write_bytes(b"also broken")  # nothing readable left: one clear error
+    with pytest.raises(DataError, match="cannot use this image"):
+        photo_bank(r, toy / "toy", photos, "toy_color")

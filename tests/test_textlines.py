@@ -240,7 +240,7 @@ def test_empty_or_unknown_query_says_so(run_dir, tmp_path):
     err = one_error_line(invoke("retrieve", run, "--text", "zzqx qqzx"))
     assert "none of its words is in the model's vocabulary" in err
     err = one_error_line(invoke("retrieve", run, "--text", "a dog", "--plus", "zzqx"))
-    assert "--minus/--plus word 'zzqx': none of its words" in err
+    assert "arithmetic word 'zzqx': none of its words" in err
     res = invoke("retrieve", run, "--text", "a dog zzqx", "-k", 1, "--json")
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.stdout)["results"]) == 1

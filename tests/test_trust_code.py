@@ -87,7 +87,8 @@ def test_cli_refuses_named_code_and_runs_it_with_trust_code(env, how):
     ["bank", "{ckpt}", "--captions", "{caps}", "-o", "{root}/bank"],
     ["report", "{run}"],
     ["export-legacy", "{ckpt}", "-o", "{root}/ref.npz"],
-], ids=["eval", "eval-data", "retrieve", "bank", "report", "export-legacy"])
+    ["serve", "{ckpt}", "--port", "0"],
+], ids=["eval", "eval-data", "retrieve", "bank", "report", "export-legacy", "serve"])
 def test_every_model_loading_command_refuses(env, argv):
     ckpt, marker, name = plant(env, "imports_file")
     run = env.run_copy()  # report reads a run folder: plant the same file there
@@ -162,3 +163,12 @@ def test_a_feature_files_record_never_imports_the_extractor_it_names(tmp_path):
             recorded_extractor([tmp_path / f"a{i}_ims.npy", tmp_path / f"b{i}_ims.npy"])
     assert not (tmp_path / "MARKER").exists()
     assert resolve_type("precomputed").__name__  # a registered name still resolves
+
+
+def test_serve_with_trust_code_loads_the_models_code(env):
+    from vsekit.serve.server import ServeRequest, build_app
+
+    ckpt, marker, _ = plant(env, "imports_file")
+    assert "--trust-code" in invoke(["serve", "--help"], env.root).output
+    build_app(ServeRequest(model=ckpt, port=0, trust_code=True))  # what `vsekit serve --trust-code` serves
+    assert marker.exists()

@@ -224,9 +224,15 @@ def compare_csv(rows: Sequence[RunRow]) -> str:
         for split, m, s in _split_rows(row):
             p = row.protocol.get(split) or {}
             w.writerow([row.label, str(row.path), " ".join(map(str, row.seeds or [])), m.get("split") or split,
-                        *[m.get(c, "") for c in COLUMNS], s.get("rsum", "") if row.seeds else "",
+                        *[_csv_number(m.get(c, "")) for c in COLUMNS],
+                        _csv_number(s.get("rsum", "")) if row.seeds else "",
                         *[p.get(k, "") for k in PROTOCOL_FIELDS], "; ".join(row.differs)])
     return buf.getvalue()
+
+
+def _csv_number(value: Any) -> Any:
+    """A float to 4 decimals (R@K in %, rsum: no float noise such as 240.79999999999998); others as they are."""
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def plot_compare(rows: Sequence[RunRow], out: str | Path) -> tuple[Path, list[str]]:

@@ -95,21 +95,37 @@ def extract_features(extractor: Any, paths: Sequence[str | Path], dim_image: int
             are not ``dim_image`` wide.
     """
     paths = [Path(p) for p in paths]
-    for p in paths:
-        if not p.is_file():
-            raise DataError(f"{p}: no such image file")
-    result = extractor.extract(paths)
-    ok = np.asarray(result.ok, dtype=bool)
+    feats, ok, why = readable_features(extractor, paths, dim_image)
     if not ok.all():
-        bad = paths[int(np.flatnonzero(~ok)[0])]
-        why = result.errors.get(bad.name) or result.errors.get(str(bad)) or "the extractor could not read it"
+        bad = int(np.flatnonzero(~ok)[0])
         more = f" (and {int((~ok).sum()) - 1} more)" if (~ok).sum() > 1 else ""
-        raise DataError(f"{bad}: cannot use this image: {why}{more}")
-    feats = np.asarray(result.features, dtype=np.float32)
-    if dim_image is not None and (feats.ndim != 2 or feats.shape[1] != dim_image):
+        raise DataError(f"{paths[bad]}: cannot use this image: {why[paths[bad]]}{more}")
+    return feats
+
+
+def readable_features(extractor: Any, paths: Sequence[str | Path], dim_image: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, dict[Path, str]]:
+    """Feature rows of the image files the extractor can use: ``(rows (K, D) float32, ok (N,) bool, reasons)``,
+    row j for the j-th file with ``ok`` True; ``reasons`` maps each other file to why (missing, unreadable).
+    For a folder of photos, where one bad file should not stop the others (``vsekit bank --images``).
+
+    Raises:
+        DataError: the rows are not ``dim_image`` wide.
+    """
+    paths = [Path(p) for p in paths]
+    why = {p: "no such image file" for p in paths if not p.is_file()}
+    present = [p for p in paths if p not in why]
+    result = extractor.extract(present) if present else None
+    ok_present = np.asarray(result.ok, dtype=bool) if result is not None else np.zeros(0, dtype=bool)
+    for p, good in zip(present, ok_present, strict=True):
+        if not good:
+            why[p] = result.errors.get(p.name) or result.errors.get(str(p)) or "the extractor could not read it"
+    feats = np.asarray(result.features, dtype=np.float32) if result is not None and ok_present.any() \
+        else np.zeros((0, dim_image or 0), dtype=np.float32)
+    if dim_image is not None and len(feats) and (feats.ndim != 2 or feats.shape[1] != dim_image):
         raise DataError(f"the image feature extractor gives {feats.shape[-1]}-d features, but the model takes "
                         f"{dim_image}-d: pass --extractor with the extractor the model was trained on")
-    return feats
+    return feats, np.array([p not in why for p in paths], dtype=bool), why
 
 
 def is_pil_image(obj: Any) -> bool:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from vsekit.cli.evaluate import trust_code_option
+
 
 @click.command("serve")
 @click.argument("model", required=False, metavar="[MODEL]")
@@ -25,9 +27,13 @@ import click
               help="Torch threads for inference (queries run one at a time).")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.01, max=1024), default=10.0, show_default=True,
               help="Largest request body, in MB (bigger uploads get 413).")
+@trust_code_option
 def serve_cmd(model: str | None, *, host: str, port: int, images_dir: Path | None, photos: Path | None,
-              extractor: str | None, threads: int, max_upload_mb: float) -> None:
+              extractor: str | None, threads: int, max_upload_mb: float, trust_code: bool) -> None:
     """A local web page and JSON API: captions for a photo, photos for a caption, and image - word + word.
+
+    MODEL: a run folder, a checkpoint .json or an installed model's name (`vsekit models`); default:
+    $VSEKIT_MODEL, else the only installed model.
 
     \b
       vsekit serve f8k --images-dir ../shared/data/flickr8k/images
@@ -37,7 +43,7 @@ def serve_cmd(model: str | None, *, host: str, port: int, images_dir: Path | Non
     from vsekit.serve.server import ServeRequest, is_loopback, serve
 
     req = ServeRequest(model=model, host=host, port=port, images_dir=images_dir, photos=photos, extractor=extractor,
-                       threads=threads, max_upload_mb=max_upload_mb)
+                       threads=threads, max_upload_mb=max_upload_mb, trust_code=trust_code)
 
     def ready(url: str) -> None:
         if not is_loopback(host):

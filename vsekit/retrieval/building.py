@@ -3,15 +3,19 @@ model's default caption bank."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import attrs
 
-from vsekit.errors import VsekitError
+from vsekit.errors import DataError, VsekitError
+from vsekit.image_features import readable_features
 from vsekit.retrieval.banks import Bank, build_caption_bank, build_image_bank
 from vsekit.retrieval.extractors import extractor_table
 from vsekit.retrieval.files import image_files, read_captions, read_features, read_ids
 from vsekit.retrieval.retriever import Retriever
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -72,7 +76,14 @@ def _encode(req: BankRequest, r: Retriever, got: dict) -> Bank:
                                 source=str(req.features))
     if req.images:
         files, folder = got["files"], got["folder"]
-        feats = r.image_features(files)
+        feats, ok, why = readable_features(r.extractor, files, r.model.dim_image)  # one bad photo stops nothing
+        if not ok.any():
+            raise DataError(f"{files[0]}: cannot use this image: {why[files[0]]} (and every other one listed)")
+        if why:
+            listed = "; ".join(f"{p} ({reason})" for p, reason in list(why.items())[:5])
+            log.warning("%d image(s) could not be read and are left out of the bank: %s%s", len(why), listed,
+                        " ..." if len(why) > 5 else "")
+        files = [f for f, good in zip(files, ok, strict=True) if good]
         ids = [f.relative_to(folder).as_posix() if folder else str(f.resolve()) for f in files]
         table = extractor_table(r.meta, r.model.dim_image, req.extractor)
         return build_image_bank(r.model, feats, ids, dtype=req.dtype, image_root=folder, extractor=table,

@@ -10,6 +10,7 @@ names through :func:`locate_model`.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import attrs
 from vsekit import checkpoint
 from vsekit.errors import CheckpointError, VsekitError
 from vsekit.model import JointModel
+
+log = logging.getLogger(__name__)
 
 MODELS_GROUP = "vsekit.models"
 ENV_MODEL = "VSEKIT_MODEL"
@@ -68,13 +71,17 @@ def installed_model_path(name: str, ep: importlib.metadata.EntryPoint | None = N
 def locate_model(ref: str | Path, models: EntryPoints | None = None) -> ModelRef | None:
     """A named model: an existing run folder or checkpoint first, then an installed model's name; None if neither.
 
-    ``models`` are the installed models (default: :func:`installed_models`).
+    ``models`` are the installed models (default: :func:`installed_models`). A bare name that is both a path
+    here and an installed model means the path, with one warning saying so (``./NAME`` names the path alone).
     Raises :class:`CheckpointError` for a path that exists but holds no checkpoint, or a broken installed model.
     """
     p = Path(ref).expanduser()
-    if p.exists() or p.with_name(p.name + ".json").exists():
-        return ModelRef(checkpoint.find(p))
     models = installed_models() if models is None else models
+    if p.exists() or p.with_name(p.name + ".json").exists():
+        if str(ref) in models:
+            log.warning("%r is both a path here (%s) and an installed model: using the path; run from another "
+                        "folder for the installed model, or write ./%s to name the path", str(ref), p.resolve(), ref)
+        return ModelRef(checkpoint.find(p))
     if str(ref) in models:
         return ModelRef(installed_model_path(str(ref), models[str(ref)]), str(ref))
     return None

@@ -62,14 +62,14 @@ def arithmetic(model: JointModel, image_vec: np.ndarray | torch.Tensor, minus: S
         raise DataError(f"arithmetic: image_vec must be a joint-space embedding of shape ({model.dim},), got {v.shape} "
                         f"(encode image features with vsekit.encode_images first)")
     for word in (*minus, *plus):
-        check_query_text(model, word, "--minus/--plus word")
+        check_query_text(model, word, "arithmetic word")
     if minus:
         v -= encode_sentences(model, list(minus)).sum(axis=0)
     if plus:
         v += encode_sentences(model, list(plus)).sum(axis=0)
     norm = float(np.linalg.norm(v))
     if not np.isfinite(norm) or norm < 1e-8:
-        raise VsekitError("arithmetic: the words cancel the query out (zero vector); change --minus/--plus")
+        raise VsekitError("arithmetic: the words cancel the query out (zero vector); change the words")
     return v / norm
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from vsekit.errors import VsekitError
+from vsekit.errors import DataError, VsekitError
 from vsekit.retrieval.banks import Bank, Hit, find_image, load_bank
 from vsekit.retrieval.files import read_features
 from vsekit.retrieval.models import ModelRef
@@ -107,6 +107,10 @@ def query_vector(r: Retriever, req: RetrieveRequest) -> np.ndarray:
         feats = read_features(req.features)
         if req.row >= len(feats):
             raise VsekitError(f"{req.features}: --row {req.row}, but the file has {len(feats)} rows")
+        if feats.ndim not in (2, 3) or feats.shape[-1] != r.model.dim_image:
+            raise DataError(f"{req.features}: holds features of shape {tuple(feats.shape)}, but this model takes "
+                            f"(N, {r.model.dim_image}) rows (or (N, K, {r.model.dim_image}) regions): features of "
+                            f"the extractor the model was trained on")
         vec = embed_features(r.model, feats[req.row])
     else:
         vec = r.embed_text(req.text)  # type: ignore[arg-type]

@@ -240,7 +240,8 @@ def endpoints(svc: Service) -> list[Route]:
             return JSONResponse({"kind": "image", "dim": int(vecs.shape[1]), "count": 1, "vectors": vecs.tolist()})
         texts = multi(fields, "texts")
         if not texts:
-            raise ApiError(400, "missing field 'texts' (a list of captions) or 'image' (a file upload)")
+            raise ApiError(400, "field 'texts' is empty: give at least one caption" if "texts" in fields else
+                           "missing field 'texts' (a list of captions) or 'image' (a file upload)")
         if len(texts) > lim.max_texts:
             raise ApiError(400, f"field 'texts': {len(texts)} texts, at most {lim.max_texts}")
         texts = [field_text(t, lim, f"texts[{i}]") for i, t in enumerate(texts)]

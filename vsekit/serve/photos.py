@@ -45,11 +45,12 @@ def photo_bank_path(r: Retriever, folder: Path, extractor: str | None = None) ->
     return cache_dir() / "banks" / f"photos-{digest}.images_bank"
 
 
-def photo_bank(r: Retriever, model: str | Path | None, folder: Path, extractor: str | None = None) -> ImageBank:
+def photo_bank(r: Retriever, model: str | Path | None, folder: Path, extractor: str | None = None, *,
+               trust_code: bool = False) -> ImageBank:
     """The image bank of the photos in ``folder`` (not recursing), loaded from the cache or built and saved there.
 
     ``model`` is what ``r`` was loaded from (the bank is built by :func:`vsekit.retrieval.make_bank`, which loads
-    it by that name). The bank's ids are the file names; its ``image_root`` is ``folder``.
+    it by that name, with ``trust_code``). The bank's ids are the file names; its ``image_root`` is ``folder``.
 
     Raises:
         DataError: ``folder`` does not exist, holds no image file, or an image cannot be read (named).
@@ -65,5 +66,6 @@ def photo_bank(r: Retriever, model: str | Path | None, folder: Path, extractor: 
         except VsekitError as exc:
             log.warning("rebuilding the bank of %s (%s)", folder, exc)
     log.warning("building the image bank of %s once (cached in %s)", folder, target.parent)
-    bank = make_bank(BankRequest(model=model, images=(folder,), extractor=extractor, output=target))
+    bank = make_bank(BankRequest(model=model, images=(folder,), extractor=extractor, output=target,
+                                 trust_code=trust_code))
     return bank  # type: ignore[return-value]

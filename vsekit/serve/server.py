@@ -18,7 +18,8 @@ class ServeRequest:
     """What ``vsekit serve`` runs: ``model`` (run folder, checkpoint or installed name; None: the default model),
     ``host`` and ``port`` (0: a free port), ``images_dir`` (where the banks' image files lie, for thumbnails),
     ``photos`` (a folder of the user's photos: their image bank, built once and cached, is searched instead of the
-    model's), ``extractor`` (image feature extractor name), ``threads`` (torch threads), ``max_upload_mb``."""
+    model's), ``extractor`` (image feature extractor name), ``threads`` (torch threads), ``max_upload_mb``,
+    ``trust_code`` (as :func:`vsekit.load_model`'s: let the model import the code its files name)."""
 
     model: str | Path | None = None
     host: str = "127.0.0.1"
@@ -28,6 +29,7 @@ class ServeRequest:
     extractor: str | None = None
     threads: int = 1
     max_upload_mb: float = 10.0
+    trust_code: bool = False
 
 
 def url_of(host: str, port: int) -> str:
@@ -88,8 +90,8 @@ def build_app(req: ServeRequest) -> object:
     from vsekit.serve.uploads import Limits
 
     torch.set_num_threads(req.threads)
-    r = Retriever.load(req.model, extractor=req.extractor)
-    bank = photo_bank(r, req.model, req.photos, req.extractor) if req.photos is not None else None
+    r = Retriever.load(req.model, extractor=req.extractor, trust_code=req.trust_code)
+    bank = photo_bank(r, req.model, req.photos, req.extractor, trust_code=req.trust_code) if req.photos else None
     limits = Limits(max_upload_bytes=int(req.max_upload_mb * 1024 * 1024))
     return create_app(r, images_dir=req.images_dir, image_bank=bank, limits=limits)
 
