@@ -726,3 +726,10 @@ def retrieve_features_of_another_width(e):
     wrong = e.root / "wrong.npy"
     np.save(wrong, np.ones((3, 10), np.float32))
     return ["retrieve", str(e.ckpt()), "--features", str(wrong), "--row", "1"], [str(wrong), "(3, 10)"]
+
+
+@case
+def data_features_changed_after_extract_recorded_them(e):
+    record = {"extractor": {"type": "precomputed"}, "features_sha256": sha256_file(e.npy("dev"))}
+    (e.data / "test_extractor.json").write_text(json.dumps(record), encoding="utf-8")  # names dev's rows, not test's
+    return e.run(), [str(e.npy("test")), "test_extractor.json", "sha256 differs"]

@@ -49,6 +49,9 @@ SEED_RANGE = (0, 2**32)
 UNCOUNTABLE = 2**63
 #: the most threads ``[train] threads`` may ask for (a huge count crashes the OpenMP runtime)
 MAX_THREADS = 256
+#: feature files up to this size are checked against the sha256 ``vsekit extract`` recorded beside them each time
+#: a reader loads them (about 2 s a GiB); larger ones (region features of COCO) are not hashed on every read
+VERIFY_MAX_BYTES = 2**30
 #: the share of this machine's memory a model's parameters, or a feature file read into memory, may take (the
 #: rest: gradients, Adam, activations, the other splits)
 MEMORY_SHARE = 0.5

@@ -21,6 +21,7 @@ import numpy as np
 
 from vsekit.config import EMBEDDED_ROOT, embedded_path, path_field, positive
 from vsekit.errors import DataError
+from vsekit.image.records import check_recorded_rows
 from vsekit.io import collapse_repeated_rows, load_feature_rows, nonfinite_rows, npy_problem, read_lines
 
 log = logging.getLogger(__name__)
@@ -158,13 +159,21 @@ class PrecompReader(DatasetReader):
 
     def check(self) -> list[str]:
         """``'PATH: no such file'`` for each missing train/dev/test file, or the missing folder, and what is wrong
-        with each feature file's ``.npy`` header (:func:`vsekit.io.npy_problem`); [] if nothing."""
+        with each feature file's ``.npy`` header (:func:`vsekit.io.npy_problem`) or its recorded sha256; [] if
+        nothing."""
         root = self._root()
         if not root.is_dir():
             return [f"{root}: no such folder"]
         problems = [f"{p}: no such file" for s in ("train", "dev", "test") for p in self.paths(s) if not p.exists()]
-        return problems + [npy_problem(ims) for s in ("train", "dev", "test") if (ims := self.paths(s)[1]).exists()
-                           and npy_problem(ims)]
+        for ims in (self.paths(s)[1] for s in ("train", "dev", "test")):
+            if ims.exists() and (bad := npy_problem(ims)):
+                problems.append(bad)
+            elif ims.exists():
+                try:
+                    check_recorded_rows(ims)
+                except DataError as exc:
+                    problems.append(str(exc))
+        return problems
 
     def read(self, split: str) -> Split:
         """The split from ``SPLIT_caps.txt`` (a caption a line) and ``SPLIT_ims.npy``.
@@ -175,8 +184,9 @@ class PrecompReader(DatasetReader):
         features (N, K, dim_image) is memory-mapped, dtype as stored (see :class:`Split`).
 
         Raises:
-            DataError: an unknown split, a missing folder or file, or caption and row counts that fit neither
-                layout with this ``caps_per_image`` (the message names the value that fits, if one does).
+            DataError: an unknown split, a missing folder or file, features that are not the file their
+                ``_extractor.json`` records, or caption and row counts that fit neither layout with this
+                ``caps_per_image`` (the message names the value that fits, if one does).
         """
         if split not in self.splits:
             raise self._unknown_split(split)
@@ -185,6 +195,7 @@ class PrecompReader(DatasetReader):
             raise DataError(f"{root}: no such dataset folder")
         caps_path, ims_path = self.paths(split)
         captions = read_lines(caps_path, "caption")
+        check_recorded_rows(ims_path)  # rows vsekit extract recorded a checksum for are still those rows
         feats = load_feature_rows(ims_path, regions=True)
         k = self.config.caps_per_image
         n_caps, n_rows = len(captions), len(feats)

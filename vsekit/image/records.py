@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from vsekit.errors import DataError
-from vsekit.limits import read_json
+from vsekit.io import sha256_file
+from vsekit.limits import VERIFY_MAX_BYTES, read_json
 
 #: Extractor options that do not change the numbers: a file extracted with other values of these is reused.
 RUNTIME_OPTIONS = frozenset({"batch_size", "workers", "threads", "device", "progress"})
@@ -102,3 +103,21 @@ def recorded_extractor(files: Iterable[str | Path], resolve_type: TypeResolver |
             raise DataError(f"{record} names another image feature extractor ({json.dumps(table)}) than "
                             f"{found[0]} ({json.dumps(found[1])}): features of different extractors do not mix")
     return found[1] if found else None
+
+
+def check_recorded_rows(npy: Path) -> None:
+    """Refuse a feature file whose record (``X_extractor.json``, written by ``vsekit extract``) names another
+    sha256 for it: rows changed or replaced after they were extracted, so ids and rows may no longer pair up.
+    Files without a record or checksum, and files over :data:`vsekit.limits.VERIFY_MAX_BYTES`, pass unchecked.
+
+    Raises:
+        DataError: the file is not the one its record names.
+    """
+    record = meta_path(npy)
+    if not record.is_file() or not npy.is_file() or npy.stat().st_size > VERIFY_MAX_BYTES:
+        return
+    digest = read_record(record).get("features_sha256")
+    if isinstance(digest, str) and sha256_file(npy) != digest:
+        raise DataError(f"{npy}: not the file {record.name} records (its sha256 differs): the rows changed after "
+                        f"`vsekit extract` wrote them, so they may no longer match the ids; extract again "
+                        f"(vsekit extract --force) or remove {record.name}")
