@@ -87,6 +87,7 @@ def search_cmd(bank_path: Path, model: str | None, kind: str, index_path: Path |
 
     from vsekit import retrieval
     from vsekit.errors import VsekitError
+    from vsekit.textsafe import terminal_text
     from vsekit_faiss.index import BankIndex
 
     given = [n for n, v in (("--text", text), ("--image", image), ("--vector", vector_file)) if v is not None]
@@ -116,13 +117,15 @@ def search_cmd(bank_path: Path, model: str | None, kind: str, index_path: Path |
     click.echo(f"top {len(hits)} of {len(bank)} {bank.kind} ({bi.index!r}, {ms:.1f} ms):")
     for h in hits:
         label = h.text if h.text is not None else h.id
-        click.echo(f"{h.rank:>3}  {h.score:.3f}  {label}")
+        click.echo(f"{h.rank:>3}  {h.score:.3f}  {terminal_text(str(label))}")  # data: controls escaped
 
 
 @index_group.command("info")
 @click.argument("bank_path", metavar="BANK", type=click.Path(path_type=Path))
 def info_cmd(bank_path: Path) -> None:
     """List the indexes saved beside BANK, with their parameters."""
+    from vsekit.errors import VsekitError
+    from vsekit.limits import read_json
     from vsekit_faiss.index import available, meta_path
 
     found = available(bank_path)
@@ -131,8 +134,8 @@ def info_cmd(bank_path: Path) -> None:
         return
     for p in found:
         try:
-            meta = json.loads(meta_path(p).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            meta = read_json(meta_path(p))  # size and nesting bounded (vsekit.limits)
+        except (OSError, VsekitError):
             meta = {}
         params = ", ".join(f"{k}={v}" for k, v in (meta.get("params") or {}).items() if v is not None)
         click.echo(f"{p}  {meta.get('kind', '?')}  {meta.get('count', '?')} x {meta.get('dim', '?')}  "

@@ -47,6 +47,7 @@ import numpy as np
 
 from vsekit.errors import DataError, VsekitError
 from vsekit.io import commit_parts, committed_part, sha256_file
+from vsekit.limits import read_json
 
 KINDS = ("flat", "ivf", "hnsw", "hnsw_sq8")
 FORMAT = "vsekit-faiss-index/1"
@@ -326,8 +327,8 @@ def load(path: str | Path, *, mmap: bool = False) -> FaissIndex:
     if not path.is_file():
         raise DataError(f"{path}: no such index file (build one with `vsekit index build BANK --kind KIND`)")
     try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        meta = read_json(mpath, what="index description")  # size and nesting bounded (vsekit.limits)
+    except OSError as exc:
         raise DataError(f"{mpath}: cannot read the index description: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
         raise DataError(f"{mpath}: not a vsekit-faiss index description (expected format {FORMAT!r})")
