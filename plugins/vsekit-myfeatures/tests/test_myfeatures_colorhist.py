@@ -234,3 +234,16 @@ def test_example_spec_validates():
         s = spec_mod.load(PLUGIN_DIR / "examples" / "flickr8k_colorhist.toml")
         assert s.data.config.features.type == "colorhist"
         assert not [p for p in s.data.build().check() if "no such" in p]
+
+
+def test_a_phone_photo_is_read_upright(tmp_path):
+    """EXIF orientation 6 (stored turned 90 degrees anticlockwise): the pixels read are the upright photo's."""
+    upright = Image.new("RGB", (40, 80), (200, 30, 30))
+    upright.paste((30, 30, 200), (0, 0, 40, 20))  # blue across the top of the upright photo
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote; the tag says how to undo it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.png", exif=exif)
+    upright.save(tmp_path / "upright.png")
+    ex = make()
+    assert np.array_equal(ex.load_rgb(tmp_path / "phone.png"), ex.load_rgb(tmp_path / "upright.png"))

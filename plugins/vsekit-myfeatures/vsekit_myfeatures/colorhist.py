@@ -103,15 +103,15 @@ class ColorHistExtractor(ImageFeatureExtractor):
     # -- one image -------------------------------------------------------------
 
     def load_rgb(self, path: str | Path) -> np.ndarray:
-        """The image as a (size, size, 3) uint8 RGB array."""
-        from PIL import Image
+        """The image as a (size, size, 3) uint8 RGB array, upright (its EXIF orientation applied)."""
+        from PIL import Image, ImageOps
 
         size = self.config.size
         with Image.open(path) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale when still >= size
             im.load()
-            im = _to_rgb(im)
+            im = _to_rgb(ImageOps.exif_transpose(im))  # a phone photo's EXIF orientation, as vsekit-efficientnet
             im = im.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.uint8)
 
