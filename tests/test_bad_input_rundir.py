@@ -135,6 +135,30 @@ def run_lock_file_is_a_link(e):
     return argv, [folder / ".lock", "a link"]
 
 
+def user_project(e, *extra: str):
+    """A folder of the user's holding a ``spec.toml`` (with their comment) and files named like a run's."""
+    proj = e.root / "proj"
+    proj.mkdir()
+    (proj / "spec.toml").write_text("# my notes\n" + e.write_spec().read_text(encoding="utf-8"), encoding="utf-8")
+    for name in ("results.csv", "vocab.json", "metrics.jsonl", *extra):
+        (proj / name).write_text("mine\n", encoding="utf-8")
+    return proj
+
+
+@case
+def resume_will_not_take_over_a_users_folder(e):
+    proj = user_project(e)
+    argv = ["run", str(proj / "spec.toml"), "--out", str(proj), "-q", "--resume"]
+    return argv, [str(proj), "not a vsekit run folder"]
+
+
+@case
+def resume_will_not_read_a_users_results_json(e):
+    proj = user_project(e, "results.json")
+    argv = ["run", str(proj / "spec.toml"), "--out", str(proj), "-q", "--resume"]
+    return argv, [str(proj), "not a vsekit run folder"]
+
+
 @pytest.mark.parametrize("make", CASES)
 def test_refused(make, env):
     check_case(make, env)

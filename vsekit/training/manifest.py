@@ -171,3 +171,18 @@ def clear_listed(folder: str | Path) -> list[str]:
             target.unlink()  # a link loses the link, not its target
     write_manifest(folder, kept)
     return kept
+
+
+def is_vsekit_run(out: Path) -> bool:
+    """Whether the folder ``out`` shows it is a vsekit run folder: a manifest (:func:`read_manifest`, which
+    refuses a bad one), or, for one of vsekit < 0.3, a ``provenance.json`` recording vsekit's version. A folder
+    of the user's that merely holds a ``spec.toml`` is not one."""
+    if read_manifest(out) is not None:
+        return True
+    path = out / "provenance.json"
+    try:
+        record = read_json(path, CheckpointError) if path.is_file() and not path.is_symlink() else None
+    except (OSError, CheckpointError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("versions"), dict) \
+        and bool(record["versions"].get("vsekit"))

@@ -30,7 +30,14 @@ from vsekit.limits import read_json
 from vsekit.spec import Spec, dumps_toml, run_name_problem
 from vsekit.spec.portable import portable_spec
 from vsekit.training.lock import LOCK_NAME, check_free
-from vsekit.training.manifest import MANIFEST_NAME, clear_listed, read_manifest, record_written, write_manifest
+from vsekit.training.manifest import (
+    MANIFEST_NAME,
+    clear_listed,
+    is_vsekit_run,
+    read_manifest,
+    record_written,
+    write_manifest,
+)
 from vsekit.training.metrics_log import MetricsLog, NoLog
 from vsekit.training.setup import RunContext
 from vsekit.training.state import Progress, ResumePoint, repair_best
@@ -172,9 +179,21 @@ def prepare_run_dir(out: Path, force: bool) -> None:
 
 
 def adopt_run_dir(out: Path) -> None:
-    """A resumed run folder without a manifest (from an earlier vsekit): list the run files it holds."""
-    if read_manifest(out) is None:
-        write_manifest(out, [n for n in RUN_FILES if (out / n).is_file()])
+    """A resumed run folder without a manifest (from an earlier vsekit): list the run files it holds.
+
+    Only a folder that shows it is a vsekit run (:func:`~vsekit.training.manifest.is_vsekit_run`) is adopted:
+    a folder of the user's that merely holds a ``spec.toml`` is not taken over.
+
+    Raises:
+        CheckpointError: no manifest and no vsekit ``provenance.json``.
+    """
+    if read_manifest(out) is not None:
+        return
+    if not is_vsekit_run(out):
+        raise CheckpointError(f"{out}: not a vsekit run folder (no {MANIFEST_NAME} manifest, no provenance.json "
+                              f"written by vsekit): --resume takes over only vsekit's run folders; choose another "
+                              f"--out")
+    write_manifest(out, [n for n in RUN_FILES if (out / n).is_file()])
 
 
 def list_run_files(out: Path) -> None:

@@ -33,6 +33,7 @@ from vsekit.config import portable
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.limits import read_json, read_toml
 from vsekit.spec import dumps_toml
+from vsekit.training.manifest import is_vsekit_run
 from vsekit.training.setup import RunContext, Setup
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,9 @@ def find_resume_point(out: Path, spec_dict: dict[str, Any]) -> ResumePoint:
     spec_path = out / "spec.toml"
     if not spec_path.is_file():
         raise CheckpointError(f"{out}: nothing to resume: not a vsekit run folder (no spec.toml)")
+    if not is_vsekit_run(out):
+        raise CheckpointError(f"{out}: nothing to resume: not a vsekit run folder (no .vsekit-run manifest, no "
+                              f"provenance.json written by vsekit); --resume takes over only vsekit's run folders")
     try:
         saved = read_toml(spec_path, CheckpointError)  # size and nesting bounded (vsekit.limits)
     except OSError as exc:
@@ -270,9 +274,11 @@ def find_resume_point(out: Path, spec_dict: dict[str, Any]) -> ResumePoint:
     results_path = out / "results.json"
     if results_path.is_file():
         try:
-            return ResumePoint("finished", results=read_json(results_path))
+            results = read_json(results_path)
         except (OSError, DataError):
-            pass  # a results file we cannot read: resume from the state and write it again
+            results = None  # a results file we cannot read: resume from the state and write it again
+        if isinstance(results, dict) and isinstance(results.get("test"), dict):
+            return ResumePoint("finished", results=results)
     if not (out / "last.json").is_file():
         return ResumePoint("restart")
     meta_path, meta, tensors = checkpoint.read_tensors(out / "last.json")
