@@ -222,10 +222,23 @@ def test_float16_and_dtype_mismatch(tmp_path):
 
 def test_unreadable_feature_file(tmp_path):
     d = images(tmp_path / "imgs", "a.jpg")
-    (tmp_path / "f.npy").write_bytes(b"garbage")
+    (tmp_path / "f.npy").write_bytes(b"garbage")  # a user's file: never grown nor replaced, even with force
+    for force in (False, True):
+        with pytest.raises(DataError, match="was not written by vsekit extract"):
+            extract_folder("fake", [d], tmp_path / "f.npy", progress=False, force=force)
+    assert (tmp_path / "f.npy").read_bytes() == b"garbage" and not (tmp_path / "f_ids.txt").exists()
+    (tmp_path / "f_extractor.json").write_text('{"extractor": {"type": "fake"}}')  # vsekit's, damaged
     with pytest.raises(DataError, match=re.escape("not a readable .npy array")):
         extract_folder("fake", [d], tmp_path / "f.npy", progress=False)
     assert extract_folder("fake", [d], tmp_path / "f.npy", progress=False, force=True).rows == 1
+
+
+def test_side_files_of_a_user_are_not_overwritten(tmp_path):
+    d = images(tmp_path / "imgs", "a.jpg")
+    (tmp_path / "u_ids.txt").write_text("mine\n")
+    with pytest.raises(DataError, match="u_ids.txt: exists and was not written by vsekit extract"):
+        extract_folder("fake", [d], tmp_path / "u.npy", progress=False)
+    assert (tmp_path / "u_ids.txt").read_text() == "mine\n" and not (tmp_path / "u.npy").exists()
 
 
 def test_extract_cached_returns_rows_in_the_asked_order(tmp_path):

@@ -177,6 +177,7 @@ def _open(out: Path, extractor: ImageFeatureExtractor, spec: dict[str, Any], *, 
     caller holds the lock."""
     if dtype is not None and dtype not in DTYPES:
         raise DataError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    _check_ours(out)
     current = None if force else FeatureFile.read(out)
     if current is not None:
         _check_fits(current, spec, dtype, resolve_type)
@@ -189,6 +190,19 @@ def _open(out: Path, extractor: ImageFeatureExtractor, spec: dict[str, Any], *, 
     current.meta = {"extractor": spec, "dim": current.features.shape[1] or extractor.dim,
                     **{k: record[k] for k in ("features_sha256", "ids_sha256") if k in record}}
     return current
+
+
+def _check_ours(out: Path) -> None:
+    """Refuse to grow or replace (even with ``force``) feature files vsekit did not write: ``out``, its ids file
+    or its record existing without a record naming an extractor (which every vsekit writer leaves first)."""
+    record = meta_path(out)
+    present = [p for p in (out, ids_path(out), record) if p.exists() or p.is_symlink()]
+    if not present:
+        return
+    if record.is_file() and not record.is_symlink() and isinstance(read_record(record).get("extractor"), dict):
+        return
+    raise DataError(f"{present[0]}: exists and was not written by vsekit extract (no {record.name} naming an "
+                    f"extractor beside it): vsekit does not overwrite files it did not write; choose another -o")
 
 
 def feature_keys(paths: Sequence[str | Path], where: str, ids: Sequence[str] | None = None) -> list[str]:
