@@ -733,3 +733,21 @@ def data_features_changed_after_extract_recorded_them(e):
     record = {"extractor": {"type": "precomputed"}, "features_sha256": sha256_file(e.npy("dev"))}
     (e.data / "test_extractor.json").write_text(json.dumps(record), encoding="utf-8")  # names dev's rows, not test's
     return e.run(), [str(e.npy("test")), "test_extractor.json", "sha256 differs"]
+
+
+@case
+def retrieve_features_with_a_huge_finite_value(e):
+    huge = e.root / "huge.npy"
+    rows = np.load(e.npy("test")).astype(np.float32)  # the slice is stored as float16, which cannot hold it
+    rows[2, 5] = 3e38  # a valid float32, but the embedding's arithmetic overflows: it used to rank as nan
+    np.save(huge, rows)
+    return ["retrieve", str(e.ckpt()), "--features", str(huge), "--row", "2"], [str(huge), "too large", "first row 2"]
+
+
+@case
+def eval_data_with_a_huge_finite_value(e):
+    rows = np.load(e.npy("test")).astype(np.float32)
+    rows[4, 0] = -1e30
+    np.save(e.npy("test"), rows)
+    e.write_spec()
+    return ["eval", str(e.ckpt()), "--data", str(e.spec)], [str(e.npy("test")), "too large", "first row 4"]

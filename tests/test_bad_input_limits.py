@@ -138,7 +138,7 @@ def features_float64_beyond_float32(e):
     f = np.load(e.npy("dev")).astype(np.float64)
     f[7, 2] = 1e39
     np.save(e.npy("dev"), f)
-    return e.run(), [e.npy("dev"), "beyond float32's range", "first row 7"]
+    return e.run(), [e.npy("dev"), "values too large", "first row 7"]
 
 
 def test_a_feature_file_larger_than_half_the_memory_is_refused_before_reading(env, tmp_path):
@@ -181,7 +181,7 @@ def encode_nan_features(e):
 def encode_float64_beyond_float32(e):
     q = _features_with(e, 1e39, np.float64, row=1)
     return ["encode", str(e.ckpt()), "--features", str(q), "-o", str(e.root / "emb.npy")], \
-        [q, "beyond float32's range", "first row 1"]
+        [q, "values too large", "first row 1"]
 
 
 def _nan_weight(e):

@@ -236,7 +236,7 @@ def test_unreadable_feature_file(tmp_path):
 def test_side_files_of_a_user_are_not_overwritten(tmp_path):
     d = images(tmp_path / "imgs", "a.jpg")
     (tmp_path / "u_ids.txt").write_text("mine\n")
-    with pytest.raises(DataError, match="u_ids.txt: exists and was not written by vsekit extract"):
+    with pytest.raises(DataError, match=r"u_ids\.txt: exists and was not written by vsekit extract"):
         extract_folder("fake", [d], tmp_path / "u.npy", progress=False)
     assert (tmp_path / "u_ids.txt").read_text() == "mine\n" and not (tmp_path / "u.npy").exists()
 

@@ -124,16 +124,17 @@ def nonfinite_rows(images: np.ndarray) -> np.ndarray:
     return _rows_where(images, lambda chunk: ~np.isfinite(chunk))
 
 
-def float32_overflow_rows(images: np.ndarray) -> np.ndarray:
-    """The indices (int64, ascending) of the rows of ``images`` (N, ...) holding a finite value beyond float32's
-    range (|x| > 3.4028235e38), which becomes inf when cast; none for float32 or narrower arrays. Chunked as
+def too_large_rows(images: np.ndarray) -> np.ndarray:
+    """The indices (int64, ascending) of the rows of ``images`` (N, ...) holding a finite value beyond
+    :data:`vsekit.limits.MAX_FEATURE_ABS` (a float64 value beyond float32's range among them). Chunked as
     :func:`nonfinite_rows`."""
     import numpy as np
 
-    if images.dtype.itemsize <= 4:
-        return np.zeros(0, dtype=np.int64)
-    big = float(np.finfo(np.float32).max)
-    return _rows_where(images, lambda chunk: np.isfinite(chunk) & (np.abs(chunk) > big))
+    from vsekit.limits import MAX_FEATURE_ABS
+
+    if images.dtype.kind == "f" and float(np.finfo(images.dtype).max) <= MAX_FEATURE_ABS:
+        return np.zeros(0, dtype=np.int64)  # float16 cannot hold such values
+    return _rows_where(images, lambda chunk: np.isfinite(chunk) & (np.abs(chunk) > MAX_FEATURE_ABS))
 
 
 def _rows_where(images: np.ndarray, bad: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -148,8 +149,9 @@ def _rows_where(images: np.ndarray, bad: Callable[[np.ndarray], np.ndarray]) -> 
 
 
 def check_feature_values(feats: np.ndarray, source: str, *, finite: bool = True) -> None:
-    """Refuse feature rows (N, ...) that hold NaN or inf (when ``finite``) or a float64 value beyond float32's
-    range (it would be inf in the model); ``source`` (the file) starts the message, which names the first bad
+    """Refuse feature rows (N, ...) that hold NaN or inf (when ``finite``) or a value beyond
+    :data:`vsekit.limits.MAX_FEATURE_ABS` (float32 arithmetic of the embedding would overflow to inf; a float64
+    value beyond float32's range is one); ``source`` (the file) starts the message, which names the first bad
     row (0-based) and how many rows are bad.
 
     Raises:
@@ -160,10 +162,12 @@ def check_feature_values(feats: np.ndarray, source: str, *, finite: bool = True)
     if finite and len(rows := nonfinite_rows(feats)):
         raise DataError(f"{source}: NaN or inf in {len(rows)} row(s) of features, first row {int(rows[0])} "
                         f"(0-based); features must be finite numbers")
-    if len(rows := float32_overflow_rows(feats)):
-        raise DataError(f"{source}: values beyond float32's range (|x| > 3.4e38) in {len(rows)} row(s) of "
-                        f"features, first row {int(rows[0])} (0-based); vsekit computes in float32, where they "
-                        f"would be inf")
+    if len(rows := too_large_rows(feats)):
+        from vsekit.limits import MAX_FEATURE_ABS
+
+        raise DataError(f"{source}: values too large (|x| > {MAX_FEATURE_ABS:.0e}) in {len(rows)} row(s) of "
+                        f"features, first row {int(rows[0])} (0-based); features of a CNN are small numbers, and "
+                        f"vsekit computes in float32, where such values overflow to inf")
 
 
 def check_finite_tensors(tensors: dict[str, Any], source: str) -> None:

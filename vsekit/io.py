@@ -293,9 +293,9 @@ from vsekit.feature_arrays import (  # noqa: E402, F401
     check_feature_values,
     check_finite_tensors,
     collapse_repeated_rows,
-    float32_overflow_rows,
     load_feature_rows,
     nonfinite_rows,
     npy_header,
     npy_problem,
+    too_large_rows,
 )

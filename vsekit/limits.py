@@ -49,6 +49,9 @@ SEED_RANGE = (0, 2**32)
 UNCOUNTABLE = 2**63
 #: the most threads ``[train] threads`` may ask for (a huge count crashes the OpenMP runtime)
 MAX_THREADS = 256
+#: the largest feature value accepted (a CNN's are far smaller: EfficientNet-Lite0's stay below 100): the
+#: squares of larger values, summed into an embedding's norm, overflow float32 (3.4e38)
+MAX_FEATURE_ABS = 1e18
 #: feature files up to this size are checked against the sha256 ``vsekit extract`` recorded beside them each time
 #: a reader loads them (about 2 s a GiB); larger ones (region features of COCO) are not hashed on every read
 VERIFY_MAX_BYTES = 2**30

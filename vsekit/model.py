@@ -26,6 +26,7 @@ from vsekit.data.tokenize import DEFAULT, get_tokenizer, tokenize_all
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import DataError
 from vsekit.image_features import IMAGE_BYTES, build_extractor, check_images, extractor_table, image_rows, is_pil_image
+from vsekit.io import nonfinite_rows
 from vsekit.spec import Component
 from vsekit.text.batch import TextBatch
 
@@ -316,7 +317,7 @@ def encode_images(model: JointModel, features: np.ndarray | torch.Tensor, batch_
     Region features (N, K, dim_image) (a ``np.memmap`` too) are read and converted to float32 a chunk
     of ``max(1, batch_size // K)`` images at a time, never whole.
     Raises :class:`~vsekit.errors.DataError` when the features are not ``(N, model.dim_image)`` or
-    ``(N, K, model.dim_image)``.
+    ``(N, K, model.dim_image)``, or a row's embedding is not finite (values too large for float32).
     """
     if torch.is_tensor(features) or np.ndim(features) == 3:
         feats = features  # region features: each chunk converted below
@@ -346,6 +347,10 @@ def encode_images(model: JointModel, features: np.ndarray | torch.Tensor, batch_
                 out = np.empty((len(feats), model.dim), dtype=np.float32)
             out[start : start + len(emb)] = emb.numpy()
     model.train(was_training)
+    if len(bad := nonfinite_rows(out)):  # finite features this model maps to inf/NaN (values far too large)
+        raise DataError(f"image features: row {int(bad[0])} (0-based; {len(bad)} row(s) in all) gives a NaN or "
+                        f"infinite embedding: its values are too large for this model in float32 (features of "
+                        f"a CNN are small numbers); check the features")
     return out
 
 
