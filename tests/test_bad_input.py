@@ -751,3 +751,44 @@ def eval_data_with_a_huge_finite_value(e):
     np.save(e.npy("test"), rows)
     e.write_spec()
     return ["eval", str(e.ckpt()), "--data", str(e.spec)], [str(e.npy("test")), "too large", "first row 4"]
+
+
+# ---- outputs never replace a user's file (issue 16 kind 1: every writer, not only run folders)
+
+
+@case
+def eval_output_over_a_users_file(e):
+    mine = e.root / "mine.json"
+    mine.write_text("USER\n", encoding="utf-8")
+    return ["eval", str(e.ckpt()), "-q", "-o", str(mine)], [str(mine), "was not written by vsekit eval"]
+
+
+@case
+def eval_default_output_over_a_users_file_in_the_run(e):
+    run = e.run_copy()
+    (run / "eval_test.json").write_text('{"mine": 1}\n', encoding="utf-8")  # not in the manifest, not an eval's
+    return ["eval", str(run), "-q"], [str(run / "eval_test.json"), "was not written by vsekit eval"]
+
+
+@case
+def encode_output_over_a_users_file(e):
+    mine = e.root / "mine.npy"
+    np.save(mine, np.arange(12, dtype=np.float32).reshape(3, 4))  # not unit rows: not an encoding
+    return (["encode", str(e.ckpt()), "--captions", str(e.caps("test")), "-o", str(mine)],
+            [str(mine), "was not written by vsekit encode"])
+
+
+@case
+def bank_output_over_a_users_files(e):
+    (e.root / "mine.json").write_text('{"mine": 1}\n', encoding="utf-8")
+    (e.root / "mine.safetensors").write_text("USER\n", encoding="utf-8")
+    return (["bank", str(e.ckpt()), "--captions", str(e.caps("test")), "-o", str(e.root / "mine"), "-q"],
+            [str(e.root / "mine.json"), "was not written by vsekit bank"])
+
+
+@case
+def report_output_over_a_users_files(e):
+    folder = e.root / "urep"
+    folder.mkdir()
+    (folder / "gallery.html").write_text("<p>my page</p>\n", encoding="utf-8")
+    return ["report", str(e.run_copy()), "-o", str(folder)], [str(folder / "gallery.html"), "vsekit report"]

@@ -232,6 +232,15 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
     return {**metrics, "data": record}, meta_path
 
 
+def is_eval_result(path: Path) -> bool:
+    """Whether the file ``path`` is what ``vsekit eval`` writes (a JSON object naming its ``checkpoint`` and
+    ``split``, with ``rsum``)."""
+    from vsekit.limits import read_json
+
+    record = read_json(path)
+    return isinstance(record, dict) and {"checkpoint", "split", "rsum"} <= set(record)
+
+
 def eval_result_name(split: str, metrics: dict[str, Any]) -> str:
     """The default file name of an ``eval`` result, unique per data and protocol, so that evaluating on other
     data (or with other folds or ties) never overwrites an earlier result: ``eval_SPLIT[_DATA-HASH][_foldsF]

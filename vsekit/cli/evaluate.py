@@ -42,18 +42,19 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
     from vsekit.config import portable
     from vsekit.evaluate import format_table, reference_lines, table_rows
     from vsekit.io import atomic_write_text
-    from vsekit.training.manifest import record_written
+    from vsekit.training.manifest import record_written, refuse_foreign
 
     metrics, meta_path = api.eval_checkpoint(checkpoint, split=split, data=data_spec, folds=folds, ties=ties,
                                              verbose=not quiet, log_warnings=False, strict_protocol=strict_protocol,
                                              trust_code=trust_code)
+    installed = not checkpoint.exists()  # an installed model's name: its folder is not ours to write in
+    folder, prefix = (Path.cwd(), f"{checkpoint.name}_") if installed else (meta_path.parent, "")
+    target = output or folder / (prefix + api.eval_result_name(split, metrics))
+    refuse_foreign(target, api.is_eval_result, "vsekit eval")  # before anything is printed or written
     for w in metrics["warnings"]:
         click.echo(terminal_text(f"warning: {w}"), err=True)
     click.echo(reference_lines(metrics))
     click.echo(format_table(table_rows(split, metrics)))
-    installed = not checkpoint.exists()  # an installed model's name: its folder is not ours to write in
-    folder, prefix = (Path.cwd(), f"{checkpoint.name}_") if installed else (meta_path.parent, "")
-    target = output or folder / (prefix + api.eval_result_name(split, metrics))
     record = portable({"checkpoint": str(meta_path), "split": split, **metrics}, target.resolve().parent)
     record_written(target)  # listed when written into a run folder (--force clears it)
     atomic_write_text(target, json.dumps(record, indent=1))

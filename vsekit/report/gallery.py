@@ -11,7 +11,7 @@ import numpy as np
 from vsekit.metrics import ranks_both
 from vsekit.report.curves import curves_html, report_curves
 from vsekit.report.pages import Query, Result, write_html
-from vsekit.training.manifest import record_written
+from vsekit.training.manifest import record_written, refuse_foreign
 
 if TYPE_CHECKING:
     from vsekit.retrieval import RetrieveResult
@@ -117,6 +117,11 @@ def report_intro(queries: list[Query], model_path: Path, split: str, data: Any, 
     return intro
 
 
+def is_report_page(path: Path) -> bool:
+    """Whether the file ``path`` is a gallery page :func:`write_report` wrote (its title says so)."""
+    return path.is_file() and "<title>vsekit report: " in path.read_text(encoding="utf-8", errors="replace")[:4096]
+
+
 def write_report(run: str | Path, out: str | Path | None = None, *, split: str = "test", n: int = 8, k: int = 5,
                  images_dir: str | Path | None = None, embed_images: bool = False,
                  trust_code: bool = False) -> dict[str, Any]:
@@ -134,6 +139,8 @@ def write_report(run: str | Path, out: str | Path | None = None, *, split: str =
     model, ref, meta = retrieval.open_model(Path(run), trust_code=trust_code)
     run_dir = ref.path.parent
     out_dir = Path(out) if out is not None else run_dir / "report"
+    refuse_foreign(out_dir / "gallery.html", is_report_page, "vsekit report")  # a user's files are never replaced
+    refuse_foreign(out_dir / "curves.png", lambda _: is_report_page(out_dir / "gallery.html"), "vsekit report")
     record_written(out_dir / "curves.png", folders=[out_dir] if out is None else [])  # listed in a run folder
     name = (meta.get("spec") or {}).get("name") or run_dir.name
     result = report_curves(run_dir, out_dir, name)

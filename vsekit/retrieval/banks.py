@@ -299,6 +299,11 @@ def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = 
     return bank
 
 
+def is_bank_json(path: Path) -> bool:
+    """Whether the file ``path`` is a bank's JSON (``format`` :data:`FORMAT`): a file vsekit wrote."""
+    return path.is_file() and read_json(path).get("format") == FORMAT
+
+
 def source_digest(source: str | Path | None) -> str | None:
     """The sha256 of the file a bank is built from (its ``source_sha256``); None when ``source`` names no file."""
     return sha256_file(source) if source is not None and Path(source).is_file() else None

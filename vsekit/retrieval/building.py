@@ -10,10 +10,11 @@ import attrs
 
 from vsekit.errors import DataError, VsekitError
 from vsekit.image_features import readable_features
-from vsekit.retrieval.banks import Bank, build_caption_bank, build_image_bank
+from vsekit.retrieval.banks import Bank, bank_files, build_caption_bank, build_image_bank, is_bank_json
 from vsekit.retrieval.extractors import extractor_table
 from vsekit.retrieval.files import image_files, read_captions, read_features, read_ids
 from vsekit.retrieval.retriever import Retriever
+from vsekit.training.manifest import refuse_foreign
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,10 @@ def make_bank(req: BankRequest) -> Bank:
             own, or any input, model or extractor problem (each message names its file).
     """
     req.check()
+    if req.output is not None:  # a bank the user names: neither of its files may be someone else's
+        meta, weights = bank_files(req.output)
+        refuse_foreign(meta, is_bank_json, "vsekit bank")
+        refuse_foreign(weights, lambda _: is_bank_json(meta), "vsekit bank")
     got = _read_inputs(req)
     r = Retriever.load(req.model, extractor=req.extractor, trust_code=req.trust_code)
     bank = _encode(req, r, got)

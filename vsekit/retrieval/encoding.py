@@ -14,6 +14,7 @@ from vsekit.io import atomic_write
 from vsekit.retrieval.files import read_captions, read_features
 from vsekit.retrieval.models import open_model
 from vsekit.retrieval.queries import unreadable_captions
+from vsekit.training.manifest import refuse_foreign
 
 ENCODE_SUFFIXES = (".npy", ".npz")
 
@@ -27,6 +28,18 @@ class Encoded:
     shape: tuple[int, int]
     dtype: str
     unread_lines: list[int] = attrs.Factory(list)
+
+
+def is_encoding(path: Path) -> bool:
+    """Whether ``path`` holds what :func:`encode_file` writes: an ``.npz`` of ``embeddings`` with ``texts`` or
+    ``rows``, or an ``.npy`` of unit-norm float rows (N, dim)."""
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return "embeddings" in z.files and ("texts" in z.files or "rows" in z.files)
+    rows = np.load(path, allow_pickle=False, mmap_mode="r")
+    if rows.ndim != 2 or rows.dtype.kind != "f":
+        return False
+    return bool(np.allclose(np.linalg.norm(np.asarray(rows[:1000], dtype=np.float32), axis=1), 1.0, atol=1e-2))
 
 
 def _writer(output: Path, emb: np.ndarray, texts: list[str] | None, ids: list[str] | None) -> Callable[[str], None]:
@@ -64,6 +77,7 @@ def encode_file(model: str | Path | None, *, captions: Path | None = None, featu
     if suffix not in ENCODE_SUFFIXES:
         raise VsekitError(f"{output}: cannot write {suffix or 'a file without a suffix'!r}: -o takes "
                           f"{' or '.join(ENCODE_SUFFIXES)} (.npz: embeddings with their texts/ids)")
+    refuse_foreign(output, is_encoding, "vsekit encode")  # before any work: a user's file is never replaced
     texts = ids = None
     unread: list[int] = []
     if captions is not None:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
-from vsekit.errors import CheckpointError
+from vsekit.errors import CheckpointError, VsekitError
 from vsekit.io import atomic_write_text
 from vsekit.limits import read_json
 from vsekit.training.lock import LOCK_NAME
@@ -186,3 +186,40 @@ def is_vsekit_run(out: Path) -> bool:
         return False
     return isinstance(record, dict) and isinstance(record.get("versions"), dict) \
         and bool(record["versions"].get("vsekit"))
+
+
+def listed_as_written(path: str | Path) -> bool:
+    """Whether ``path`` is listed in the manifest of the nearest run folder above it (vsekit wrote it there)."""
+    path = Path(path).absolute()
+    folder = _run_folder_of(path)
+    if folder is None:
+        return False
+    try:
+        entries = read_manifest(folder) or []
+    except CheckpointError:
+        return False
+    return path.relative_to(folder).as_posix() in entries
+
+
+def refuse_foreign(path: str | Path, ours: Callable[[Path], bool], what: str) -> None:
+    """Refuse to replace ``path`` when it exists and vsekit did not write it: not listed in a run folder's
+    manifest (:func:`listed_as_written`) and ``ours(path)`` (what the file holds says ``what`` wrote it) False.
+    A link or a folder there is never replaced.
+
+    Raises:
+        VsekitError: one line naming the file.
+    """
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_file() and not path.is_symlink() and (listed_as_written(path) or _safely(ours, path)):
+        return
+    raise VsekitError(f"{path}: exists and was not written by {what}: vsekit does not overwrite files it did not "
+                      f"write; choose another output, or move the file away")
+
+
+def _safely(ours: Callable[[Path], bool], path: Path) -> bool:
+    try:
+        return bool(ours(path))
+    except Exception:  # an unreadable or foreign file is simply not ours
+        return False
