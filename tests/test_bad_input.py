@@ -792,3 +792,12 @@ def report_output_over_a_users_files(e):
     folder.mkdir()
     (folder / "gallery.html").write_text("<p>my page</p>\n", encoding="utf-8")
     return ["report", str(e.run_copy()), "-o", str(folder)], [str(folder / "gallery.html"), "vsekit report"]
+
+
+@case
+def image_bank_with_an_id_twice(e):
+    ids = e.root / "ids.txt"
+    n = len(np.load(e.npy("test")))
+    ids.write_text("".join(f"im{i if i != 3 else 1}.jpg\n" for i in range(n)), encoding="utf-8")
+    return (["bank", str(e.ckpt()), "--features", str(e.npy("test")), "--ids", str(ids), "-o", str(e.root / "b")],
+            ["'im1.jpg' names more than one row"])

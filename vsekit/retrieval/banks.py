@@ -1,11 +1,9 @@
 """Banks: unit-norm embeddings (N, dim) with an id per row, their files, and which model made them.
 
-A bank is saved as ``NAME.safetensors`` (the embeddings, float16 or float32)
-plus ``NAME.json`` (format, ids, texts, the model's identity, the sha256 of
-the embeddings file and of the file the bank was built from); nothing is
-pickled. The two are committed as one change (:meth:`Bank.save`) and every
-load checks that the embeddings are the ones the JSON names (:func:`load_bank`).
-:func:`build_caption_bank` and :func:`build_image_bank` encode once;
+A bank is saved as ``NAME.safetensors`` (the embeddings, float16 or float32) plus ``NAME.json`` (format, ids,
+texts, the model's identity, the sha256 of the embeddings file and of the file the bank was built from); nothing is
+pickled. The two are committed as one change (:meth:`Bank.save`) and every load checks that the embeddings are the
+ones the JSON names (:func:`load_bank`). :func:`build_caption_bank` and :func:`build_image_bank` encode once;
 :meth:`Bank.search` is one ``torch.topk`` over ``bank @ q``.
 """
 
@@ -15,6 +13,7 @@ import datetime
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -391,6 +390,8 @@ def build_image_bank(model: JointModel, features: np.ndarray | torch.Tensor, ids
         raise DataError(f"{source or 'image features'}: no images: a bank needs at least one")
     if len(ids) != n:
         raise DataError(f"{source or 'image features'}: {n} feature rows but {len(ids)} ids")
+    if twice := [i for i, c in Counter(ids).items() if c > 1]:  # a result and /thumbs/ID name one image each
+        raise DataError(f"{source or 'image ids'}: id {twice[0]!r} names more than one row; ids name one image each")
     emb = torch.from_numpy(encode_images(model, features)).to(_as_dtype(dtype))
     meta = {"model": _model_info(model), "source": source, "source_sha256": source_digest(source),
             "image_root": str(Path(image_root).resolve()) if image_root else None,
