@@ -29,6 +29,7 @@ import numpy as np
 from vsekit.errors import CheckpointError, DataError, VsekitError
 from vsekit.io import atomic_write_text
 from vsekit.limits import read_json
+from vsekit.training.manifest import refuse_foreign
 
 FORMAT = "vsekit-compare/1"
 #: the protocol fields compared between runs: how ties rank, folds averaged, captions ranked per image, split sizes
@@ -304,18 +305,15 @@ def compare_html(rows: Sequence[RunRow], png: Path | None, notes: Sequence[str],
 
 
 def check_outputs(out_dir: Path) -> None:
-    """Refuse to overwrite compare files vsekit did not write (``compare.json`` records its format)."""
-    present = [name for name in OUTPUTS if (out_dir / name).exists()]
-    if not present:
-        return
+    """Refuse to overwrite compare files vsekit did not write (:func:`~vsekit.training.manifest.refuse_foreign`;
+    ``compare.json`` records its format, and the other files are ours when it is)."""
     record = out_dir / "compare.json"
-    try:
-        ours = read_json(record).get("format") == FORMAT
-    except (OSError, VsekitError, AttributeError):
-        ours = False
-    if not ours:
-        raise VsekitError(f"{out_dir / present[0]}: exists and was not written by `vsekit compare`; "
-                          "choose another -o folder")
+
+    def ours(_: Path) -> bool:
+        return read_json(record).get("format") == FORMAT
+
+    for name in OUTPUTS:
+        refuse_foreign(out_dir / name, ours, "vsekit compare")
 
 
 def write_compare(rows: Sequence[RunRow], out_dir: str | Path) -> dict[str, Any]:

@@ -230,8 +230,9 @@ class ImageBank(Bank):
         return find_image(self.ids[index], images_dir, self.image_root)
 
 
-def _read_meta(meta_path: Path, weights: Path) -> dict[str, Any]:
-    """The bank JSON ``meta_path`` as a dict, checked to be a vsekit bank (``weights``: the default data file)."""
+def read_bank_meta(meta_path: Path, weights: Path) -> dict[str, Any]:
+    """The bank JSON ``meta_path`` as a dict, checked to be a vsekit bank (``weights``: the default data file,
+    for the message). Raises DataError: missing, unreadable or not a bank's."""
     if not meta_path.is_file():
         raise DataError(f"{meta_path}: no such bank (expected {meta_path.name} and {weights.name}; "
                         f"build one with `vsekit bank`)")
@@ -273,7 +274,7 @@ def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = 
         VsekitError: another model's bank (with ``model``).
     """
     meta_path, default = bank_files(path)
-    meta = _read_meta(meta_path, default)
+    meta = read_bank_meta(meta_path, default)
     weights = _embeddings_file(meta_path, meta, default, verify)
     try:
         emb = load_file(weights)["embeddings"]
@@ -296,11 +297,6 @@ def load_bank(path: str | Path, model: JointModel | None = None, verify: bool = 
     if model is not None:
         check_bank(bank, model)
     return bank
-
-
-def is_bank_json(path: Path) -> bool:
-    """Whether the file ``path`` is a bank's JSON (``format`` :data:`FORMAT`): a file vsekit wrote."""
-    return path.is_file() and read_json(path).get("format") == FORMAT
 
 
 def source_digest(source: str | Path | None) -> str | None:

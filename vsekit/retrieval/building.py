@@ -10,7 +10,7 @@ import attrs
 
 from vsekit.errors import DataError, VsekitError
 from vsekit.image_features import readable_features
-from vsekit.retrieval.banks import Bank, bank_files, build_caption_bank, build_image_bank, is_bank_json
+from vsekit.retrieval.banks import Bank, bank_files, build_caption_bank, build_image_bank, read_bank_meta
 from vsekit.retrieval.extractors import extractor_table
 from vsekit.retrieval.files import image_files, read_captions, read_features, read_ids
 from vsekit.retrieval.retriever import Retriever
@@ -103,8 +103,8 @@ def make_bank(req: BankRequest) -> Bank:
     req.check()
     if req.output is not None:  # a bank the user names: neither of its files may be someone else's
         meta, weights = bank_files(req.output)
-        refuse_foreign(meta, is_bank_json, "vsekit bank")
-        refuse_foreign(weights, lambda _: is_bank_json(meta), "vsekit bank")
+        refuse_foreign(meta, lambda p: bool(read_bank_meta(p, weights)), "vsekit bank")  # a bank's JSON is ours
+        refuse_foreign(weights, lambda _: bool(read_bank_meta(meta, weights)), "vsekit bank")
     got = _read_inputs(req)
     r = Retriever.load(req.model, extractor=req.extractor, trust_code=req.trust_code)
     bank = _encode(req, r, got)
