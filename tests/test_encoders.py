@@ -9,7 +9,7 @@ from torch import nn
 
 from vsekit.data.batching import collate
 from vsekit.data.vocab import UNK, Vocab
-from vsekit.image.linear import LinearImageEncoder
+from vsekit.image.linear import LinearImageEncoder, MLPImageEncoder
 from vsekit.model import JointModel, encode_images, encode_sentences
 from vsekit.text.bow import BoWEncoder
 from vsekit.text.gru import GRUEncoder
@@ -166,6 +166,19 @@ SENTENCES = [
     "the dog",
     "a man rides a bike down the street in the sun and a dog runs on the beach",
 ]
+
+
+def test_mlp_image_encoder_is_linear_plus_a_residual_mlp():
+    torch.manual_seed(0)
+    enc = MLPImageEncoder(MLPImageEncoder.Config(hidden=16, dropout=0.5), dim_image=8, dim=4).eval()
+    x = torch.randn(5, 8)
+    w1, b1, w2, b2 = enc.mlp[0].weight, enc.mlp[0].bias, enc.mlp[3].weight, enc.mlp[3].bias
+    by_hand = x @ enc.fc.weight.T + enc.fc.bias + torch.nn.functional.gelu(x @ w1.T + b1) @ w2.T + b2
+    torch.testing.assert_close(enc(x), by_hand)  # eval: no dropout
+    bound = (6.0 / (8 + 4)) ** 0.5  # the linear part keeps the reference's Xavier init and zero bias
+    assert enc.fc.weight.abs().max() <= bound and not enc.fc.bias.any()
+    enc.train()
+    assert not torch.equal(enc(x), enc(x))  # dropout acts in training
 
 
 @pytest.mark.parametrize("encoder", ["gru", "bow"])

@@ -43,11 +43,13 @@ def register_image_feature_extractors(register):
 
 @hookimpl
 def register_image_encoders(register):
-    """Register the built-in image encoders ``linear``, and ``mean`` and ``gpo`` (pooled region features)."""
-    from vsekit.image.linear import LinearImageEncoder
+    """Register the built-in image encoders ``linear``, ``mlp`` (linear plus a residual MLP), and ``mean`` and
+    ``gpo`` (pooled region features)."""
+    from vsekit.image.linear import LinearImageEncoder, MLPImageEncoder
     from vsekit.image.pooled import GPOImageEncoder, MeanImageEncoder
 
     register("linear", LinearImageEncoder)
+    register("mlp", MLPImageEncoder)
     register("mean", MeanImageEncoder)
     register("gpo", GPOImageEncoder)
 

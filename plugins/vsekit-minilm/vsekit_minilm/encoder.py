@@ -30,6 +30,7 @@ from torch import nn
 
 from vsekit.config import in_range, non_negative, one_of, path_field, positive
 from vsekit.errors import VsekitError
+from vsekit.heads import side_mlp
 from vsekit.text.base import SentenceEncoder
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,7 @@ class MiniLMEncoder(SentenceEncoder):
         self.drop = nn.Dropout(config.dropout)
         self.fc = nn.Linear(self.width, dim)
         if config.head == "mlp":
-            self.mlp = nn.Sequential(nn.Linear(self.width, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
-                                     nn.Linear(config.hidden, dim))
+            self.mlp = side_mlp(self.width, config.hidden, dim, config.dropout)
         self._cache: dict[str, torch.Tensor] = {}
         self._fresh: list[str] = []
         self._cache_file_stem = f"minilm-{self.fingerprint()}"
