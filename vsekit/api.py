@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,10 +184,15 @@ def evalrank(model: JointModel | str, data: Any = None, split: str = "test", fol
     return metrics
 
 
-def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, folds: int | None = None, *,
-                    verbose: bool = True, ties: str = "pessimistic", log_warnings: bool = True,
-                    strict_protocol: bool = False, trust_code: bool = False) -> tuple[dict[str, Any], Path]:
+def eval_checkpoint(path: str | Path | Sequence[str | Path], split: str = "test", data: Any = None,
+                    folds: int | None = None, *, verbose: bool = True, ties: str = "pessimistic",
+                    log_warnings: bool = True, strict_protocol: bool = False,
+                    trust_code: bool = False) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on ``split`` of its own spec's data (or ``data``); returns (metrics, checkpoint json).
+
+    A list of paths evaluates their ensemble (the mean of the models' similarity matrices,
+    :func:`~vsekit.evaluate.ensemble_embeddings`) on the first one's data (or ``data``); the metrics then hold
+    ``"ensemble"``, the members' checkpoint files, and a warning when a member was trained on other data.
 
     The metrics are :func:`~vsekit.evaluate.evaluate_split`'s, plus ``"data"``: which data was read (``"own"``
     or the spec file given, its ``[data]`` table and the split's source). ``strict_protocol`` (or the spec's
@@ -199,8 +204,11 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
     """
     from vsekit.evaluate import evaluate_split
 
-    meta_path, meta = checkpoint.read_meta(checkpoint_json(path))
-    model, _, _ = checkpoint.load(meta_path, trust_code=trust_code)
+    paths = [path] if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__") else list(path)
+    members = [checkpoint.read_meta(checkpoint_json(p)) for p in paths]  # all found before any is loaded
+    meta_path, meta = members[0]
+    models = [checkpoint.load(mp, trust_code=trust_code)[0] for mp, _ in members]
+    model = models[0] if len(models) == 1 else models
     if data is None:
         s = spec_mod.from_dict(meta["spec"], source=str(meta_path), base=meta_path.parent, trust_code=trust_code)
         reader = s.data.build()
@@ -217,7 +225,7 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
         strict_protocol, coco = strict_protocol or s.eval.strict_protocol, s.eval.coco_1k_and_5k
         record: dict[str, Any] = {"spec": "own", "data": s.data.to_dict()}
     else:
-        split_data = resolve_split(model, data, split, trust_code=trust_code)
+        split_data = resolve_split(models[0], data, split, trust_code=trust_code)
         record, coco = {"spec": str(data)}, None
         if isinstance(data, (str, Path)) and Path(data).is_dir():
             record["data"] = {"type": "precomp", "dir": str(data)}
@@ -228,8 +236,25 @@ def eval_checkpoint(path: str | Path, split: str = "test", data: Any = None, fol
     record["source"] = split_data.source
     metrics = evaluate_split(model, split_data, folds=folds, verbose=verbose, ties=ties, log_warnings=log_warnings,
                              strict_protocol=strict_protocol, coco_1k_and_5k=coco,
-                             data=record.get("data", data_source(model, data)))
+                             data=record.get("data", data_source(models[0], data)))
+    if len(members) > 1:
+        metrics["ensemble"] = [str(mp) for mp, _ in members]
+        metrics["warnings"] = metrics["warnings"] + ensemble_warnings(members)
     return {**metrics, "data": record}, meta_path
+
+
+def ensemble_warnings(members: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """A warning for each ensemble member whose spec's ``[data]`` differs from the first member's (a member
+    trained on other data may have seen the evaluation split), and for a member given twice."""
+    found, seen = [], set()
+    first_path, first = members[0]
+    for mp, meta in members:
+        if mp.resolve() in seen:
+            found.append(f"ensemble: {mp} is given twice; it counts twice in the mean")
+        seen.add(mp.resolve())
+        if mp is not first_path and (meta.get("spec") or {}).get("data") != (first.get("spec") or {}).get("data"):
+            found.append(f"ensemble: {mp} was trained on other data than {first_path} ([data] differs)")
+    return found
 
 
 def is_eval_result(path: Path) -> bool:
@@ -244,8 +269,8 @@ def is_eval_result(path: Path) -> bool:
 def eval_result_name(split: str, metrics: dict[str, Any]) -> str:
     """The default file name of an ``eval`` result, unique per data and protocol, so that evaluating on other
     data (or with other folds or ties) never overwrites an earlier result: ``eval_SPLIT[_DATA-HASH][_foldsF]
-    [_ties-RULE].json``, where DATA is the data spec's file stem and HASH the first 8 hex digits of the sha256
-    of its ``[data]`` table."""
+    [_ensembleN-HASH][_ties-RULE].json``, where DATA is the data spec's file stem and HASH the first 8 hex digits
+    of the sha256 of its ``[data]`` table (for an ensemble of N models: of its members' checkpoint files)."""
     import hashlib
     import json
     import re
@@ -256,6 +281,9 @@ def eval_result_name(split: str, metrics: dict[str, Any]) -> str:
         digest = hashlib.sha256(json.dumps(record.get("data", record["spec"]), sort_keys=True).encode()).hexdigest()
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(record["spec"]).stem)[:40] or "data"
         parts.append(f"{stem}-{digest[:8]}")
+    if members := metrics.get("ensemble"):  # the members, in any order, name the file
+        digest = hashlib.sha256(json.dumps(sorted(members)).encode()).hexdigest()
+        parts.append(f"ensemble{len(members)}-{digest[:8]}")
     protocol = metrics.get("protocol") or {}
     if protocol.get("folds", 1) != 1:
         parts.append(f"folds{protocol['folds']}")

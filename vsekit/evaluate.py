@@ -7,9 +7,12 @@ with a ``DeprecationWarning``); ``evalrank`` is :func:`vsekit.api.evalrank`.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import numpy as np
 
 from vsekit import model as model_mod
 from vsekit.data.readers import Split
@@ -114,7 +117,30 @@ def _all_warnings(split: Split, ec: EvalCaptions, ims: Any) -> list[str]:
     return protocol_warnings(split, ec) + found
 
 
-def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: int | None = None, *,
+def ensemble_embeddings(models: Sequence[JointModel], split: Split, captions: Sequence[str], *,
+                        verbose: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The image (N, D) and caption (M, D) float32 unit rows whose dot products are the mean of the models'
+    cosine similarity matrices: each model's unit embeddings, concatenated and scaled by ``1 / sqrt(len(models))``
+    (``D`` is the sum of the models' ``dim``). One model: its own embeddings.
+
+    Ensembling thus goes through the one ranking code, with its tie rule and folds. Raises
+    :class:`~vsekit.errors.DataError` when a model does not take the split's features.
+    """
+    ims, caps = [], []
+    for m in models:
+        if split.dim_image != m.dim_image:
+            raise DataError(f"{split.source}: {split.dim_image}-d image features, but the model expects "
+                            f"{m.dim_image}-d")
+        ims.append(model_mod.encode_images(m, split.images, verbose=verbose))
+        caps.append(model_mod.encode_sentences(m, list(captions), verbose=verbose))
+    if len(models) == 1:
+        return ims[0], caps[0]
+    scale = np.float32(1.0 / math.sqrt(len(models)))
+    return np.concatenate(ims, axis=1) * scale, np.concatenate(caps, axis=1) * scale
+
+
+def evaluate_split(model: JointModel | Sequence[JointModel], split: Split, metric: Any = None,
+                   folds: int | None = None, *,
                    verbose: bool = False, ties: str = "pessimistic", log_warnings: bool = True,
                    strict_protocol: bool = False, coco_1k_and_5k: bool | None = None,
                    data: Any = None) -> dict[str, Any]:
@@ -125,7 +151,8 @@ def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: i
     (:func:`protocol_captions`); an image with fewer is evaluated with what it has and warned about.
 
     Args:
-        model: the joint model.
+        model: the joint model, or a list of models: their ensemble, whose similarity of an image and a caption
+            is the mean of the models' cosine similarities (:func:`ensemble_embeddings`).
         split: the split; its ``(N, dim_image)`` features and the captions used are encoded.
         metric: a :class:`~vsekit.metrics.Metric` (default: ``recall`` with K = 1, 5, 10).
         folds: ``None`` or the number of equal folds (COCO 5-fold 1K); a fold holds >= 10 images.
@@ -154,16 +181,19 @@ def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: i
         from vsekit.metrics import RecallMetric
 
         metric = RecallMetric(RecallMetric.Config())
-    if split.dim_image != model.dim_image:
-        raise DataError(f"{split.source}: {split.dim_image}-d image features, "
-                        f"but the model expects {model.dim_image}-d")
+    models = list(model) if isinstance(model, Sequence) else [model]
+    if not models:
+        raise ProtocolError("an ensemble needs at least one model")
+    for m in models:  # before anything is encoded
+        if split.dim_image != m.dim_image:
+            raise DataError(f"{split.source}: {split.dim_image}-d image features, "
+                            f"but the model expects {m.dim_image}-d")
     n_folds = check_folds(folds, split.n_images)
     coco = wants_coco_rows(coco_1k_and_5k, data, split.n_images)
     check_folds(COCO_1K_FOLDS if coco else None, split.n_images)
     check_ties(ties)
     ec = protocol_captions(split, strict=strict_protocol)
-    ims = model_mod.encode_images(model, split.images, verbose=verbose)
-    caps = model_mod.encode_sentences(model, [split.captions[i] for i in ec.keep], verbose=verbose)
+    ims, caps = ensemble_embeddings(models, split, [split.captions[i] for i in ec.keep], verbose=verbose)
     out = _metric_values(metric, (ims, caps, split.cap2img[ec.keep]), folds, ties, coco)
     found = _all_warnings(split, ec, ims)
     if log_warnings:
@@ -171,7 +201,8 @@ def evaluate_split(model: JointModel, split: Split, metric: Any = None, folds: i
             log.warning(w)
     out["protocol"] = {"ties": ties, "folds": n_folds, "n_images": split.n_images, "n_captions": len(split.captions),
                        "caps_per_image": {"min": int(ec.per_image.min()), "max": int(ec.per_image.max())},
-                       **ec.record(), "coco_1k_and_5k": coco}
+                       **ec.record(), "coco_1k_and_5k": coco,
+                       **({"ensemble": len(models)} if len(models) > 1 else {})}
     out["warnings"] = found
     return out
 

@@ -18,7 +18,9 @@ trust_code_option = click.option(
 
 
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN...")
+@click.option("--ensemble", is_flag=True,
+              help="Evaluate the ensemble of the runs given: the mean of their similarity matrices.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--data", "data_spec", type=click.Path(path_type=Path), metavar="DIR_OR_SPEC",
               help="Evaluate on this data instead of the model's own: a precomp folder or a spec file.")
@@ -28,15 +30,25 @@ trust_code_option = click.option(
 @click.option("--strict-protocol", is_flag=True,
               help="Refuse a split with an image of fewer than 5 captions (default: evaluate it, warn and count).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the metrics JSON here (default: RUN/eval_SPLIT[_DATA-HASH][_foldsF][_ties-RULE].json).")
+              help="Write the metrics JSON here (default: RUN/eval_SPLIT[_DATA-HASH][_foldsF][_ensembleN-HASH]"
+                   "[_ties-RULE].json).")
 @click.option("-q", "--quiet", is_flag=True)
 @trust_code_option
-def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int | None, ties: str,
-             strict_protocol: bool, output: Path | None, quiet: bool, trust_code: bool) -> None:
+def eval_cmd(*, checkpoints: tuple[Path, ...], ensemble: bool, split: str, data_spec: Path | None,
+             folds: int | None, ties: str, strict_protocol: bool, output: Path | None, quiet: bool,
+             trust_code: bool) -> None:
     """Evaluate a run folder or checkpoint on a split: the paper's table, plus JSON recording the data and protocol.
 
     Each image's first 5 captions are ranked. On a 5,000-image COCO test split the table shows COCO 1K (the
     mean of 5 folds of 1,000 images) and 5K, and the JSON holds both ("1k", "5k").
+
+    With --ensemble and two or more runs, an image and a caption score the mean of the runs' cosine
+    similarities (as the field reports ensembles), on the first run's data; the JSON goes into the first
+    run's folder.
+
+    \b
+      vsekit eval runs/gru
+      vsekit eval --ensemble runs/gru_seeds/seed0 runs/gru_seeds/seed1
     """
     from vsekit import api
     from vsekit.config import portable
@@ -44,8 +56,15 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
     from vsekit.io import atomic_write_text
     from vsekit.training.manifest import record_written, refuse_foreign
 
-    metrics, meta_path = api.eval_checkpoint(checkpoint, split=split, data=data_spec, folds=folds, ties=ties,
-                                             verbose=not quiet, log_warnings=False, strict_protocol=strict_protocol,
+    if len(checkpoints) > 1 and not ensemble:
+        raise click.UsageError(f"{len(checkpoints)} runs given: pass --ensemble to evaluate their ensemble, "
+                               "or give one run")
+    if ensemble and len(checkpoints) < 2:
+        raise click.UsageError("--ensemble needs two or more runs")
+    checkpoint = checkpoints[0]
+    metrics, meta_path = api.eval_checkpoint(list(checkpoints) if ensemble else checkpoint, split=split,
+                                             data=data_spec, folds=folds, ties=ties, verbose=not quiet,
+                                             log_warnings=False, strict_protocol=strict_protocol,
                                              trust_code=trust_code)
     installed = not checkpoint.exists()  # an installed model's name: its folder is not ours to write in
     folder, prefix = (Path.cwd(), f"{checkpoint.name}_") if installed else (meta_path.parent, "")
@@ -54,7 +73,8 @@ def eval_cmd(*, checkpoint: Path, split: str, data_spec: Path | None, folds: int
     for w in metrics["warnings"]:
         click.echo(terminal_text(f"warning: {w}"), err=True)
     click.echo(reference_lines(metrics))
-    click.echo(format_table(table_rows(split, metrics)))
+    label = f"{split} (ensemble of {len(checkpoints)})" if ensemble else split
+    click.echo(format_table(table_rows(label, metrics)))
     record = portable({"checkpoint": str(meta_path), "split": split, **metrics}, target.resolve().parent)
     record_written(target)  # listed when written into a run folder (--force clears it)
     atomic_write_text(target, json.dumps(record, indent=1))
