@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageOps
 from test_bad_images import photo
 from vsekit_efficientnet.extractor import EfficientNetLite0
 from vsekit_efficientnet.pixels import crops, resized_size
@@ -37,7 +37,9 @@ def test_config_from_a_spec_table(tmp_path):
 
 
 @pytest.mark.parametrize("options, needle", [({"resize": 200}, "resize"), ({"crop": 0}, "crop"),
-                                             ({"ten_crops": True}, "ten_crops"), ({"batch_size": "8"}, "batch_size")])
+                                             ({"ten_crops": True}, "ten_crops"), ({"batch_size": "8"}, "batch_size"),
+                                             ({"view": 9}, "set ten_crop = true"),
+                                             ({"ten_crop": True, "view": 10}, "expected a view 0..9")])
 def test_bad_config_refused(tmp_path, options, needle):
     with pytest.raises(spec.SpecProblems) as exc:
         component(tmp_path, **options)
@@ -92,6 +94,26 @@ def test_ten_crop_features(tmp_path, extractor):
     ten._model = extractor.model()  # the same network: load it once
     f10, f1 = ten.extract([p]).features[0], extractor.extract([p]).features[0]
     assert abs(np.linalg.norm(f10) - 1) < 1e-5 and 0.8 < f10 @ f1 < 0.9999
+
+
+def test_one_view_is_that_crops_row(tmp_path, extractor):
+    p, m = tmp_path / "a.png", tmp_path / "mirrored.png"
+    photo(300, 256).save(p)  # no resize, and the centre crop sits 38 px from either side
+    ImageOps.mirror(Image.open(p)).save(m)
+    net = extractor.model()
+    rows = []
+    for view in range(10):
+        one = EfficientNetLite0(EfficientNetLite0.Config(ten_crop=True, view=view, progress=False, workers=0))
+        one._model = net
+        rows.append(one.extract([p]).features[0])
+    centre, mirrored = extractor.extract([p, m]).features
+    np.testing.assert_allclose(rows[4], centre, atol=1e-5)  # view 4: the centre crop
+    np.testing.assert_allclose(rows[9], mirrored, atol=1e-5)  # view 9: the mirrored centre crop
+    assert rows[9] @ rows[4] < 0.9999 and len({r.tobytes() for r in rows}) == 10  # ten different rows
+    ten = EfficientNetLite0(EfficientNetLite0.Config(ten_crop=True, progress=False, workers=0))
+    ten._model = net
+    mean = np.mean(rows, axis=0)  # ten_crop averages the views (before normalising each): close, not equal
+    assert mean @ ten.extract([p]).features[0] / np.linalg.norm(mean) > 0.999
 
 
 def test_batches_do_not_change_the_numbers(tmp_path, extractor):

@@ -26,11 +26,23 @@ from vsekit_efficientnet.pixels import ImageProblem, crops, load_rgb
 
 MODEL_NAME = "efficientnet-lite0"
 DIM = 1280
+#: the views of ``ten_crop``: 4 corners and the centre, then their mirrors
+N_VIEWS = 10
 
 
 def _resize_check(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value != 0 and value < inst.crop:
         raise FieldError(attribute.name, f"expected 0 (no resize) or a size >= crop ({inst.crop}), got {value!r}")
+
+
+def _view_check(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < N_VIEWS:
+        raise FieldError(attribute.name, f"expected a view 0..{N_VIEWS - 1} (4 corners, the centre, then their "
+                                         f"mirrors), got {value!r}")
+    if not inst.ten_crop:
+        raise FieldError(attribute.name, "picks one of the ten_crop views: set ten_crop = true too")
 
 
 def default_weights() -> Path:
@@ -58,6 +70,9 @@ class EfficientNetLite0(ImageFeatureExtractor):
         crop: int = attrs.field(default=224, validator=positive())
         #: Average the features of 10 crops (4 corners + centre, and their mirrors) instead of the centre crop.
         ten_crop: bool = False
+        #: One view's row instead of the average (needs ten_crop): 0-3 the corners (top-left, top-right,
+        #: bottom-left, bottom-right), 4 the centre, 5-9 their mirrors (9: the mirrored centre crop).
+        view: int | None = attrs.field(default=None, validator=_view_check)
         batch_size: int = attrs.field(default=32, validator=positive())
         #: Threads decoding images (0: decode in the calling thread).
         workers: int = attrs.field(default=2, validator=non_negative())
@@ -112,7 +127,8 @@ class EfficientNetLite0(ImageFeatureExtractor):
         """uint8 crops of one image, or the reason it cannot be used."""
         c = self.config
         try:
-            return crops(load_rgb(path), c.resize or None, c.crop, c.ten_crop)
+            views = crops(load_rgb(path), c.resize or None, c.crop, c.ten_crop)
+            return views if c.view is None else views[c.view : c.view + 1]
         except ImageProblem as exc:
             return str(exc)
         except Exception as exc:  # anything else a decoder throws: report it, keep going
