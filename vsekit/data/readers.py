@@ -20,8 +20,9 @@ import attrs
 import numpy as np
 
 from vsekit.config import EMBEDDED_ROOT, embedded_path, path_field, positive
+from vsekit.data.views import read_views
 from vsekit.errors import DataError
-from vsekit.image.records import check_recorded_rows
+from vsekit.image.records import check_recorded_rows, ids_path
 from vsekit.io import collapse_repeated_rows, load_feature_rows, nonfinite_rows, npy_problem, read_lines
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class Split:
     files: list[Path] = attrs.Factory(list)
     report: dict[str, Any] = attrs.Factory(dict)
     source: str = ""
+    #: (N, V, dim_image) float32 views of each image for training (view 0: ``images``), or None
+    #: (:mod:`vsekit.data.views`); training draws one per image each epoch, evaluation uses ``images``
+    views: np.ndarray | None = None
 
     def __attrs_post_init__(self) -> None:
         if np.ndim(self.images) != 3:
@@ -67,6 +71,10 @@ class Split:
             raise DataError(f"{where}: {len(self.captions)} captions but {len(self.cap2img)} caption->image entries")
         if self.cap2img.min() < 0 or self.cap2img.max() >= len(self.images):
             raise DataError(f"{where}: a caption points at an image outside 0..{len(self.images) - 1}")
+        if self.views is not None and (self.views.ndim != 3 or self.views.shape[0] != len(self.images)
+                                       or self.views.shape[2:] != self.images.shape[1:]):
+            raise DataError(f"{where}: views of shape {self.views.shape} do not fit the features "
+                            f"{self.images.shape}: expected ({len(self.images)}, V, {self.images.shape[-1]})")
         rows = nonfinite_rows(self.images)
         if len(rows):
             raise DataError(f"{where}: image features have NaN or inf in {len(rows)} row(s), first row {int(rows[0])}")
@@ -86,7 +94,8 @@ class Split:
         keep = self.cap2img < n_images
         return Split(self.name, [c for c, k in zip(self.captions, keep, strict=True) if k], self.images[:n_images],
                      self.cap2img[keep], self.image_ids[:n_images] if self.image_ids else None,
-                     list(self.files), dict(self.report), self.source)
+                     list(self.files), dict(self.report), self.source,
+                     None if self.views is None else self.views[:n_images])
 
 
 class DatasetReader:
@@ -137,6 +146,9 @@ class PrecompReader(DatasetReader):
         dir: str = path_field(validator=attrs.validators.instance_of(str))
         name: str | None = None
         caps_per_image: int = attrs.field(default=5, validator=positive())
+        #: feature files of other views of the train images (``vsekit extract`` output, with ids), matched by
+        #: the ids in ``train_ids.txt``; training draws one view per image each epoch (:mod:`vsekit.data.views`)
+        train_views: tuple[str, ...] = path_field(())
 
     def _root(self) -> Path:
         return embedded_path(self.config.dir)
@@ -173,6 +185,13 @@ class PrecompReader(DatasetReader):
                     check_recorded_rows(ims)
                 except DataError as exc:
                     problems.append(str(exc))
+        for view in map(Path, self.config.train_views):
+            if not view.is_file():
+                problems.append(f"{view}: no such file (train_views)")
+            elif bad := npy_problem(view):
+                problems.append(bad)
+            elif not ids_path(view).is_file():
+                problems.append(f"{view}: no ids file {ids_path(view).name} beside it (train_views are matched by id)")
         return problems
 
     def read(self, split: str) -> Split:
@@ -212,5 +231,17 @@ class PrecompReader(DatasetReader):
                 f"caps_per_image = {k} captions per row (one row per image) or 1 (one row per caption); {fits}"
             )
         cap2img = np.arange(n_caps, dtype=np.int64) // k
-        return Split(split, captions, images, cap2img, files=[caps_path, ims_path],
-                     report={"layout": layout}, source=str(ims_path))
+        views, files = None, [caps_path, ims_path]
+        if split == "train" and self.config.train_views:
+            ids_file = caps_path.with_name(caps_path.name[: -len("_caps.txt")] + "_ids.txt")
+            if not ids_file.is_file():
+                raise DataError(f"{ids_file}: no such file: train_views are matched to the train images by the "
+                                f"ids in it (one image file name a line, in {ims_path.name}'s row order)")
+            ids = read_lines(ids_file, "image id")
+            if len(ids) != len(images):
+                raise DataError(f"{ids_file}: {len(ids)} ids for the {len(images)} images of {ims_path}")
+            views = read_views(np.asarray(images, dtype=np.float32), ids, self.config.train_views, str(ids_file))
+            files += [ids_file, *map(Path, self.config.train_views)]
+        return Split(split, captions, images, cap2img, files=files, views=views,
+                     report={"layout": layout, **({"views": views.shape[1]} if views is not None else {})},
+                     source=str(ims_path))

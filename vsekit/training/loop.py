@@ -26,7 +26,7 @@ from vsekit.metrics import DEFAULT_KS
 from vsekit.model import JointModel
 from vsekit.spec import Spec
 from vsekit.training.metrics_log import MetricsLog, NoLog
-from vsekit.training.setup import RunContext, epoch_batches
+from vsekit.training.setup import RunContext, epoch_batches, epoch_views
 from vsekit.training.stall import split_chance_rsum, stall_reasons
 from vsekit.training.state import Progress, save_last
 
@@ -232,6 +232,7 @@ class Loop:
         """The epoch in progress, from its position, then its end (validation, stall check, state)."""
         p, t, su = self.prog, self.spec.train, self.setup
         epoch = p.epoch
+        epoch_views(su, t.seed, epoch)  # per-view features: this epoch's view of each image
         if p.batches is None:
             p.batches = epoch_batches(su.lengths[su.keep], t.batch_size, su.rng, t.bucket, self.d)
             p.pos, p.seen, p.loss_sum, p.noinfo_sum = 0, 0, 0.0, 0.0

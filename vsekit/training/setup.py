@@ -17,6 +17,7 @@ from vsekit.data.batching import CaptionStore, bucketed_batches
 from vsekit.data.overlap import overlap_warnings, split_overlap
 from vsekit.data.readers import Split
 from vsekit.data.tokenize import tokenize_all, tokenizer_problem
+from vsekit.data.views import draw_views
 from vsekit.data.vocab import Vocab, encode_all
 from vsekit.errors import DataError, ProtocolError, SpecError
 from vsekit.evaluate import protocol_captions
@@ -169,6 +170,8 @@ class Setup:
     total_steps: int
     #: what every checkpoint of the run records beside the weights: the image feature extractor, when known
     record: dict[str, Any] = attrs.Factory(dict)
+    #: (N, V, dim_image) views of the train images on device (data with ``train_views``), else None
+    views: torch.Tensor | None = None
 
     @classmethod
     def build(cls, spec: Spec, data: RunData, device: torch.device, d: distributed.Dist) -> Setup:
@@ -209,6 +212,7 @@ class Setup:
                    store=CaptionStore(flat, lengths, tokens),
                    needs_texts=getattr(model.sentence_encoder, "needs_texts", False),
                    images=train_rows(data.train, model, device, spec.source),
+                   views=None if data.train.views is None else torch.from_numpy(data.train.views).to(device),
                    cap2img=torch.from_numpy(data.train.cap2img), params=params,
                    optimizer=make_optimizer(params, spec),
                    scaler=torch.amp.GradScaler("cuda") if t.precision == "fp16" else None,
@@ -231,6 +235,16 @@ class MappedRows:
     def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
         rows = np.asarray(self.array[ids.cpu().numpy()], dtype=np.float32)  # fancy indexing: a copy of B rows
         return torch.from_numpy(np.ascontiguousarray(rows)).to(self.device)
+
+
+def epoch_views(setup: Setup, seed: int, epoch: int) -> None:
+    """With per-view train features: make ``setup.images`` the views drawn for ``epoch`` (0-based), one per image
+    (:func:`vsekit.data.views.draw_views`: the same for the same seed and epoch, resumed or not)."""
+    if setup.views is None:
+        return
+    n, v = setup.views.shape[:2]
+    pick = torch.from_numpy(draw_views(n, v, seed, epoch)).to(setup.views.device)
+    setup.images = setup.views[torch.arange(n, device=setup.views.device), pick]
 
 
 def train_rows(train: Split, model: JointModel, device: torch.device, source: str | None) -> torch.Tensor | MappedRows:
