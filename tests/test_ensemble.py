@@ -23,8 +23,8 @@ def second_run(small_data, tmp_path_factory) -> Path:
     """A second tiny run on the same data as ``trained_run``, another seed and a BoW sentence encoder."""
     root = tmp_path_factory.mktemp("second")
     spec = root / "spec.toml"
-    spec.write_text(tiny_spec_text(small_data, train={"seed": 1}, model__sentence_encoder={"type": "bow", "dim_word": 32}),
-                    encoding="utf-8")
+    bow = {"type": "bow", "dim_word": 32}
+    spec.write_text(tiny_spec_text(small_data, train={"seed": 1}, model__sentence_encoder=bow), encoding="utf-8")
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -50,7 +50,7 @@ def test_views_are_matched_by_id(viewed_data, tmp_path):
 
 
 def test_view_problems_are_named(viewed_data, tmp_path):
-    data, ids, other = viewed_data
+    _, ids, other = viewed_data
     with pytest.raises(DataError, match=r"no row for 1 of the 200 images.*'img000.jpg'"):
         read_views(np.zeros((200, other.shape[1]), np.float32), ids,
                    [write_view(tmp_path / "short_ims.npy", ids[1:], other[1:])], "train_ids.txt")

@@ -65,6 +65,8 @@ class TrainSpec:
     lr_schedule: str = attrs.field(default="none", validator=one_of("none", "step", "cosine"))
     lr_step_epochs: int = attrs.field(default=15, validator=positive())
     lr_gamma: float = attrs.field(default=0.1, validator=in_range(0.0, 1.0))
+    #: linear learning-rate warm-up over the first this many steps (0: none), then the schedule as it would be
+    warmup_steps: int = attrs.field(default=0, validator=non_negative())
     early_stopping: int = attrs.field(default=0, validator=non_negative())
     disp_freq: int = attrs.field(default=10, validator=positive())
     valid_freq: int = attrs.field(default=0, validator=non_negative())

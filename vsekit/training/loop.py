@@ -45,13 +45,15 @@ class TrainingDiverged(VsekitError):
 
 
 def lr_at(spec: Spec, step: int, epoch: int, total_steps: int) -> float:
-    """The learning rate of ``step`` (0-based) in ``epoch`` (0-based) under ``train.lr_schedule``."""
+    """The learning rate of ``step`` (0-based) in ``epoch`` (0-based) under ``train.lr_schedule``, times
+    ``(step + 1) / warmup_steps`` during the first ``train.warmup_steps`` steps (linear warm-up)."""
     t = spec.train
+    warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
     if t.lr_schedule == "step":
-        return t.lr * (t.lr_gamma ** (epoch // t.lr_step_epochs))
+        return warm * t.lr * (t.lr_gamma ** (epoch // t.lr_step_epochs))
     if t.lr_schedule == "cosine":
-        return 0.5 * t.lr * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
-    return t.lr
+        return warm * 0.5 * t.lr * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    return warm * t.lr
 
 
 def train_step(model: JointModel, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any,
