@@ -31,3 +31,16 @@ def test_warmup_ramps_then_follows_the_schedule(tmp_path, schedule):
         factor = min(1.0, (step + 1) / 4)
         assert lr_at(s, step, epoch, total) == pytest.approx(factor * plain(step, epoch)), (step, epoch)
     assert lr_at(make_spec(tmp_path, lr=0.01), 0, 0, total) == pytest.approx(0.01)  # no warm-up by default
+
+
+def test_parameters_with_an_lr_scale_get_their_own_group(tmp_path):
+    import torch
+
+    from vsekit.training.setup import LR_SCALE, make_optimizer
+
+    plain, tuned, other = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    setattr(tuned, LR_SCALE, 0.1)
+    opt = make_optimizer([plain, tuned, other], make_spec(tmp_path, lr=0.01))
+    assert [g["lr_scale"] for g in opt.param_groups] == [1.0, 0.1]
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 1]
+    assert opt.param_groups[1]["params"][0] is tuned

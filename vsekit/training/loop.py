@@ -257,7 +257,7 @@ class Loop:
         idx, sizes = d.split(global_idx)  # this rank's share
         lr = lr_at(self.spec, p.step, epoch, su.total_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         batch, ids = su.store.batch(idx, with_texts=su.needs_texts), su.cap2img[idx]
         if self.device.type == "cuda":
             batch, ids = batch.pin_memory(), ids.pin_memory()

@@ -112,12 +112,25 @@ def resolve_device(spec: Spec) -> torch.device:
     return device
 
 
+#: the attribute a component sets on a parameter to train it at that multiple of the learning rate
+LR_SCALE = "vsekit_lr_scale"
+
+
 def make_optimizer(params: list[torch.nn.Parameter], spec: Spec) -> torch.optim.Optimizer:
-    """Adam as ``[train]`` says; the fused kernel (one pass over all tensors) where every parameter allows it."""
+    """Adam as ``[train]`` says; the fused kernel (one pass over all tensors) where every parameter allows it.
+
+    Parameters carrying the attribute ``vsekit_lr_scale`` (:data:`LR_SCALE`; e.g. a pretrained encoder's
+    fine-tuned layers) form their own group, ``"lr_scale"`` in it; the loop sets each group's learning rate
+    to the schedule's times its scale. The groups come in order of first appearance (unscaled first).
+    """
     t = spec.train
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) and \
         len({p.device for p in params}) == 1
-    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
+    by_scale: dict[float, list[torch.nn.Parameter]] = {1.0: []}
+    for p in params:
+        by_scale.setdefault(float(getattr(p, LR_SCALE, 1.0)), []).append(p)
+    groups = [{"params": ps, "lr_scale": scale} for scale, ps in by_scale.items() if ps]
+    return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
 
 
 def autocast_for(spec: Spec, device: torch.device) -> torch.autocast | None:

@@ -94,6 +94,16 @@ def test_finetune_layers_train_and_round_trip(tmp_path):
     assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_finetune_lr_scale_marks_the_tuned_layers():
+    from vsekit.training.setup import LR_SCALE
+
+    enc = build(finetune_layers=1, finetune_lr_scale=0.1)
+    scaled = {id(p) for p in enc.tuned.parameters()}
+    assert scaled and all(getattr(p, LR_SCALE) == 0.1 for p in enc.tuned.parameters())
+    assert not any(hasattr(p, LR_SCALE) for p in enc.parameters() if id(p) not in scaled)  # the head: [train] lr
+    assert not any(hasattr(p, LR_SCALE) for p in build(finetune_layers=1).tuned.parameters())  # default 1.0
+
+
 def test_bad_configs():
     problems = MiniLMEncoder.check_config(testing.make_config(MiniLMEncoder, {"finetune_layers": 7}), 16)
     assert problems == [("finetune_layers", "the model has 6 layers, got finetune_layers = 7")]

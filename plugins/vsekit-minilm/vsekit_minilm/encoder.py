@@ -85,6 +85,8 @@ class MiniLMEncoder(SentenceEncoder):
         model_dir: str | None = path_field(None)
         #: unfreeze the top N transformer layers (0: frozen, cached)
         finetune_layers: int = attrs.field(default=0, validator=non_negative())
+        #: the fine-tuned layers train at this multiple of [train] lr (pretrained weights usually want less)
+        finetune_lr_scale: float = attrs.field(default=1.0, validator=positive())
         #: "linear": one linear map; "mlp": linear map plus a two-layer MLP on the side (residual)
         head: str = attrs.field(default="linear", validator=one_of("linear", "mlp"))
         #: width of the MLP's hidden layer
@@ -137,6 +139,8 @@ class MiniLMEncoder(SentenceEncoder):
             self.tuned = nn.ModuleList(layers[len(layers) - k:])  # shared with _bert: trained and saved
             for p in self.tuned.parameters():
                 p.requires_grad_(True)
+                if config.finetune_lr_scale != 1.0:  # its own optimizer group (vsekit.training.setup.LR_SCALE)
+                    p.vsekit_lr_scale = config.finetune_lr_scale
         self.drop = nn.Dropout(config.dropout)
         self.fc = nn.Linear(self.width, dim)
         if config.head == "mlp":
