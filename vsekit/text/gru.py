@@ -26,6 +26,7 @@ float rounding) and use the same parameters (``rnn.weight_ih_l0`` ...):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -33,10 +34,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from vsekit.config import in_range, one_of, positive
+from vsekit.config import in_range, one_of, path_field, positive
 from vsekit.pooling import GPO, mean_pool
 from vsekit.text._gru_fused import gru_last_states, packing
 from vsekit.text.base import SentenceEncoder
+from vsekit.text.word_vectors import read_word_vectors
 
 IMPLS = ("auto", "packed", "padded", "fused")
 #: how a caption's vector is made from the word states
@@ -62,6 +64,9 @@ class GRUEncoder(SentenceEncoder):
         impl: str = attrs.field(default="auto", validator=one_of(*IMPLS))
         #: the caption's vector: the last state ("last"), the mean ("mean") or GPO ("gpo") of the word states
         pooling: str = attrs.field(default="last", validator=one_of(*POOLINGS))
+        #: pretrained word vectors (text: a word and dim_word numbers a line) for the vocabulary's words when
+        #: training starts (:meth:`init_words`); words without one keep the random init. Unused when loading.
+        word_vectors: str | None = path_field(None)
 
     def __init__(self, config: Any, vocab_size: int, dim: int) -> None:
         super().__init__(config, vocab_size, dim)
@@ -76,6 +81,20 @@ class GRUEncoder(SentenceEncoder):
         self.drop = nn.Dropout1d(config.word_dropout) if config.word_dropout > 0 else nn.Identity()
         if config.pooling == "gpo":  # only then: "last" and "mean" models keep the same parameters
             self.gpo = GPO()
+
+    def init_words(self, words: Sequence[str]) -> int:
+        """Set the embedding rows of ``words`` (the vocabulary, row i for word i) that ``word_vectors`` holds;
+        returns how many. No file configured: 0, nothing changes. Raises :class:`~vsekit.errors.DataError`
+        for an unreadable file or a line of the wrong width (:func:`~vsekit.text.word_vectors.read_word_vectors`).
+        """
+        if not self.config.word_vectors:
+            return 0
+        found = read_word_vectors(self.config.word_vectors, words, self.config.dim_word)
+        with torch.no_grad():
+            for i, w in enumerate(words):
+                if w in found:
+                    self.embed.weight[i] = torch.from_numpy(found[w])
+        return sum(w in found for w in words)
 
     @classmethod
     def check_config(cls, config: Any, dim: int) -> list[tuple[str, str]]:

@@ -194,3 +194,25 @@ def test_matches_sentence_transformers():
         texts, convert_to_tensor=True)
     ours = torch.nn.functional.normalize(enc.sentence_vectors(texts), dim=-1)
     assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_word_vectors_are_mean_piece_embeddings(tmp_path):
+    from vsekit_minilm.encoder import _load_backbone, default_model_dir
+    from vsekit_minilm.word_vectors import main, word_vectors
+
+    tokenizer, bert = _load_backbone(default_model_dir())
+    table = bert.embeddings.word_embeddings.weight.detach()
+    pieces = tokenizer("skateboarder", add_special_tokens=False)["input_ids"]
+    assert len(pieces) > 1  # a word of several pieces: their mean
+    got = word_vectors(["dog", "skateboarder"])
+    torch.testing.assert_close(torch.from_numpy(got[1]), table[pieces].mean(0))
+    dog = tokenizer("dog", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(torch.from_numpy(got[0]), table[dog].mean(0))
+    caps = tmp_path / "caps.txt"
+    caps.write_text("A dog runs .\na skateboarder jumps\n")
+    out = tmp_path / "words.txt"
+    assert main([str(caps), "-o", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert [line.split(" ")[0] for line in lines] == sorted(["a", "dog", "runs", ".", "skateboarder", "jumps"])
+    assert all(len(line.split(" ")) == 385 for line in lines)
+    assert main([str(caps), "-o", str(out)]) == 2  # never replaces a file
