@@ -26,7 +26,10 @@ from _common import machine, write
 FAST = "examples/flickr8k_fast.toml"
 MINILM = "plugins/vsekit-minilm/examples/flickr8k_minilm.toml"
 GRU_BEST = "examples/flickr8k_best_gru.toml"
-VIEWS = "runs/views/flip_ims.npy"  # vsekit extract ... --set ten_crop=true --set view=9 (see README of the table)
+#: vsekit extract efficientnet_lite0 TRAIN_IMAGES --set ten_crop=true --set view=9 -o runs/views/flip_ims.npy
+VIEWS = "runs/views/flip_ims.npy"
+#: python -m vsekit_minilm.word_vectors SHARED/flickr8k-effnet-lite0/train_caps.txt -o runs/views/minilm_words.txt
+WORDS = "runs/views/minilm_words.txt"
 COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
 
 #: (row, baseline row, base spec, what changed, its --set options); runs are RUNS/ROW_sK
@@ -42,8 +45,13 @@ ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
      ['loss.type="max_violation"', 'loss.warmup_loss="infonce"', "loss.warmup_epochs=2"]),
     ("bs256", "base", FAST, "batch size 256 (same lr)", ["train.batch_size=256"]),
     ("bigru", "base", FAST, "bidirectional GRU (last states averaged)", ["model.sentence_encoder.bidirectional=true"]),
+    ("mwv", "base", FAST, "not from scratch: word embeddings (384-d) start from MiniLM's word-piece embeddings",
+     ["model.sentence_encoder.dim_word=384", f'model.sentence_encoder.word_vectors="{WORDS}"']),
     ("minilm", None, MINILM, "frozen MiniLM + MLP head (plugin example), 3 epochs cosine",
      ["train.max_epochs=3", 'train.lr_schedule="cosine"']),
+    ("mft2", "minilm", MINILM, "MiniLM: fine-tune the top 2 layers at 0.1 x lr", [
+        "train.max_epochs=3", 'train.lr_schedule="cosine"', "model.sentence_encoder.finetune_layers=2",
+        "model.sentence_encoder.finetune_lr_scale=0.1"]),
 ]
 
 
