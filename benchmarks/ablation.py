@@ -28,7 +28,7 @@ MINILM = "plugins/vsekit-minilm/examples/flickr8k_minilm.toml"
 GRU_BEST = "examples/flickr8k_best_gru.toml"
 #: vsekit extract efficientnet_lite0 TRAIN_IMAGES --set ten_crop=true --set view=9 -o runs/views/flip_ims.npy
 VIEWS = "runs/views/flip_ims.npy"
-#: python -m vsekit_minilm.word_vectors SHARED/flickr8k-effnet-lite0/train_caps.txt -o runs/views/minilm_words.txt
+#: vsekit minilm-words SHARED/flickr8k-effnet-lite0/train_caps.txt -o runs/views/minilm_words.txt
 WORDS = "runs/views/minilm_words.txt"
 COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
 

@@ -117,6 +117,18 @@ def _all_warnings(split: Split, ec: EvalCaptions, ims: Any) -> list[str]:
     return protocol_warnings(split, ec) + found
 
 
+def _models_for(model: JointModel | Sequence[JointModel], split: Split) -> list[JointModel]:
+    """The model(s) as a list, each checked against the split's features before anything is encoded."""
+    models = list(model) if isinstance(model, Sequence) else [model]
+    if not models:
+        raise ProtocolError("an ensemble needs at least one model")
+    for m in models:
+        if split.dim_image != m.dim_image:
+            raise DataError(f"{split.source}: {split.dim_image}-d image features, but the model expects "
+                            f"{m.dim_image}-d")
+    return models
+
+
 def ensemble_embeddings(models: Sequence[JointModel], split: Split, captions: Sequence[str], *,
                         verbose: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The image (N, D) and caption (M, D) float32 unit rows whose dot products are the mean of the models'
@@ -127,10 +139,7 @@ def ensemble_embeddings(models: Sequence[JointModel], split: Split, captions: Se
     :class:`~vsekit.errors.DataError` when a model does not take the split's features.
     """
     ims, caps = [], []
-    for m in models:
-        if split.dim_image != m.dim_image:
-            raise DataError(f"{split.source}: {split.dim_image}-d image features, but the model expects "
-                            f"{m.dim_image}-d")
+    for m in _models_for(models, split):
         ims.append(model_mod.encode_images(m, split.images, verbose=verbose))
         caps.append(model_mod.encode_sentences(m, list(captions), verbose=verbose))
     if len(models) == 1:
@@ -181,13 +190,7 @@ def evaluate_split(model: JointModel | Sequence[JointModel], split: Split, metri
         from vsekit.metrics import RecallMetric
 
         metric = RecallMetric(RecallMetric.Config())
-    models = list(model) if isinstance(model, Sequence) else [model]
-    if not models:
-        raise ProtocolError("an ensemble needs at least one model")
-    for m in models:  # before anything is encoded
-        if split.dim_image != m.dim_image:
-            raise DataError(f"{split.source}: {split.dim_image}-d image features, "
-                            f"but the model expects {m.dim_image}-d")
+    models = _models_for(model, split)
     n_folds = check_folds(folds, split.n_images)
     coco = wants_coco_rows(coco_1k_and_5k, data, split.n_images)
     check_folds(COCO_1K_FOLDS if coco else None, split.n_images)

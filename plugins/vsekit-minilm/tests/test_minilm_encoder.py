@@ -197,10 +197,15 @@ def test_matches_sentence_transformers():
 
 
 def test_word_vectors_are_mean_piece_embeddings(tmp_path):
-    from vsekit_minilm.encoder import _load_backbone, default_model_dir
-    from vsekit_minilm.word_vectors import main, word_vectors
+    from click.testing import CliRunner
+    from vsekit_minilm.encoder import default_model_dir, load_backbone
+    from vsekit_minilm.word_vectors import word_vectors
 
-    tokenizer, bert = _load_backbone(default_model_dir())
+    from vsekit.cli import add_plugin_commands, cli
+
+    add_plugin_commands()  # as the vsekit command does
+
+    tokenizer, bert = load_backbone(default_model_dir())
     table = bert.embeddings.word_embeddings.weight.detach()
     pieces = tokenizer("skateboarder", add_special_tokens=False)["input_ids"]
     assert len(pieces) > 1  # a word of several pieces: their mean
@@ -211,8 +216,9 @@ def test_word_vectors_are_mean_piece_embeddings(tmp_path):
     caps = tmp_path / "caps.txt"
     caps.write_text("A dog runs .\na skateboarder jumps\n")
     out = tmp_path / "words.txt"
-    assert main([str(caps), "-o", str(out)]) == 0
+    assert CliRunner().invoke(cli, ["minilm-words", str(caps), "-o", str(out)], obj={}).exit_code == 0
     lines = out.read_text().splitlines()
     assert [line.split(" ")[0] for line in lines] == sorted(["a", "dog", "runs", ".", "skateboarder", "jumps"])
     assert all(len(line.split(" ")) == 385 for line in lines)
-    assert main([str(caps), "-o", str(out)]) == 2  # never replaces a file
+    again = CliRunner().invoke(cli, ["minilm-words", str(caps), "-o", str(out)], obj={})
+    assert again.exit_code == 2 and again.stderr.startswith("error: ") and "exists" in again.stderr  # never replaces

@@ -17,3 +17,10 @@ def register_sentence_encoders(register):
     from vsekit_minilm.encoder import MiniLMEncoder
 
     register("minilm", MiniLMEncoder)
+
+
+@hookimpl
+def register_commands(cli):
+    from vsekit_minilm.word_vectors import words_cmd
+
+    cli.add_command(words_cmd)

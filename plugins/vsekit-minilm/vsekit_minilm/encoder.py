@@ -56,7 +56,7 @@ def model_dir_of(config: Any) -> Path:
     return path
 
 
-def _load_backbone(path: Path) -> tuple[Any, Any]:
+def load_backbone(path: Path) -> tuple[Any, Any]:
     """(tokenizer, model) from local files only; transformers is imported here, not when vsekit starts."""
     try:
         from transformers import AutoModel, AutoTokenizer
@@ -125,7 +125,7 @@ class MiniLMEncoder(SentenceEncoder):
         if problems:
             raise VsekitError("; ".join(f"[model.sentence_encoder] {f}: {m}" for f, m in problems))
         self.model_dir = model_dir_of(config)
-        tokenizer, bert = _load_backbone(self.model_dir)
+        tokenizer, bert = load_backbone(self.model_dir)
         bert.eval()
         for p in bert.parameters():
             p.requires_grad_(False)

@@ -1,7 +1,7 @@
 """all-MiniLM-L6-v2's input embeddings as word vectors for a GRU's vocabulary (``[model.sentence_encoder]
 word_vectors``): a word's vector is the mean of its word pieces' input embeddings (384-d).
 
-    python -m vsekit_minilm.word_vectors CAPTIONS.txt... -o minilm_words.txt
+    vsekit minilm-words CAPTIONS.txt... -o minilm_words.txt
 
 writes one line per distinct token of the captions (vsekit's tokenizer, ``--tokenizer``, as training uses),
 in the text format :func:`vsekit.text.word_vectors.read_word_vectors` reads. A GRU initialised from them
@@ -10,25 +10,28 @@ is no longer trained from scratch: report it as its own row.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+import click
 
-from vsekit.data.tokenize import DEFAULT, tokenize_all
 from vsekit.errors import VsekitError
-from vsekit.io import atomic_write_text, read_lines
-from vsekit_minilm.encoder import _load_backbone, default_model_dir
 
-__all__ = ["word_vectors"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["word_vectors", "words_cmd"]
 
 
 def word_vectors(words: Sequence[str], model_dir: str | Path | None = None) -> np.ndarray:
     """(len(words), 384) float32: each word's mean word-piece input embedding (no special tokens).
     A word the tokenizer gives no piece for gets the ``[UNK]`` piece's embedding."""
-    tokenizer, bert = _load_backbone(Path(model_dir) if model_dir else default_model_dir())
+    import numpy as np
+
+    from vsekit_minilm.encoder import default_model_dir, load_backbone  # transformers and torch: on use only
+
+    tokenizer, bert = load_backbone(Path(model_dir) if model_dir else default_model_dir())
     table = bert.embeddings.word_embeddings.weight.detach().float().numpy()
     out = np.empty((len(words), table.shape[1]), dtype=np.float32)
     for i, w in enumerate(words):
@@ -37,26 +40,24 @@ def word_vectors(words: Sequence[str], model_dir: str | Path | None = None) -> n
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vsekit_minilm.word_vectors", description=__doc__.splitlines()[0])
-    ap.add_argument("captions", nargs="+", type=Path, help="caption files, one caption a line")
-    ap.add_argument("-o", "--output", type=Path, required=True, help="the word-vector file to write (must not exist)")
-    ap.add_argument("--tokenizer", default=DEFAULT, help=f"vsekit's tokenizer of the run (default {DEFAULT!r})")
-    args = ap.parse_args(argv)
-    try:
-        if args.output.exists():
-            raise VsekitError(f"{args.output}: exists; choose another -o (this never replaces a file)")
-        captions = [c for path in args.captions for c in read_lines(path, "caption")]
-        words = sorted({t for tokens in tokenize_all(captions, args.tokenizer) for t in tokens if " " not in t})
-        vectors = word_vectors(words)
-        atomic_write_text(args.output, "".join(w + " " + " ".join(f"{x:.6g}" for x in v) + "\n"
-                                               for w, v in zip(words, vectors, strict=True)))
-    except (VsekitError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.output}: {len(words)} words, {vectors.shape[1]}-d")
-    return 0
+@click.command("minilm-words")
+@click.argument("captions", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The word-vector file to write (it must not exist).")
+@click.option("--tokenizer", default="regex", show_default=True, help="vsekit's tokenizer, as the run's [model].")
+def words_cmd(captions: tuple[Path, ...], output: Path, tokenizer: str) -> None:
+    """Write MiniLM's word-piece input embeddings (384-d) for every token of CAPTIONS (files, a caption a
+    line) as word vectors for a GRU (`[model.sentence_encoder] word_vectors`, `dim_word = 384`)."""
+    from vsekit.data.tokenize import tokenize_all, tokenizer_problem  # (imports torch: not at `vsekit --help`)
+    from vsekit.io import atomic_write_text, read_lines
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if output.exists():
+        raise VsekitError(f"{output}: exists; choose another -o (this never replaces a file)")
+    if problem := tokenizer_problem(tokenizer):
+        raise VsekitError(f"--tokenizer: {problem}")
+    texts = [c for path in captions for c in read_lines(path, "caption")]
+    words = sorted({t for tokens in tokenize_all(texts, tokenizer) for t in tokens if " " not in t})
+    vectors = word_vectors(words)
+    atomic_write_text(output, "".join(w + " " + " ".join(f"{x:.6g}" for x in v) + "\n"
+                                      for w, v in zip(words, vectors, strict=True)))
+    click.echo(f"{output}: {len(words)} words, {vectors.shape[1]}-d")
