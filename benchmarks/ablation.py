@@ -36,6 +36,12 @@ COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r
 ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
     ("base", None, FAST, "flickr8k_fast.toml: GRU last state, linear image head, InfoNCE, 4 epochs cosine", []),
     ("gpo", "base", FAST, "GPO pooling over the GRU's word states", ['model.sentence_encoder.pooling="gpo"']),
+    ("gpo6", "gpo", FAST, "schedule: GPO, cosine over 6 epochs instead of 4",
+     ['model.sentence_encoder.pooling="gpo"', "train.max_epochs=6"]),
+    ("gpv", "gpo", FAST, "GPO + per-view features (centre or mirror): examples/flickr8k_best_gru.toml",
+     ['model.sentence_encoder.pooling="gpo"', f'data.train_views=["{VIEWS}"]']),
+    ("views4", "views", FAST, "per-view features from 4 views: centre, its mirror, top-left and bottom-right crops",
+     [f'data.train_views=["{VIEWS}", "runs/views/view0_ims.npy", "runs/views/view3_ims.npy"]']),
     ("mean", "base", FAST, "mean pooling over the GRU's word states", ['model.sentence_encoder.pooling="mean"']),
     ("mlp", "base", FAST, "image side: linear + residual 2-layer MLP head", ['model.image_encoder.type="mlp"']),
     ("wd1", "base", FAST, "word dropout 0.1", ["model.sentence_encoder.word_dropout=0.1"]),
