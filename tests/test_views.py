@@ -103,3 +103,23 @@ def test_missing_view_file_is_one_line(viewed_data, tmp_path):
     assert_user_error(invoke("validate", spec), "nothing_ims.npy: no such file (train_views)")
     assert_user_error(invoke("run", spec, "--out", tmp_path / "run", "-q"), "nothing_ims.npy")
     assert not (tmp_path / "run").exists()
+
+
+def test_views_of_other_crops_do_not_set_the_models_extractor(viewed_data, tmp_path):
+    """View files record their crop (``view = K``): they differ from each other and from the split's own
+    features by design, so they neither clash as "different extractors" nor become the model's extractor;
+    provenance still hashes them."""
+    import json
+
+    data, ids, other = viewed_data
+    second = write_view(tmp_path / "corner_ims.npy", ids, other[::-1].copy())
+    for path, view in ((tmp_path / "flip_ims.npy", 9), (second, 0)):
+        record = {"extractor": {"type": "efficientnet_lite0", "ten_crop": True, "view": view}, "dim": other.shape[1]}
+        path.with_name(path.name[: -len("_ims.npy")] + "_extractor.json").write_text(json.dumps(record))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(tiny_spec_text(data, data={"train_views": [str(tmp_path / "flip_ims.npy"), str(second)]}))
+    run = Path(vsekit.train(spec, tmp_path / "v", quiet=True)["run_dir"])
+    meta = json.loads((run / "best.json").read_text())
+    assert "image_feature_extractor" not in meta
+    hashed = json.loads((run / "provenance.json").read_text())["data_files"]
+    assert any(name.endswith("flip_ims.npy") for name in hashed) and any(n.endswith("corner_ims.npy") for n in hashed)

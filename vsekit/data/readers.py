@@ -50,6 +50,8 @@ class Split:
     #: (N, V, dim_image) float32 views of each image for training (view 0: ``images``), or None
     #: (:mod:`vsekit.data.views`); training draws one per image each epoch, evaluation uses ``images``
     views: np.ndarray | None = None
+    #: the files ``views`` 1.. were read from (hashed into provenance; they do not set the model's extractor)
+    view_files: list[Path] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
         if np.ndim(self.images) != 3:
@@ -95,7 +97,7 @@ class Split:
         return Split(self.name, [c for c, k in zip(self.captions, keep, strict=True) if k], self.images[:n_images],
                      self.cap2img[keep], self.image_ids[:n_images] if self.image_ids else None,
                      list(self.files), dict(self.report), self.source,
-                     None if self.views is None else self.views[:n_images])
+                     None if self.views is None else self.views[:n_images], list(self.view_files))
 
 
 class DatasetReader:
@@ -241,7 +243,8 @@ class PrecompReader(DatasetReader):
             if len(ids) != len(images):
                 raise DataError(f"{ids_file}: {len(ids)} ids for the {len(images)} images of {ims_path}")
             views = read_views(np.asarray(images, dtype=np.float32), ids, self.config.train_views, str(ids_file))
-            files += [ids_file, *map(Path, self.config.train_views)]
+            files.append(ids_file)
         return Split(split, captions, images, cap2img, files=files, views=views,
+                     view_files=[Path(v) for v in self.config.train_views] if views is not None else [],
                      report={"layout": layout, **({"views": views.shape[1]} if views is not None else {})},
                      source=str(ims_path))

@@ -224,8 +224,8 @@ class Setup:
         if len(keep) < 2:
             raise DataError(f"{data.train.source}: {len(keep)} of {len(lengths)} training caption(s) are at most "
                             f"[train] maxlen_w = {t.maxlen_w} tokens long; nothing to train on")
-        files = [f for s in (data.train, data.valid, data.test) for f in s.files]
-        extractor = recorded_extractor(files) or spec_extractor(spec)
+        files = [f for s in (data.train, data.valid, data.test) for f in s.files]  # not train_views: other crops
+        extractor = recorded_extractor(files) or spec_extractor(spec)  # of the same images, not the model's input
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                                  data.train.dim_image, append_eos=spec.model.append_eos,
                                  tokenizer=tokenizer, source=spec.source)
@@ -235,7 +235,8 @@ class Setup:
         params = list(model.parameters()) + list(loss_fn.parameters())
         batches_per_epoch = len(epoch_batches(lengths[keep], t.batch_size, np.random.default_rng(0), t.bucket, d))
         return cls(rng=rng, vocab=vocab, lengths=lengths, keep=keep, skipped=int(len(lengths) - len(keep)),
-                   prov={**collect(files, spec.source), "split_overlap": data.overlap}, model=model,
+                   prov={**collect(files + data.train.view_files, spec.source), "split_overlap": data.overlap},
+                   model=model,
                    loss_fn=loss_fn, metric=spec.eval.metric.build(),
                    store=CaptionStore(flat, lengths, tokens),
                    needs_texts=getattr(model.sentence_encoder, "needs_texts", False),
