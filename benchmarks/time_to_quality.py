@@ -34,7 +34,8 @@ def read_run(run: Path, target: float) -> dict[str, Any]:
         elif e["event"] == "valid" and float(e["epoch"]).is_integer():
             dev[int(e["epoch"])] = e["rsum"]
     reached = next((ep for ep in sorted(dev) if dev[ep] >= target), None)
-    out: dict[str, Any] = {"run_dir": str(run), "dev_rsum_by_epoch": dev, "epochs_to_target": reached,
+    out: dict[str, Any] = {"run_dir": str(run), "dev_rsum_by_epoch": dev, "train_seconds_by_epoch": elapsed,
+                           "epochs_to_target": reached,
                            "train_seconds_to_target": elapsed.get(reached) if reached else None}
     results = run / "results.json"
     if results.is_file():
