@@ -57,7 +57,9 @@ def _portable_component(table: dict[str, Any], kind: str, base: str | Path) -> d
     if config is None or not attrs.has(config):
         return out
     for field in attrs.fields(config):
-        value = out.get(field.name)
+        if field.name not in out:  # an option the table leaves to its default stays unset
+            continue
+        value = out[field.name]
         if field.metadata.get("vsekit_path"):
             out[field.name] = portable(value, base)
         elif (sub := field.metadata.get("vsekit_component")) and isinstance(value, dict):
