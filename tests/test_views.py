@@ -57,6 +57,9 @@ def test_view_problems_are_named(viewed_data, tmp_path):
     with pytest.raises(DataError, match=r"8-d rows, but the split's features"):
         read_views(np.zeros((200, other.shape[1]), np.float32), ids,
                    [write_view(tmp_path / "narrow_ims.npy", ids, other[:, :8])], "train_ids.txt")
+    twice = write_view(tmp_path / "twice_ims.npy", [*ids, ids[5]], np.concatenate([other, other[:1]]))
+    with pytest.raises(DataError, match=r"image id 'img005.jpg' appears twice"):
+        read_views(np.zeros((200, other.shape[1]), np.float32), ids, [twice], "train_ids.txt")
     np.save(tmp_path / "noids_ims.npy", other)
     with pytest.raises(DataError, match=r"no ids file noids_ids.txt"):
         read_views(np.zeros((200, other.shape[1]), np.float32), ids, [tmp_path / "noids_ims.npy"], "train_ids.txt")

@@ -235,7 +235,7 @@ class PrecompReader(DatasetReader):
         cap2img = np.arange(n_caps, dtype=np.int64) // k
         views, files = None, [caps_path, ims_path]
         if split == "train" and self.config.train_views:
-            ids_file = caps_path.with_name(caps_path.name[: -len("_caps.txt")] + "_ids.txt")
+            ids_file = ids_path(ims_path)  # SPLIT_ims.npy -> SPLIT_ids.txt
             if not ids_file.is_file():
                 raise DataError(f"{ids_file}: no such file: train_views are matched to the train images by the "
                                 f"ids in it (one image file name a line, in {ims_path.name}'s row order)")

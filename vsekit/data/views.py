@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from vsekit.errors import DataError
+from vsekit.image.precomputed import PrecomputedFeatures
 from vsekit.image.records import check_recorded_rows, ids_path
-from vsekit.io import load_feature_rows, read_lines
 
 __all__ = ["draw_views", "read_views"]
 
@@ -37,9 +37,9 @@ def read_views(images: np.ndarray, image_ids: Sequence[str], files: Sequence[str
         where: the split's ids file, for messages.
 
     Raises:
-        DataError: a view file without its ids file, with another width, with rows that no longer match the
-            checksum recorded for them, or without a row for one of the images (the message names the first
-            missing id and how many are missing).
+        DataError: a view file without its ids file, with another width or an id twice, with rows that no
+            longer match the checksum recorded for them, or without a row for one of the images (the message
+            names the first missing id and how many are missing).
     """
     if images.ndim != 2:
         raise DataError(f"{where}: train_views needs one feature row per image, not {images.ndim}-D features")
@@ -52,19 +52,17 @@ def read_views(images: np.ndarray, image_ids: Sequence[str], files: Sequence[str
             raise DataError(f"{path}: no ids file {ids_file.name} beside it: a view file is matched to the images "
                             f"by id (vsekit extract writes one)")
         check_recorded_rows(path)
-        rows = load_feature_rows(path)
-        ids = read_lines(ids_file, "image id")
-        if len(ids) != len(rows):
-            raise DataError(f"{ids_file}: {len(ids)} ids for the {len(rows)} rows of {path}")
-        if rows.shape[1] != images.shape[1]:
-            raise DataError(f"{path}: {rows.shape[1]}-d rows, but the split's features ({where}) are "
-                            f"{images.shape[1]}-d")
-        index = {image_id: i for i, image_id in enumerate(ids)}
-        missing = [i for i in image_ids if i not in index]
-        if missing:
+        # rows looked up by file name as [data.features] precomputed does (ids and rows counted, ids unique)
+        pair = PrecomputedFeatures.Config(features=str(path), ids=str(ids_file))
+        got = PrecomputedFeatures(pair).extract(list(image_ids))
+        if not got.ok.all():
+            missing = [i for i, ok in zip(image_ids, got.ok, strict=True) if not ok]
             raise DataError(f"{path}: no row for {len(missing)} of the {len(image_ids)} images of {where}, the first "
                             f"{missing[0]!r}: extract this view for every training image")
-        out[:, v] = rows[[index[i] for i in image_ids]]
+        if got.features.shape[1] != images.shape[1]:
+            raise DataError(f"{path}: {got.features.shape[1]}-d rows, but the split's features ({where}) are "
+                            f"{images.shape[1]}-d")
+        out[:, v] = got.features
     return out
 
 

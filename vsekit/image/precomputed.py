@@ -13,6 +13,7 @@ from vsekit.config import embedded_path, path_field
 from vsekit.errors import DataError
 from vsekit.image.base import Extracted, ImageFeatureExtractor
 from vsekit.image.cache import feature_keys
+from vsekit.image.records import ids_path
 from vsekit.io import load_feature_rows, read_lines
 
 
@@ -53,7 +54,7 @@ class PrecomputedFeatures(ImageFeatureExtractor):
         root = embedded_path(c.dir)
         if not root.is_dir():
             raise DataError(f"{root}: no such features folder")
-        pairs = [(p, p.with_name(p.name[: -len("_ims.npy")] + "_ids.txt")) for p in sorted(root.glob("*_ims.npy"))]
+        pairs = [(p, ids_path(p)) for p in sorted(root.glob("*_ims.npy"))]
         pairs = [(f, i) for f, i in pairs if i.exists()]
         if not pairs:
             raise DataError(f"{root}: no '*_ims.npy' file with a matching '*_ids.txt'")
@@ -69,19 +70,19 @@ class PrecomputedFeatures(ImageFeatureExtractor):
     def _load(self) -> dict[str, tuple[np.ndarray, int]]:
         if self._table is None:
             table: dict[str, tuple[np.ndarray, int]] = {}
-            for feats_path, ids_path in self.pairs():
+            for feats_path, ids_file in self.pairs():
                 feats = load_feature_rows(feats_path)
-                ids = [line.strip() for line in read_lines(ids_path, "image id")]
+                ids = [line.strip() for line in read_lines(ids_file, "image id")]
                 if len(ids) != len(feats):
-                    raise DataError(f"{ids_path} has {len(ids)} ids but {feats_path} has {len(feats)} rows")
+                    raise DataError(f"{ids_file} has {len(ids)} ids but {feats_path} has {len(feats)} rows")
                 if self._dim is not None and feats.shape[1] != self._dim:
                     raise DataError(f"{feats_path}: {feats.shape[1]}-d features, but other files are {self._dim}-d")
                 self._dim = int(feats.shape[1])
                 for row, name in enumerate(ids):
                     if name in table:
-                        raise DataError(f"{ids_path}: image id {name!r} appears twice")
+                        raise DataError(f"{ids_file}: image id {name!r} appears twice")
                     table[name] = (feats, row)
-                self._files += [feats_path, ids_path]
+                self._files += [feats_path, ids_file]
             self._table = table
         return self._table
 
