@@ -59,7 +59,7 @@ def test_training_starts_from_the_vectors(small_data, tmp_path, caplog):
     spec = tmp_path / "spec.toml"
     spec.write_text(tiny_spec_text(small_data, model__sentence_encoder={"word_vectors": str(f)},
                                    train={"max_epochs": 1, "lr": 1e-9}))
-    with caplog.at_level(logging.INFO, logger="vsekit.training.setup"):
+    with caplog.at_level(logging.INFO, logger="vsekit.text.gru"):
         run = vsekit.train(spec, tmp_path / "run", quiet=True)["run_dir"]
     assert any("word vectors:" in r.message and " of " in r.message for r in caplog.records)
     model = vsekit.load_model(run)  # loading reads the weights, not the file

@@ -26,6 +26,7 @@ float rounding) and use the same parameters (``rnn.weight_ih_l0`` ...):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,8 @@ from vsekit.pooling import GPO, mean_pool
 from vsekit.text._gru_fused import gru_last_states, packing
 from vsekit.text.base import SentenceEncoder
 from vsekit.text.word_vectors import read_word_vectors
+
+log = logging.getLogger(__name__)
 
 IMPLS = ("auto", "packed", "padded", "fused")
 #: how a caption's vector is made from the word states
@@ -84,17 +87,24 @@ class GRUEncoder(SentenceEncoder):
 
     def init_words(self, words: Sequence[str]) -> int:
         """Set the embedding rows of ``words`` (the vocabulary, row i for word i) that ``word_vectors`` holds;
-        returns how many. No file configured: 0, nothing changes. Raises :class:`~vsekit.errors.DataError`
-        for an unreadable file or a line of the wrong width (:func:`~vsekit.text.word_vectors.read_word_vectors`).
+        returns how many, and logs it (a warning when none). No file configured: 0, nothing changes. Raises
+        :class:`~vsekit.errors.DataError` for an unreadable file or a line of the wrong width
+        (:func:`~vsekit.text.word_vectors.read_word_vectors`).
         """
-        if not self.config.word_vectors:
+        source = self.config.word_vectors
+        if not source:
             return 0
-        found = read_word_vectors(self.config.word_vectors, words, self.config.dim_word)
+        found = read_word_vectors(source, words, self.config.dim_word)
         with torch.no_grad():
             for i, w in enumerate(words):
                 if w in found:
                     self.embed.weight[i] = torch.from_numpy(found[w])
-        return sum(w in found for w in words)
+        n = sum(w in found for w in words)
+        log.info("word vectors: %d of %d vocabulary words from %s", n, len(words), source)
+        if n == 0:
+            log.warning("word vectors: none of the %d vocabulary words is in %s; the embeddings stay random",
+                        len(words), source)
+        return n
 
     @classmethod
     def check_config(cls, config: Any, dim: int) -> list[tuple[str, str]]:

@@ -116,17 +116,12 @@ def resolve_device(spec: Spec) -> torch.device:
 LR_SCALE = "vsekit_lr_scale"
 
 
-def init_words(model: JointModel, vocab: Vocab, spec: Spec) -> None:
-    """A new model's word embeddings from the sentence encoder's pretrained word vectors, if it has any
-    (``init_words``, e.g. the GRU's ``word_vectors``); logs how many of the vocabulary's words were found."""
+def init_words(model: JointModel, vocab: Vocab) -> None:
+    """A new model's word embeddings from its sentence encoder's pretrained word vectors, when it takes them
+    (``init_words(words)``, e.g. the GRU's ``word_vectors``, which logs how many words it found)."""
     init = getattr(model.sentence_encoder, "init_words", None)
-    if init is None or not getattr(model.sentence_encoder.config, "word_vectors", None):
-        return
-    n, source = init(vocab.words), model.sentence_encoder.config.word_vectors
-    log.info("word vectors: %d of %d vocabulary words from %s", n, len(vocab), source)
-    if n == 0:
-        log.warning("word vectors: none of the %d vocabulary words is in %s; the embeddings stay random",
-                    len(vocab), source)
+    if init is not None:
+        init(vocab.words)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], spec: Spec) -> torch.optim.Optimizer:
@@ -229,7 +224,7 @@ class Setup:
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                                  data.train.dim_image, append_eos=spec.model.append_eos,
                                  tokenizer=tokenizer, source=spec.source)
-        init_words(model, vocab, spec)
+        init_words(model, vocab)
         model = model.to(device)
         loss_fn = spec.loss.build().to(device)
         params = list(model.parameters()) + list(loss_fn.parameters())
