@@ -23,6 +23,8 @@ from typing import Any
 
 from _common import machine, write
 
+from vsekit.evaluate import COLUMNS
+
 FAST = "examples/flickr8k_fast.toml"
 MINILM = "plugins/vsekit-minilm/examples/flickr8k_minilm.toml"
 GRU_BEST = "examples/flickr8k_best_gru.toml"
@@ -30,7 +32,6 @@ GRU_BEST = "examples/flickr8k_best_gru.toml"
 VIEWS = "runs/views/flip_ims.npy"
 #: vsekit minilm-words SHARED/flickr8k-effnet-lite0/train_caps.txt -o runs/views/minilm_words.txt
 WORDS = "runs/views/minilm_words.txt"
-COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
 
 #: (row, baseline row, base spec, what changed, its --set options); runs are RUNS/ROW_sK
 ROWS: list[tuple[str, str | None, str, str, list[str]]] = [

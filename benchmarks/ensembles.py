@@ -20,8 +20,7 @@ from pathlib import Path
 from _common import machine, write
 
 from vsekit import api
-
-COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "rsum")
+from vsekit.evaluate import COLUMNS
 
 
 def main() -> None:
