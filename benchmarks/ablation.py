@@ -30,6 +30,8 @@ MINILM = "plugins/vsekit-minilm/examples/flickr8k_minilm.toml"
 GRU_BEST = "examples/flickr8k_best_gru.toml"
 #: vsekit extract efficientnet_lite0 TRAIN_IMAGES --set ten_crop=true --set view=9 -o runs/views/flip_ims.npy
 VIEWS = "runs/views/flip_ims.npy"
+#: benchmarks/trunk.sh: vsekit extract efficientnet_lite0 SPLIT_IMAGES --set output=trunk -o runs/trunk/SPLIT_ims.npy
+TRUNK = "runs/trunk"
 #: vsekit minilm-words SHARED/flickr8k-effnet-lite0/train_caps.txt -o runs/views/minilm_words.txt
 WORDS = "runs/views/minilm_words.txt"
 
@@ -54,6 +56,14 @@ ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
      ['loss.type="max_violation"', 'loss.warmup_loss="infonce"', "loss.warmup_epochs=2"]),
     ("bs256", "base", FAST, "batch size 256 (same lr)", ["train.batch_size=256"]),
     ("bigru", "base", FAST, "bidirectional GRU (last states averaged)", ["model.sentence_encoder.bidirectional=true"]),
+    ("t05", "base", FAST, "InfoNCE temperature 0.05 (base 0.07)", ["loss.temperature=0.05"]),
+    ("t10", "base", FAST, "InfoNCE temperature 0.1 (base 0.07)", ["loss.temperature=0.1"]),
+    ("warm", "base", FAST, "linear learning-rate warm-up over the first 200 steps (of 936)",
+     ["train.warmup_steps=200"]),
+    ("dim512", "base", FAST, "joint embedding size 512 instead of 1024 (the GRU's hidden size with it)",
+     ["model.dim=512"]),
+    ("top1", "base", FAST, "image side: EfficientNet-Lite0's last block + head fine-tuned (0.1 x lr) on cached "
+     "trunk activations", [f'data.dir="{TRUNK}"', 'model.image_encoder.type="efficientnet_top"']),
     ("mwv", "base", FAST, "not from scratch: word embeddings (384-d) start from MiniLM's word-piece embeddings",
      ["model.sentence_encoder.dim_word=384", f'model.sentence_encoder.word_vectors="{WORDS}"']),
     ("minilm", None, MINILM, "frozen MiniLM + MLP head (plugin example), 3 epochs cosine",

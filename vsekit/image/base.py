@@ -80,3 +80,9 @@ class ImageEncoder(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         """Joint-space embeddings (B, dim), unnormalized, of image features (B, dim_image) float."""
         raise NotImplementedError
+
+    def check_extractor(self, extractor: dict[str, Any]) -> list[str]:
+        """Problems with the image feature extractor that made the training features, one sentence each
+        (none by default). ``extractor`` is its recorded table ``{"type": NAME, option: value, ...}``; the
+        training setup calls this when the data record one, and refuses to train on a problem."""
+        return []

@@ -224,6 +224,8 @@ class Setup:
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                                  data.train.dim_image, append_eos=spec.model.append_eos,
                                  tokenizer=tokenizer, source=spec.source)
+        if extractor and (problems := model.image_encoder.check_extractor(extractor)):
+            raise DataError(f"[model.image_encoder] {spec.model.image_encoder.type}: " + "; ".join(problems))
         init_words(model, vocab)
         model = model.to(device)
         loss_fn = spec.loss.build().to(device)

