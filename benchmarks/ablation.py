@@ -28,12 +28,14 @@ from vsekit.evaluate import COLUMNS
 FAST = "examples/flickr8k_fast.toml"
 MINILM = "plugins/vsekit-minilm/examples/flickr8k_minilm.toml"
 GRU_BEST = "examples/flickr8k_best_gru.toml"
+#: paths in --set resolve from the spec file's folder, like the spec's own: the rows that set paths have base
+#: specs in examples/, so "../runs/..." is the repository's runs/ folder
 #: vsekit extract efficientnet_lite0 TRAIN_IMAGES --set ten_crop=true --set view=9 -o runs/views/flip_ims.npy
-VIEWS = "runs/views/flip_ims.npy"
+VIEWS = "../runs/views/flip_ims.npy"
 #: benchmarks/trunk.sh: vsekit extract efficientnet_lite0 SPLIT_IMAGES --set output=trunk -o runs/trunk/SPLIT_ims.npy
-TRUNK = "runs/trunk"
+TRUNK = "../runs/trunk"
 #: vsekit minilm-words SHARED/flickr8k-effnet-lite0/train_caps.txt -o runs/views/minilm_words.txt
-WORDS = "runs/views/minilm_words.txt"
+WORDS = "../runs/views/minilm_words.txt"
 
 #: (row, baseline row, base spec, what changed, its --set options); runs are RUNS/ROW_sK
 ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
@@ -49,9 +51,9 @@ ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
     ("views", "base", FAST, "train features: centre crop or its mirror, drawn per image each epoch",
      [f'data.train_views=["{VIEWS}"]']),
     ("views4", "views", FAST, "per-view features from 4 views: centre, its mirror, top-left and bottom-right crops",
-     [f'data.train_views=["{VIEWS}", "runs/views/view0_ims.npy", "runs/views/view3_ims.npy"]']),
+     [f'data.train_views=["{VIEWS}", "../runs/views/view0_ims.npy", "../runs/views/view3_ims.npy"]']),
     ("gp4", "gpv", GRU_BEST, "GPO + per-view features from the 4 views of row views4",
-     [f'data.train_views=["{VIEWS}", "runs/views/view0_ims.npy", "runs/views/view3_ims.npy"]']),
+     [f'data.train_views=["{VIEWS}", "../runs/views/view0_ims.npy", "../runs/views/view3_ims.npy"]']),
     ("mv", "base", FAST, "loss: InfoNCE for 2 epochs, then max-violation hinge (margin 0.2)",
      ['loss.type="max_violation"', 'loss.warmup_loss="infonce"', "loss.warmup_epochs=2"]),
     ("bs256", "base", FAST, "batch size 256 (same lr)", ["train.batch_size=256"]),
