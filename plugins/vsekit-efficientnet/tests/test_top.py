@@ -69,6 +69,15 @@ def test_other_crop_sizes_work_too(pictures):
     assert enc(torch.from_numpy(rows)).shape == (1, 8)
 
 
+def test_trunk_output_keeps_the_extractor_contract(pictures, tmp_path):
+    from vsekit import testing
+
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    res = testing.check_image_feature_extractor("efficientnet_lite0", {"progress": False, "output": "trunk"},
+                                                pictures[:2], bad=[tmp_path / "broken.jpg"])
+    assert res.features.shape == (2, 9408)
+
+
 def test_pooled_features_are_refused():
     with pytest.raises(DataError, match=r"trunk activations .* got 1280-d image features"):
         EfficientNetTop(EfficientNetTop.Config(), 1280, 8)
