@@ -28,8 +28,9 @@ from vsekit.evaluate import COLUMNS
 FAST = "examples/flickr8k_fast.toml"
 MINILM = "plugins/vsekit-minilm/examples/flickr8k_minilm.toml"
 GRU_BEST = "examples/flickr8k_best_gru.toml"
+BEST = "examples/flickr8k_best.toml"
 #: paths in --set resolve from the spec file's folder, like the spec's own: the rows that set paths have base
-#: specs in examples/, so "../runs/..." is the repository's runs/ folder
+#: specs in examples/, so "../runs/..." is the repository's runs/ folder ("../../../runs/..." from MINILM's)
 #: vsekit extract efficientnet_lite0 TRAIN_IMAGES --set ten_crop=true --set view=9 -o runs/views/flip_ims.npy
 VIEWS = "../runs/views/flip_ims.npy"
 #: benchmarks/trunk.sh: vsekit extract efficientnet_lite0 SPLIT_IMAGES --set output=trunk -o runs/trunk/SPLIT_ims.npy
@@ -64,8 +65,6 @@ ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
      ["train.warmup_steps=200"]),
     ("dim512", "base", FAST, "joint embedding size 512 instead of 1024 (the GRU's hidden size with it)",
      ["model.dim=512"]),
-    ("top1", "base", FAST, "image side: EfficientNet-Lite0's last block + head fine-tuned (0.1 x lr) on cached "
-     "trunk activations", [f'data.dir="{TRUNK}"', 'model.image_encoder.type="efficientnet_top"']),
     ("mwv", "base", FAST, "not from scratch: word embeddings (384-d) start from MiniLM's word-piece embeddings",
      ["model.sentence_encoder.dim_word=384", f'model.sentence_encoder.word_vectors="{WORDS}"']),
     ("minilm", None, MINILM, "frozen MiniLM + MLP head (plugin example), 3 epochs cosine",
@@ -73,6 +72,12 @@ ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
     ("mft2", "minilm", MINILM, "MiniLM: fine-tune the top 2 layers at 0.1 x lr", [
         "train.max_epochs=3", 'train.lr_schedule="cosine"', "model.sentence_encoder.finetune_layers=2",
         "model.sentence_encoder.finetune_lr_scale=0.1"]),
+    ("mtop", "minilm", MINILM, "image side: EfficientNet-Lite0's last block + head fine-tuned (0.1 x lr) on cached "
+     "trunk activations (efficientnet_top)",
+     ["train.max_epochs=3", 'train.lr_schedule="cosine"', f'data.dir="../../{TRUNK}"',
+      'model.image_encoder.type="efficientnet_top"']),
+    ("btop", "mft2", BEST, "MiniLM top 2 layers fine-tuned + EfficientNet-Lite0's last block fine-tuned: "
+     "examples/flickr8k_best.toml", [f'data.dir="{TRUNK}"', 'model.image_encoder.type="efficientnet_top"']),
 ]
 
 
