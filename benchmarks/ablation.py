@@ -28,7 +28,7 @@ from vsekit.evaluate import COLUMNS
 FAST = "examples/flickr8k_fast.toml"
 MINILM = "plugins/vsekit-minilm/examples/flickr8k_minilm.toml"
 GRU_BEST = "examples/flickr8k_best_gru.toml"
-BEST = "examples/flickr8k_best.toml"
+FT2 = "examples/flickr8k_minilm_ft2.toml"
 #: paths in --set resolve from the spec file's folder, like the spec's own: the rows that set paths have base
 #: specs in examples/, so "../runs/..." is the repository's runs/ folder ("../../../runs/..." from MINILM's)
 #: vsekit extract efficientnet_lite0 TRAIN_IMAGES --set ten_crop=true --set view=9 -o runs/views/flip_ims.npy
@@ -76,7 +76,7 @@ ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
      "trunk activations (efficientnet_top)",
      ["train.max_epochs=3", 'train.lr_schedule="cosine"', f'data.dir="../../{TRUNK}"',
       'model.image_encoder.type="efficientnet_top"']),
-    ("btop", "mft2", BEST, "MiniLM top 2 layers fine-tuned + EfficientNet-Lite0's last block fine-tuned: "
+    ("btop", "mft2", FT2, "MiniLM top 2 layers fine-tuned + EfficientNet-Lite0's last block fine-tuned: "
      "examples/flickr8k_best.toml", [f'data.dir="{TRUNK}"', 'model.image_encoder.type="efficientnet_top"']),
 ]
 
