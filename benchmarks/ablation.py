@@ -46,6 +46,9 @@ ROWS: list[tuple[str, str | None, str, str, list[str]]] = [
      ['model.sentence_encoder.pooling="gpo"', "train.max_epochs=6"]),
     ("gpv", "gpo", FAST, "GPO + per-view features (centre or mirror): examples/flickr8k_best_gru.toml",
      ['model.sentence_encoder.pooling="gpo"', f'data.train_views=["{VIEWS}"]']),
+    ("gtop", "gpo", FAST, "GPO + EfficientNet-Lite0's last block + head fine-tuned (0.1 x lr) on cached trunk "
+     "activations (efficientnet_top)", ['model.sentence_encoder.pooling="gpo"', f'data.dir="{TRUNK}"',
+                                        'model.image_encoder.type="efficientnet_top"']),
     ("mean", "base", FAST, "mean pooling over the GRU's word states", ['model.sentence_encoder.pooling="mean"']),
     ("mlp", "base", FAST, "image side: linear + residual 2-layer MLP head", ['model.image_encoder.type="mlp"']),
     ("wd1", "base", FAST, "word dropout 0.1", ["model.sentence_encoder.word_dropout=0.1"]),
