@@ -103,3 +103,16 @@ def test_a_model_without_a_record_asks_for_extractor(trained_run, tmp_path):
     with testing.registered("image_feature_extractor", "rows_by_name", RowsByName):
         named = invoke("retrieve", trained_run, "--image", tmp_path / "row_3.jpg", "--extractor", "rows_by_name")
     assert named.exit_code == 2 and "row_3.jpg: no such image file" in named.stderr  # --extractor got past the check
+
+
+def test_a_named_extractor_takes_the_options_the_model_records():
+    """--extractor NAME of the extractor the model records means its recorded options (a trunk cut, a crop
+    size), not that extractor's defaults; another name gets its own defaults."""
+    from vsekit.image_features import extractor_table
+
+    meta = {"image_feature_extractor": {"type": "rows_by_name", "batch_size": 4, "output": "trunk"}}
+    assert extractor_table(meta, 9408, "rows_by_name") == {"type": "rows_by_name", "batch_size": 4,
+                                                           "output": "trunk"}
+    assert extractor_table(meta, 9408, "other") == {"type": "other"}
+    assert extractor_table(meta, 9408) == meta["image_feature_extractor"]
+    assert extractor_table({}, 1280, "other") == {"type": "other"}

@@ -326,7 +326,7 @@ def check_spec(s: spec_mod.Spec) -> list[str]:
     if isinstance(warmup, float) and warmup >= s.train.max_epochs:
         problems.append(f"[loss] warmup_epochs: {warmup:g} >= [train] max_epochs = {s.train.max_epochs}: "
                         f"the {s.loss.type} loss would never leave its warm-up")
-    problems += _size_problems(s)
+    problems += _size_problems(s) + _image_input_problems(s, reader)
     t = s.train
     if t.lr_schedule == "step" and t.lr_step_epochs >= t.max_epochs:
         problems.append(f"[train] lr_step_epochs: {t.lr_step_epochs} >= max_epochs = {t.max_epochs}: "
@@ -348,3 +348,31 @@ def _size_problems(s: spec_mod.Spec) -> list[str]:
     except spec_mod.SpecError as exc:
         return [f"[model] dim: {exc}"]
     return []
+
+
+def _image_input_problems(s: spec_mod.Spec, reader: DatasetReader) -> list[str]:
+    """What the image encoder says of the train features, when the reader names their file (``precomp``): built
+    on torch's meta device at their width (nothing allocated, no weights read), then asked about the extractor
+    their ``_extractor.json`` records (:meth:`~vsekit.image.base.ImageEncoder.check_extractor`), as ``run`` does."""
+    import torch
+
+    from vsekit.errors import VsekitError
+    from vsekit.extract import recorded_extractor
+    from vsekit.feature_arrays import npy_header
+
+    paths = getattr(reader, "paths", None)
+    try:
+        ims = paths("train")[1] if callable(paths) else None
+        if ims is None or not ims.is_file():
+            return []
+        shape, _ = npy_header(ims)
+        extractor = recorded_extractor([ims])
+    except (VsekitError, OSError, ValueError):  # reader.check() reports the file
+        return []
+    where = f"[model.image_encoder] {s.model.image_encoder.type}: "
+    try:
+        with torch.device("meta"):
+            encoder = s.model.image_encoder.build(shape[-1], s.model.dim)
+    except VsekitError as exc:  # the encoder refuses these features
+        return [str(exc) if str(exc).startswith("[model.image_encoder]") else where + str(exc)]
+    return [where + p for p in encoder.check_extractor(extractor)] if extractor else []

@@ -29,23 +29,25 @@ def extractor_table(meta: dict[str, Any] | None, dim_image: int, name: str | Non
                     bank: Any = None) -> dict[str, Any]:
     """Which image feature extractor turns a photo into this model's features.
 
-    In order: ``name``; what the checkpoint records (``meta["image_feature_extractor"]``,
+    In order: what the checkpoint records (``meta["image_feature_extractor"]``,
     carried from the features' ``_extractor.json`` by the trainer); what the
     ``bank`` records (anything with a ``meta`` dict: an image bank); the spec's
-    (``meta["spec"]``) ``[data.features]`` unless it is ``precomputed``.
-    Nothing is guessed from ``dim_image``.
+    (``meta["spec"]``) ``[data.features]`` unless it is ``precomputed``. A
+    ``name`` picks that extractor: with the options one of these records for it
+    (e.g. ``output = "trunk"``), else with its defaults. Nothing is guessed from
+    ``dim_image``.
 
     Raises:
         VsekitError: none of these names an extractor (the message asks for ``--extractor``).
     """
-    if name:
-        return {"type": name}
     meta = meta or {}
     candidates = [meta.get("image_feature_extractor"), bank.meta.get("image_feature_extractor") if bank else None,
                   ((meta.get("spec") or {}).get("data") or {}).get("features")]
-    for table in candidates:
-        if isinstance(table, dict) and table.get("type") and table.get("type") != "precomputed":
-            return dict(table)
+    recorded = [dict(t) for t in candidates if isinstance(t, dict) and t.get("type") not in (None, "", "precomputed")]
+    if name:
+        return next((t for t in recorded if t["type"] == name), {"type": name})
+    if recorded:
+        return recorded[0]
     raise VsekitError(f"this model takes {dim_image}-d image features and records no image feature extractor: "
                       f"pass --extractor NAME (Python: extractor=NAME), the one that made its training features "
                       f"(`vsekit plugins` lists them), or query with --features FILE.npy")
@@ -124,7 +126,9 @@ def readable_features(extractor: Any, paths: Sequence[str | Path], dim_image: in
         else np.zeros((0, dim_image or 0), dtype=np.float32)
     if dim_image is not None and len(feats) and (feats.ndim != 2 or feats.shape[1] != dim_image):
         raise DataError(f"the image feature extractor gives {feats.shape[-1]}-d features, but the model takes "
-                        f"{dim_image}-d: pass --extractor with the extractor the model was trained on")
+                        f"{dim_image}-d: the extractor and options its training features were made with are needed "
+                        f"(a model records them when they came from vsekit extract; --extractor NAME without them "
+                        f"means that extractor's defaults), or query with --features FILE.npy")
     return feats, np.array([p not in why for p in paths], dtype=bool), why
 
 

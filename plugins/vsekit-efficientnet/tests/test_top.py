@@ -83,6 +83,17 @@ def test_pooled_features_are_refused():
         EfficientNetTop(EfficientNetTop.Config(), 1280, 8)
 
 
+def test_validate_refuses_pooled_features(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        np.save(data / f"{split}_ims.npy", np.zeros((2, 1280), np.float32))
+        (data / f"{split}_caps.txt").write_text("a b\n" * 10)
+    (tmp_path / "spec.toml").write_text(SPEC.format(top=1))
+    r = invoke("validate", tmp_path / "spec.toml")
+    assert r.exit_code == 2 and "got 1280-d image features" in r.output, r.output
+
+
 def test_the_extractor_record_is_checked():
     enc = EfficientNetTop(EfficientNetTop.Config(top_blocks=2), 9408, 8)
     assert enc.check_extractor({"type": "efficientnet_lite0", "output": "trunk", "top_blocks": 2}) == []
@@ -162,8 +173,12 @@ def test_train_then_query_with_a_new_image(tmp_path, pictures):
     retriever = Retriever.load(tmp_path / "run")
     row = np.load(data / "test_ims.npy")[2]
     np.testing.assert_allclose(retriever.embed_image(pictures[2]), retriever.embed_image(row), atol=1e-5)
+    named = Retriever.load(tmp_path / "run", extractor="efficientnet_lite0")  # its recorded options, not defaults
+    np.testing.assert_allclose(named.embed_image(pictures[2]), retriever.embed_image(row), atol=1e-5)
 
     (tmp_path / "spec.toml").write_text(SPEC.format(top=2))
+    r = invoke("validate", tmp_path / "spec.toml")  # found before any training, as run refuses it
+    assert r.exit_code == 2 and "set top_blocks = 1" in r.output, r.output
     r = invoke("run", tmp_path / "spec.toml", "--out", tmp_path / "run2", "-q")
     assert r.exit_code == 2 and "\n" not in r.output.strip(), r.output
     assert r.output.startswith("error: [model.image_encoder] efficientnet_top: top_blocks = 2") and \
