@@ -20,6 +20,7 @@ from vsekit.cli import cli
 from vsekit.cli.retrieval import add_commands
 from vsekit.extract import FeatureFile
 from vsekit.image.base import Extracted, ImageFeatureExtractor
+from vsekit.image.linear import LinearImageEncoder
 
 add_commands(cli)
 
@@ -116,3 +117,23 @@ def test_a_named_extractor_takes_the_options_the_model_records():
     assert extractor_table(meta, 9408, "other") == {"type": "other"}
     assert extractor_table(meta, 9408) == meta["image_feature_extractor"]
     assert extractor_table({}, 1280, "other") == {"type": "other"}
+
+
+class Picky(LinearImageEncoder):
+    """The linear encoder, refusing features of any extractor but ``wanted``."""
+
+    def check_extractor(self, extractor):
+        return [] if extractor.get("type") == "wanted" else [f"wants 'wanted' features, not {extractor['type']!r}"]
+
+
+def test_an_image_encoder_refuses_features_of_another_extractor(recorded_run, tmp_path):
+    """run and validate ask the image encoder about the extractor the features record: one error line, before
+    any training, and no run folder."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(tiny_spec_text(recorded_run.parent / "data", model__image_encoder={"type": "picky"}))
+    with testing.registered("image_encoder", "picky", Picky):
+        for command in (["validate", spec], ["run", spec, "--out", tmp_path / "run", "-q"]):
+            res = CliRunner().invoke(cli, [str(a) for a in command], obj={})
+            assert res.exit_code == 2, res.output
+            assert "[model.image_encoder] picky: wants 'wanted' features, not 'rows_by_name'" in res.stderr
+        assert not (tmp_path / "run").exists()
