@@ -359,6 +359,7 @@ def _image_input_problems(s: spec_mod.Spec, reader: DatasetReader) -> list[str]:
     from vsekit.errors import VsekitError
     from vsekit.extract import recorded_extractor
     from vsekit.feature_arrays import npy_header
+    from vsekit.training.setup import extractor_problems
 
     paths = getattr(reader, "paths", None)
     try:
@@ -375,4 +376,4 @@ def _image_input_problems(s: spec_mod.Spec, reader: DatasetReader) -> list[str]:
             encoder = s.model.image_encoder.build(shape[-1], s.model.dim)
     except VsekitError as exc:  # the encoder refuses these features
         return [str(exc) if str(exc).startswith("[model.image_encoder]") else where + str(exc)]
-    return [where + p for p in encoder.check_extractor(extractor)] if extractor else []
+    return extractor_problems(s, encoder, extractor)

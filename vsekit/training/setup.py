@@ -124,6 +124,14 @@ def init_words(model: JointModel, vocab: Vocab) -> None:
         init(vocab.words)
 
 
+def extractor_problems(spec: Spec, encoder: Any, extractor: dict[str, Any] | None) -> list[str]:
+    """What the image encoder objects to in the extractor that made its features
+    (:meth:`~vsekit.image.base.ImageEncoder.check_extractor`), one ``[model.image_encoder] TYPE: ...`` line each;
+    none when the features record no extractor. ``run`` refuses them, ``validate`` reports them."""
+    where = f"[model.image_encoder] {spec.model.image_encoder.type}: "
+    return [where + p for p in encoder.check_extractor(extractor)] if extractor else []
+
+
 def make_optimizer(params: list[torch.nn.Parameter], spec: Spec) -> torch.optim.Optimizer:
     """Adam as ``[train]`` says; the fused kernel (one pass over all tensors) where every parameter allows it.
 
@@ -224,8 +232,8 @@ class Setup:
         model = JointModel.build(spec.model.sentence_encoder, spec.model.image_encoder, vocab, spec.model.dim,
                                  data.train.dim_image, append_eos=spec.model.append_eos,
                                  tokenizer=tokenizer, source=spec.source)
-        if extractor and (problems := model.image_encoder.check_extractor(extractor)):
-            raise DataError(f"[model.image_encoder] {spec.model.image_encoder.type}: " + "; ".join(problems))
+        if problems := extractor_problems(spec, model.image_encoder, extractor):
+            raise DataError("; ".join(problems))
         init_words(model, vocab)
         model = model.to(device)
         loss_fn = spec.loss.build().to(device)
